@@ -1,0 +1,4 @@
+"""bocb: measure backbone-optimizer coupling bias."""
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,244 @@
+"""The benchmark spec (YAML, validated with pydantic) and the trial config it expands to.
+
+A :class:`BenchmarkSpec` names everything by string; names are checked against
+the registries (backbones, optimizers, datasets, recipes) so a typo is a
+one-line error naming the field, the closest match and the valid choices.
+A :class:`TrialConfig` is everything that defines one trial; its
+:meth:`TrialConfig.key` identifies the trial in the store.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bocb.errors import SpecError
+
+Size = Literal["paper", "tiny"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(StrictModel):
+    name: str = "digits"
+    image_size: int | None = Field(None, gt=0, description="input side; None: the backbone's input size")
+    path: str | None = None
+    download: bool = False
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="carved from train, stratified; 0 turns it off")
+    train_subset: int | None = Field(None, gt=0)
+    test_subset: int | None = Field(None, gt=0)
+    split_seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from bocb.data import DATASETS
+
+        return DATASETS.get(name, field="dataset.name").name
+
+
+class BackboneEntry(StrictModel):
+    name: str
+    size: Size | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        from bocb.backbones import resolve_backbone_name
+
+        return resolve_backbone_name(name, field="backbones")
+
+
+class OptimizerEntry(StrictModel):
+    name: str
+    lr: list[float] | None = Field(None, description="searched lr values; None: the grid around the default")
+    weight_decay: list[float] | None = None
+    extras: dict[str, list[Any]] = Field(default_factory=dict, description="searched optimizer-specific values")
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed optimizer arguments")
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        from bocb.optim import OPTIMIZERS
+
+        return OPTIMIZERS.get(name, field="optimizers").name
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (not values or any(v <= 0 for v in values)):
+            raise ValueError("every lr must be > 0")
+        return values
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _non_negative_wd(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (not values or any(v < 0 for v in values)):
+            raise ValueError("every weight_decay must be >= 0")
+        return values
+
+
+class SearchSpec(StrictModel):
+    method: Literal["grid", "halving"] = "grid"
+    lr_points: int = Field(5, ge=1, description="consecutive log-grid values of lr, centred on the default")
+    wd_points: int = Field(5, ge=1)
+    lr_step: float = Field(2.0, gt=1.0, description="ratio between consecutive lr values")
+    wd_step: float = Field(2.0, gt=1.0)
+    rungs: list[float] = Field(default_factory=lambda: [1 / 9, 1 / 3, 1.0])
+    keep_fraction: float = Field(1 / 3, gt=0.0, le=1.0)
+    extend_edges: int = Field(0, ge=0, description="max grid steps added past an edge best")
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs_increase_to_one(cls, rungs: list[float]) -> list[float]:
+        if not rungs or rungs[-1] != 1.0 or any(not 0 < a < b for a, b in zip(rungs, rungs[1:])):
+            raise ValueError("rungs must increase and end at 1.0")
+        return rungs
+
+
+class GpuSpec(StrictModel):
+    channels_last: bool = False
+    amp: Literal["none", "bf16"] = "none"
+    compile: bool = False
+    non_blocking: bool = True
+
+
+class BenchmarkSpec(StrictModel):
+    name: str = "benchmark"
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    backbones: list[BackboneEntry] = Field(min_length=1)
+    size: Size = "tiny"
+    optimizers: list[OptimizerEntry] = Field(min_length=1)
+    recipe: str = Field("paper", description="'paper': each backbone's Table A1 default; or a recipe name")
+    recipe_overrides: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: int | None = Field(None, gt=0, description="None: the recipe's epochs")
+    batch_size: int | None = Field(None, gt=0)
+    weight_decay_policy: Literal["no_decay_1d", "decay_all"] = "no_decay_1d"
+    grad_clip: float | None = Field(None, gt=0, description="overrides the recipe's clip-grad norm")
+    store: str | None = Field(None, description="SQLAlchemy URL; None: DIR/bocb.db")
+    executor: Literal["local", "ray"] = "local"
+    workers: int | None = Field(None, gt=0, description="None: one per CPU core (local)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    num_cpus: float = Field(1.0, gt=0, description="per trial, for the ray executor")
+    num_gpus: float = Field(0.0, ge=0)
+    checkpoint_every: int = Field(1, ge=0, description="epochs between in-trial checkpoints; 0: none")
+    artifact_root: str | None = Field(None, description="checkpoints and layer tables; None: DIR/artifacts")
+
+    @field_validator("backbones", mode="before")
+    @classmethod
+    def _backbone_strings(cls, items: Any) -> Any:
+        return [{"name": i} if isinstance(i, str) else i for i in items] if isinstance(items, list) else items
+
+    @field_validator("optimizers", mode="before")
+    @classmethod
+    def _optimizer_strings(cls, items: Any) -> Any:
+        return [{"name": i} if isinstance(i, str) else i for i in items] if isinstance(items, list) else items
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, name: str) -> str:
+        if name == "paper":
+            return name
+        from bocb.recipes import RECIPES
+
+        return RECIPES.get(name, field="recipe").name
+
+    @model_validator(mode="after")
+    def _dataset_available(self) -> BenchmarkSpec:
+        from bocb.data import DATASETS
+
+        DATASETS.get(self.dataset.name).check(self.dataset)
+        return self
+
+    def size_of(self, backbone: BackboneEntry) -> Size:
+        return backbone.size or self.size
+
+
+class TrialConfig(StrictModel):
+    """Everything that defines one trial (and nothing about where it runs)."""
+
+    dataset: DatasetSpec
+    backbone: str
+    size: Size
+    image_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    hparams: dict[str, Any] = Field(default_factory=dict)
+    recipe: dict[str, Any]
+    epochs: int
+    batch_size: int
+    seed: int
+    weight_decay_policy: str = "no_decay_1d"
+    precision: str = "fp32"
+
+    def key(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    return ".".join(parts) or "spec"
+
+
+def _validation_message(exc: ValidationError) -> SpecError:
+    err = exc.errors()[0]
+    if isinstance(err.get("ctx", {}).get("error"), SpecError):
+        return err["ctx"]["error"]
+    field = _field_path(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return SpecError(field, "unknown field")
+    msg = err["msg"].removeprefix("Value error, ")
+    return SpecError(field, msg)
+
+
+def parse_spec(data: Any) -> BenchmarkSpec:
+    """Validate a spec from a mapping; raises a one-line SpecError."""
+    if not isinstance(data, dict):
+        raise SpecError("spec", "must be a YAML mapping of fields")
+    try:
+        return BenchmarkSpec.model_validate(data)
+    except SpecError:
+        raise
+    except ValidationError as exc:
+        raise _validation_message(exc) from None
+
+
+def load_spec(path: str | Path) -> BenchmarkSpec:
+    """Read and validate a YAML spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("spec", f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError("spec", f"malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_spec(data)
+
+
+def preset_path(name: str) -> Path:
+    return Path(__file__).parent / "presets" / f"{name}.yaml"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.yaml"))
+
+
+def load_preset(name: str) -> BenchmarkSpec:
+    if name not in preset_names():
+        from bocb.errors import unknown_name_message
+
+        raise SpecError("--preset", unknown_name_message("preset", name, preset_names()))
+    return load_spec(preset_path(name))
