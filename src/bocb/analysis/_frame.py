@@ -1,0 +1,124 @@
+"""Turn a results frame (from the store or a user CSV) into the tidy trial frame the analysis uses.
+
+Tidy columns: backbone, optimizer, seed, config, lr, weight_decay, val_top1, test_top1, state,
+failed, budget, epochs, time_s, peak_mem_mb, lr_grid, wd_grid (and trial_key when known).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bocb.errors import DataError, SpecError
+
+REQUIRED = ("backbone", "optimizer")
+# States that are not results yet: dropped, not counted as failures.
+UNFINISHED = frozenset({"pending", "running", "queued"})
+# Aliases a user CSV may use for our column names.
+ALIASES = {"top1": "test_top1", "wd": "weight_decay", "time": "time_s", "memory": "peak_mem_mb",
+           "mem": "peak_mem_mb", "peak_mem": "peak_mem_mb"}
+
+
+def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(trials, epochs) from a CSV file or a store (a .db path or an SQLAlchemy URL)."""
+    text = str(path)
+    if text.lower().endswith(".csv"):
+        if not Path(text).is_file():
+            raise DataError(f"results: file not found: {text}")
+        try:
+            return pd.read_csv(text), None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DataError(f"results: cannot read CSV {text}: {str(exc).splitlines()[0]}") from None
+    if "://" not in text and not Path(text).exists():
+        raise DataError(f"results: no such CSV file or store: {text}")
+    try:
+        from bocb.store import load_frames
+    except ImportError:
+        raise DataError(f"results: reading a store needs bocb.store.load_frames; pass a CSV instead of {text}") from None
+    url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+    return load_frames(url)
+
+
+def chance_level(frame: pd.DataFrame) -> pd.Series:
+    """Top-1 of a failed trial: 100 / num_classes when the frame says, else 0."""
+    if "num_classes" in frame:
+        return 100.0 / pd.to_numeric(frame["num_classes"], errors="coerce").fillna(np.inf)
+    return pd.Series(0.0, index=frame.index)
+
+
+def _config_label(frame: pd.DataFrame) -> pd.Series:
+    known = [c for c in ("lr", "weight_decay") if frame[c].notna().any()]
+    if not known:
+        return pd.Series("default", index=frame.index)
+    short = {"lr": "lr", "weight_decay": "wd"}
+    return frame.apply(lambda row: ",".join(f"{short[c]}={row[c]:g}" for c in known), axis=1)
+
+
+def tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate and normalise a trial frame; raises DataError naming the bad column."""
+    frame = frame.rename(columns={k: v for k, v in ALIASES.items() if k in frame and v not in frame}).copy()
+    missing = [c for c in REQUIRED if c not in frame]
+    if missing:
+        raise DataError(f"results: missing column '{missing[0]}'; need backbone, optimizer and top1 "
+                        f"(or test_top1); got: {', '.join(map(str, frame.columns))}")
+    if "test_top1" not in frame:
+        raise DataError(f"results: missing column 'top1' (or 'test_top1'); got: {', '.join(map(str, frame.columns))}")
+    defaults = {"seed": 0, "lr": np.nan, "weight_decay": np.nan, "val_top1": np.nan, "state": "done",
+                "budget": 1, "epochs": np.nan, "time_s": np.nan, "peak_mem_mb": np.nan,
+                "lr_grid": "", "wd_grid": "", "stage": ""}
+    for column, value in defaults.items():
+        if column not in frame:
+            frame[column] = value
+    for column in ("lr", "weight_decay", "val_top1", "test_top1", "epochs", "time_s", "peak_mem_mb", "budget"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().sum() > frame[column].isna().sum():
+            bad = frame.loc[values.isna() & frame[column].notna(), column].iloc[0]
+            raise DataError(f"results: column '{column}' must be numeric; found {bad!r}")
+        frame[column] = values
+    frame["backbone"] = frame["backbone"].astype(str)
+    frame["optimizer"] = frame["optimizer"].astype(str)
+    frame["state"] = frame["state"].fillna("done").astype(str)
+    frame = frame[~frame["state"].isin(UNFINISHED)].copy()
+    frame["budget"] = frame["budget"].fillna(1)
+    for column in ("lr_grid", "wd_grid", "stage"):
+        frame[column] = frame[column].fillna("").astype(str)
+    if "config" not in frame:
+        frame["config"] = _config_label(frame)
+    frame["config"] = frame["config"].astype(str)
+    # A diverged/failed trial scores the chance level on both splits (see docs/analysis.md).
+    frame["failed"] = frame["state"] != "done"
+    chance = chance_level(frame)
+    for column in ("val_top1", "test_top1"):
+        frame.loc[frame["failed"], column] = chance[frame["failed"]]
+    return frame.reset_index(drop=True)
+
+
+def selection_column(frame: pd.DataFrame) -> str:
+    """'val_top1' when the frame has validation results, else 'test_top1' (the report warns)."""
+    done = frame[~frame["failed"]]
+    return "val_top1" if done["val_top1"].notna().any() else "test_top1"
+
+
+def main_budget(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the main search: budget 1, not a budget re-run stage, at each cell's full epochs."""
+    rows = frame[(frame["budget"] == 1) & ~frame["stage"].str.startswith("budget")]
+    if rows["epochs"].isna().all():
+        return rows
+    # Successive-halving rungs train fewer epochs; only full-length trials compete.
+    full = rows.groupby(["backbone", "optimizer"])["epochs"].transform("max")
+    return rows[(rows["epochs"] == full) | full.isna()]
+
+
+def parse_grid(text: str) -> list[float]:
+    """'0.001;0.002' -> [0.001, 0.002]; a bad value is a DataError naming it."""
+    try:
+        return sorted(float(v) for v in str(text).split(";") if v.strip())
+    except ValueError:
+        raise DataError(f"results: grid {text!r} must be ';'-joined numbers") from None
+
+
+def check_choice(field: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SpecError(field, f"unknown value '{value}'; valid choices: {', '.join(choices)}")
+    return value
