@@ -1,0 +1,31 @@
+"""The backbone zoo: the BOCB paper's 20 backbones at paper and tiny size, plus users' own.
+
+``build_backbone(name, size=..., num_classes=..., img_size=...)`` builds one;
+``input_size(name, size, requested)`` tells the data layer which side to deliver.
+"""
+from __future__ import annotations
+
+from bocb.backbones import _zoo  # noqa: F401  (registers the zoo)
+from bocb.backbones._api import (
+    BACKBONES,
+    SIZES,
+    BackboneInfo,
+    build_backbone,
+    get_backbone,
+    input_size,
+    load_entry_points,
+    register_backbone,
+    resolve_backbone_name,
+)
+
+__all__ = [
+    "BACKBONES",
+    "SIZES",
+    "BackboneInfo",
+    "build_backbone",
+    "get_backbone",
+    "input_size",
+    "load_entry_points",
+    "register_backbone",
+    "resolve_backbone_name",
+]

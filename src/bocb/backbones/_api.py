@@ -1,0 +1,139 @@
+"""The backbone registry: metadata (Table A1) plus a builder per backbone.
+
+Besides the registered zoo, a name may be a user's factory ``package.module:factory``
+or an entry point of the group ``bocb.backbones`` (see docs/own-backbone.md).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from torch import nn
+
+from bocb.errors import SpecError
+from bocb.registry import Registry
+
+SIZES = ("paper", "tiny")
+TINY_INPUT_SIZE = 32
+ENTRY_POINT_GROUP = "bocb.backbones"
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    paper_name: str
+    column: str
+    era: str
+    stage_design: str
+    block_design: str
+    token_mixer: str
+    residual: str
+    default_recipe: str
+    paper_input_size: int
+    cifar_stem: bool
+    build: Callable[..., nn.Module]
+
+
+BACKBONES: Registry[BackboneInfo] = Registry("backbone")
+_USER: dict[str, BackboneInfo] = {}  # 'module:factory' names, checked once
+_ENTRY_POINTS_LOADED = False
+
+
+def register_backbone(info: BackboneInfo, aliases: tuple[str, ...] = ()) -> BackboneInfo:
+    """Add ``info`` to the registry (``aliases`` resolve to its name)."""
+    return BACKBONES.register(info, aliases)
+
+
+def _call_factory(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """A ``build`` that calls a user factory with the keywords it declares."""
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    def build(size: str = "tiny", *, num_classes: int, img_size: int, in_chans: int = 3,
+              drop_path_rate: float = 0.0) -> nn.Module:
+        # num_classes and img_size always; the optional ones only where the factory names them
+        kwargs = {"num_classes": num_classes, "img_size": img_size}
+        for key, value in (("in_chans", in_chans), ("drop_path_rate", drop_path_rate)):
+            if takes_any or key in params:
+                kwargs[key] = value
+        return factory(**kwargs)
+
+    return build
+
+
+def _user_info(name: str, factory: Callable[..., nn.Module]) -> BackboneInfo:
+    return BackboneInfo(
+        name=name, paper_name=getattr(factory, "__name__", name), column=name, era="user",
+        stage_design="user", block_design="user", token_mixer="user", residual="user",
+        default_recipe="torch", paper_input_size=TINY_INPUT_SIZE, cifar_stem=False,
+        build=_call_factory(factory),
+    )
+
+
+def _import_factory(name: str, field: str) -> BackboneInfo:
+    if name in _USER:
+        return _USER[name]
+    module_name, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(field, f"cannot import backbone factory '{name}': {exc}") from None
+    if not callable(factory):
+        raise SpecError(field, f"backbone factory '{name}' is not callable")
+    _USER[name] = _user_info(name, factory)
+    return _USER[name]
+
+
+def load_entry_points() -> None:
+    """Register backbones that installed packages publish in the group ``bocb.backbones``.
+
+    An entry point may load a :class:`BackboneInfo` or a factory ``(num_classes, img_size) -> nn.Module``.
+    """
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BACKBONES:
+            continue
+        obj = ep.load()
+        register_backbone(obj if isinstance(obj, BackboneInfo) else _user_info(ep.name, obj))
+
+
+def get_backbone(name: str, field: str = "backbones") -> BackboneInfo:
+    """The metadata and builder of ``name`` (registered name, alias, entry point or 'module:factory')."""
+    if ":" in name:
+        return _import_factory(name, field)
+    if name not in BACKBONES:
+        load_entry_points()
+    return BACKBONES.get(name, field=field)
+
+
+def resolve_backbone_name(name: str, field: str = "backbones") -> str:
+    """Canonical name of ``name``; a one-line SpecError naming the closest match if unknown."""
+    return get_backbone(name, field).name
+
+
+def _check_size(size: str) -> None:
+    if size not in SIZES:
+        raise SpecError("size", f"unknown size '{size}'; valid choices: {', '.join(SIZES)}")
+
+
+def build_backbone(name: str, *, size: str = "tiny", num_classes: int, img_size: int,
+                   in_chans: int = 3, drop_path_rate: float = 0.0) -> nn.Module:
+    """A freshly initialised backbone with a ``num_classes`` head for ``img_size`` input."""
+    _check_size(size)
+    info = get_backbone(name)
+    return info.build(size, num_classes=num_classes, img_size=img_size, in_chans=in_chans,
+                      drop_path_rate=drop_path_rate)
+
+
+def input_size(name: str, size: str, requested: int | None) -> int:
+    """The image side the data layer must deliver to ``name`` at ``size``."""
+    _check_size(size)
+    if requested is not None:
+        return requested
+    return get_backbone(name).paper_input_size if size == "paper" else TINY_INPUT_SIZE

@@ -1,0 +1,43 @@
+"""CIFAR stems: the 32x32 variants of the authors' code (paper-protocol notes).
+
+Each function edits a freshly built timm model in place and returns it; the
+feature-map sizes each keeps for a 32x32 input are in docs/backbones.md and
+checked by tests/test_backbones.py.
+"""
+from __future__ import annotations
+
+from timm.layers import trunc_normal_
+from torch import nn
+
+
+def conv3x3(in_chans: int, out_chans: int, bias: bool) -> nn.Conv2d:
+    """A 3x3 stride-1 conv initialised as timm initialises CNN convs (He normal, fan out)."""
+    conv = nn.Conv2d(in_chans, out_chans, kernel_size=3, stride=1, padding=1, bias=bias)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def cifar_resnet(model: nn.Module) -> nn.Module:
+    """7x7/2 conv + max-pool -> 3x3/1 conv (BN + ReLU kept), no max-pool: maps 32-32-16-8-4."""
+    model.conv1 = conv3x3(model.conv1.in_channels, model.conv1.out_channels, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def cifar_densenet(model: nn.Module) -> nn.Module:
+    """7x7/2 conv + BN-ReLU + max-pool -> a bare 3x3/1 conv: dense blocks at 32-16-8-4."""
+    conv0 = model.features.conv0
+    model.features.conv0 = conv3x3(conv0.in_channels, conv0.out_channels, bias=False)
+    model.features.norm0 = nn.Identity()
+    model.features.pool0 = nn.Identity()
+    return model
+
+
+def cifar_convnext(model: nn.Module) -> nn.Module:
+    """4x4/4 patchify conv -> 3x3/1 conv (LayerNorm kept): stages at 32-16-8-4."""
+    conv = model.stem[0]
+    model.stem[0] = conv3x3(conv.in_channels, conv.out_channels, bias=True)
+    trunc_normal_(model.stem[0].weight, std=0.02)  # ConvNeXt's own conv init
+    return model
