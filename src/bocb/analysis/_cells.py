@@ -14,18 +14,22 @@ FORMATS = ("table", "csv", "markdown", "json")
 KEYS = ["backbone", "optimizer"]
 
 
-def _edge(value: float, grid: list[float]) -> str:
-    """'low'/'high' when ``value`` is the smallest/largest of a grid of >= 3 values, else ''.
+def grid_position(value: float, grid: list[float]) -> float:
+    """Index of ``value`` in the sorted searched ``grid`` (NaN when it is not on the grid)."""
+    for i, point in enumerate(grid):
+        if math.isclose(value, point, rel_tol=1e-9, abs_tol=1e-15):
+            return float(i)
+    return math.nan
+
+
+def edge_label(position: float, points: int) -> str:
+    """'low'/'high' at the first/last value of a grid of >= 3 values, else ''.
 
     With fewer than 3 searched values every value is an edge, which tells nothing.
     """
-    if len(grid) < 3 or value is None or math.isnan(value):
+    if points < 3 or math.isnan(position):
         return ""
-    if math.isclose(value, grid[0], rel_tol=1e-9, abs_tol=1e-15):
-        return "low"
-    if math.isclose(value, grid[-1], rel_tol=1e-9, abs_tol=1e-15):
-        return "high"
-    return ""
+    return "low" if position == 0 else "high" if position == points - 1 else ""
 
 
 def cell_grid(trials: pd.DataFrame, column: str) -> list[float]:
@@ -61,7 +65,9 @@ def select_cells(frame: pd.DataFrame) -> pd.DataFrame:
     Selection uses ``val_top1`` (test never chooses) or, when the frame has no validation results,
     ``test_top1``; the ``selected_on`` column says which. Columns: backbone, optimizer, config, lr,
     weight_decay, val_top1, test_top1 (mean over seeds), test_top1_std (sample std), n_seeds,
-    n_failed, time_s, peak_mem_mb, lr_edge, wd_edge, edge, selected_on.
+    n_failed, time_s, peak_mem_mb, selected_on, and per hyper-parameter (lr, wd) the chosen value's
+    index in its searched grid (lr_pos, wd_pos), the grid size (lr_points, wd_points) and the
+    edge label (lr_edge, wd_edge: 'low'/'high'/''); ``edge`` is True when either is at an edge.
     """
     trials = tidy(frame)
     means = config_means(trials)
@@ -72,14 +78,17 @@ def select_cells(frame: pd.DataFrame) -> pd.DataFrame:
     ranked = means.sort_values(["select_top1", "_neg_failed", "config"], ascending=[False, False, True],
                                kind="stable", na_position="last")
     cells = ranked.groupby(KEYS, sort=False).head(1).drop(columns=["_neg_failed", "select_top1"])
-    main = main_budget(trials)
-    edges = []
-    for (backbone, optimizer), group in main.groupby(KEYS, sort=False):
+    positions = []
+    for (backbone, optimizer), group in main_budget(trials).groupby(KEYS, sort=False):
         chosen = cells[(cells.backbone == backbone) & (cells.optimizer == optimizer)].iloc[0]
-        edges.append({"backbone": backbone, "optimizer": optimizer,
-                      "lr_edge": _edge(chosen.lr, cell_grid(group, "lr")),
-                      "wd_edge": _edge(chosen.weight_decay, cell_grid(group, "weight_decay"))})
-    cells = cells.merge(pd.DataFrame(edges), on=KEYS)
+        row = {"backbone": backbone, "optimizer": optimizer}
+        for column, short in (("lr", "lr"), ("weight_decay", "wd")):
+            grid = cell_grid(group, column)
+            position = grid_position(chosen[column], grid)
+            row |= {f"{short}_pos": position, f"{short}_points": len(grid),
+                    f"{short}_edge": edge_label(position, len(grid))}
+        positions.append(row)
+    cells = cells.merge(pd.DataFrame(positions), on=KEYS)
     cells["edge"] = (cells["lr_edge"] != "") | (cells["wd_edge"] != "")
     return _in_order(cells, trials).reset_index(drop=True)
 

@@ -80,9 +80,11 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     frame["optimizer"] = frame["optimizer"].astype(str)
     frame["state"] = frame["state"].fillna("done").astype(str)
     frame = frame[~frame["state"].isin(UNFINISHED)].copy()
-    frame["budget"] = frame["budget"].fillna(1)
     for column in ("lr_grid", "wd_grid", "stage"):
         frame[column] = frame[column].fillna("").astype(str)
+    # The budget re-runs may be marked by stage ('budget_2x') instead of a budget column.
+    staged = pd.to_numeric(frame["stage"].astype(str).str.extract(r"^budget_(\d+)x$")[0], errors="coerce")
+    frame["budget"] = staged.fillna(frame["budget"]).fillna(1)
     if "config" not in frame:
         frame["config"] = _config_label(frame)
     frame["config"] = frame["config"].astype(str)
@@ -101,8 +103,8 @@ def selection_column(frame: pd.DataFrame) -> str:
 
 
 def main_budget(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the main search: budget 1, not a budget re-run stage, at each cell's full epochs."""
-    rows = frame[(frame["budget"] == 1) & ~frame["stage"].str.startswith("budget")]
+    """Rows of the main search: budget 1 (not a budget re-run), at each cell's full epochs."""
+    rows = frame[frame["budget"] == 1]
     if rows["epochs"].isna().all():
         return rows
     # Successive-halving rungs train fewer epochs; only full-length trials compete.
