@@ -1,0 +1,36 @@
+"""Datasets and their loaders.
+
+In-memory datasets (digits, synthetic, CIFAR, Fashion-MNIST) take the fast path: each split is held
+once per process as a uint8 tensor on the training device, already resized, and batches are gathered
+and augmented with batched tensor ops. ``imagefolder`` uses a DataLoader with timm transforms.
+Register your own with ``DATASETS.register(DatasetInfo(...))``.
+"""
+from __future__ import annotations
+
+import torch
+
+from bocb.data import _builtin  # noqa: F401  (registers digits, synthetic)
+from bocb.data._base import DATASETS, DatasetInfo, Loaders, RawDataset
+from bocb.data._batches import EvalBatches, TrainBatches
+from bocb.data._memory import build_in_memory, clear_cache
+from bocb.spec import DatasetSpec
+
+__all__ = [
+    "DATASETS", "DatasetInfo", "EvalBatches", "Loaders", "RawDataset", "TrainBatches",
+    "build_loaders", "clear_cache",
+]
+
+
+def build_loaders(spec: DatasetSpec, *, image_size: int, batch_size: int, recipe: dict, seed: int,
+                  device: torch.device | str = "cpu") -> Loaders:
+    """Train / val / test batches for ``spec`` at ``image_size``, augmented as ``recipe`` says
+    (crop_padding, hflip, randaugment, random_erasing, repeated_aug, train_image_size; mixup and cutmix
+    are the engine's). ``seed`` drives the shuffle and augmentation; ``spec.split_seed`` the val split."""
+    info = DATASETS.get(spec.name, field="dataset.name")
+    info.check(spec)
+    device = torch.device(device)
+    if info.build is not None:
+        return info.build(spec, image_size=image_size, batch_size=batch_size, recipe=recipe, seed=seed,
+                          device=device)
+    return build_in_memory(spec, image_size=image_size, batch_size=batch_size, recipe=recipe, seed=seed,
+                           device=device)

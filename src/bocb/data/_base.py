@@ -1,0 +1,66 @@
+"""The dataset registry entry, the raw in-memory dataset and the loaders bundle."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bocb.registry import Registry
+
+if TYPE_CHECKING:
+    from bocb.data._batches import EvalBatches, TrainBatches
+    from bocb.spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """A dataset that fits in memory, at its native size: uint8 images (N, C, H, W), int64 labels."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_names: tuple[str, ...]
+
+
+@dataclass
+class Loaders:
+    """What the engine trains and evaluates on: batches of (x float32 NCHW normalised, y int64), on device."""
+
+    train: TrainBatches
+    val: EvalBatches | None
+    test: EvalBatches
+    num_classes: int
+    class_names: list[str]
+    in_chans: int
+    train_size: int
+    val_size: int
+    test_size: int
+
+
+def _no_check(spec: DatasetSpec) -> None:
+    """Datasets bundled with a dependency (or generated) have nothing to check."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset.
+
+    ``check`` is cheap (no full load) and raises ``SpecError('dataset.path', ...)`` naming how to get
+    missing files. ``load`` returns the whole dataset in memory (the fast path); a dataset too large
+    for memory sets ``build`` instead, a function with :func:`bocb.data.build_loaders`'s signature.
+    """
+
+    name: str
+    description: str
+    num_classes: int
+    native_size: int
+    in_chans: int
+    check: Callable[[DatasetSpec], None] = _no_check
+    load: Callable[[DatasetSpec], RawDataset] | None = None
+    build: Callable[..., Loaders] | None = None
+
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
