@@ -1,5 +1,7 @@
 """Training recipes: the CIFAR-100 ingredients of the paper's Table A3.
 
+Learning rates inside a recipe are ratios of the trial's base lr (warmup
+start, cosine floor), so one recipe serves every point of an lr grid.
 A recipe is a frozen dataclass of ingredients; the engine builds each
 ingredient with timm (Mixup/CutMix, RandAugment, RandomErasing, ModelEmaV3,
 CosineLRScheduler, the losses). Every backbone names its paper default
@@ -24,8 +26,8 @@ class Recipe:
     epochs: int = 200
     batch_size: int = 100
     warmup_epochs: int = 0
-    warmup_lr_init: float = 1e-6
-    min_lr: float = 0.0
+    warmup_lr_ratio: float = 1e-3
+    min_lr_ratio: float = 0.0
     label_smoothing: float = 0.0
     drop_path_rate: float = 0.0
     repeated_aug: int = 1
@@ -55,27 +57,27 @@ RECIPES.register(Recipe(
 RECIPES.register(Recipe(
     name="deit", family="modern",
     description="DeiT: RandAugment m9, Mixup 0.8 / CutMix 1.0, LS 0.1, RE 0.25, drop path 0.1, clip 5",
-    warmup_epochs=5, min_lr=1e-5, label_smoothing=0.1, drop_path_rate=0.1, grad_clip=5.0,
+    warmup_epochs=5, min_lr_ratio=0.02, label_smoothing=0.1, drop_path_rate=0.1, grad_clip=5.0,
     randaugment="rand-m9-mstd0.5-inc1", mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25,
     ema_decay=0.99996, repeated_aug=3,
 ))
 RECIPES.register(Recipe(
     name="convnext", family="modern",
     description="ConvNeXt: DeiT-style augmentation, 20 warmup epochs, drop path 0.1, EMA 0.9999",
-    warmup_epochs=20, min_lr=1e-6, label_smoothing=0.1, drop_path_rate=0.1,
+    warmup_epochs=20, min_lr_ratio=1e-3, label_smoothing=0.1, drop_path_rate=0.1,
     randaugment="rand-m9-mstd0.5-inc1", mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25,
     ema_decay=0.9999,
 ))
 RECIPES.register(Recipe(
     name="rsb_a2", family="modern",
     description="RSB A2: BCE, Mixup 0.1 / CutMix 1.0, RandAugment m7, drop path 0.05, repeated aug",
-    warmup_epochs=5, min_lr=1e-6, drop_path_rate=0.05, randaugment="rand-m7-mstd0.5-inc1",
+    warmup_epochs=5, min_lr_ratio=1e-3, drop_path_rate=0.05, randaugment="rand-m7-mstd0.5-inc1",
     mixup_alpha=0.1, cutmix_alpha=1.0, loss="bce", bce_target_thresh=0.2, repeated_aug=3,
 ))
 RECIPES.register(Recipe(
     name="rsb_a3", family="modern",
     description="RSB A3: as A2 at lower train resolution (160 of 224), BCE, RandAugment m6",
-    warmup_epochs=5, min_lr=1e-6, randaugment="rand-m6-mstd0.5-inc1",
+    warmup_epochs=5, min_lr_ratio=1e-3, randaugment="rand-m6-mstd0.5-inc1",
     mixup_alpha=0.1, cutmix_alpha=1.0, loss="bce", bce_target_thresh=0.2, train_image_size=160,
 ))
 

@@ -102,6 +102,21 @@ class SearchSpec(StrictModel):
         return rungs
 
 
+class BudgetCheckSpec(StrictModel):
+    """Re-run chosen cells at multiples of the epoch budget: does a gap close, shrink or hold?"""
+
+    multipliers: list[int] = Field(default_factory=lambda: [2, 4])
+    backbones: list[str] | None = Field(None, description="None: every backbone")
+    optimizers: list[str] | None = Field(None, description="None: every optimizer")
+
+    @field_validator("multipliers")
+    @classmethod
+    def _above_one(cls, values: list[int]) -> list[int]:
+        if not values or any(v < 2 for v in values):
+            raise ValueError("multipliers must be integers >= 2")
+        return values
+
+
 class GpuSpec(StrictModel):
     channels_last: bool = False
     amp: Literal["none", "bf16"] = "none"
@@ -121,6 +136,7 @@ class BenchmarkSpec(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int | None = Field(None, gt=0, description="None: the recipe's epochs")
     batch_size: int | None = Field(None, gt=0)
+    budget_check: BudgetCheckSpec | None = None
     weight_decay_policy: Literal["no_decay_1d", "decay_all"] = "no_decay_1d"
     grad_clip: float | None = Field(None, gt=0, description="overrides the recipe's clip-grad norm")
     store: str | None = Field(None, description="SQLAlchemy URL; None: DIR/bocb.db")
@@ -161,6 +177,16 @@ class BenchmarkSpec(StrictModel):
 
     def size_of(self, backbone: BackboneEntry) -> Size:
         return backbone.size or self.size
+
+    def benchmark_id(self) -> str:
+        """Identifies what the benchmark computes (not where or how fast it runs)."""
+        data = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+EXECUTION_FIELDS = ("store", "executor", "workers", "device", "num_cpus", "num_gpus", "checkpoint_every",
+                    "artifact_root")
 
 
 class TrialConfig(StrictModel):

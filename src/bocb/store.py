@@ -1,0 +1,383 @@
+"""The results store: the single source of truth of a benchmark (SQLAlchemy).
+
+SQLite (a file, WAL mode, short transactions) serves one machine; PostgreSQL
+(any SQLAlchemy URL) serves many workers on many machines. SQLite on a network
+filesystem is not supported: its locking is unreliable there.
+
+A trial is identified by its key (a hash of its TrialConfig); the primary key
+makes a double insert impossible, and a worker *claims* a trial with a
+conditional UPDATE, so no two workers run it at once. A claim carries a
+heartbeat; a trial whose worker stopped heart-beating (or whose process on
+this host is gone) is claimed again and resumes from its checkpoint.
+This module imports no training code: analysis and reports read from it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from io import StringIO
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from bocb.errors import BocbError
+
+FINISHED = ("done", "diverged", "failed")
+metadata = sa.MetaData()
+
+benchmarks = sa.Table(
+    "benchmarks", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+trials = sa.Table(
+    "trials", metadata,
+    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column("config_json", sa.Text, nullable=False),
+    sa.Column("backbone", sa.String(200), nullable=False),
+    sa.Column("size", sa.String(20), nullable=False),
+    sa.Column("optimizer", sa.String(100), nullable=False),
+    sa.Column("lr", sa.Float, nullable=False),
+    sa.Column("weight_decay", sa.Float, nullable=False),
+    sa.Column("hparams_json", sa.Text, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("epochs", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False, index=True),
+    sa.Column("worker", sa.String(200)),
+    sa.Column("heartbeat_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("val_top1", sa.Float),
+    sa.Column("test_top1", sa.Float),
+    sa.Column("test_top5", sa.Float),
+    sa.Column("train_loss", sa.Float),
+    sa.Column("time_s", sa.Float),
+    sa.Column("peak_mem_mb", sa.Float),
+    sa.Column("optimizer_state_mb", sa.Float),
+    sa.Column("resumed_from_epoch", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("provenance_json", sa.Text),
+)
+plan = sa.Table(
+    "plan", metadata,
+    sa.Column("benchmark_id", sa.String(40), sa.ForeignKey("benchmarks.id"), primary_key=True),
+    sa.Column("trial_key", sa.String(40), sa.ForeignKey("trials.key"), primary_key=True),
+    sa.Column("stage", sa.String(40), nullable=False),
+    sa.Column("budget", sa.Integer, nullable=False, default=1),
+)
+epochs = sa.Table(
+    "epochs", metadata,
+    sa.Column("trial_key", sa.String(40), sa.ForeignKey("trials.key"), primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True),
+    sa.Column("train_loss", sa.Float),
+    sa.Column("val_top1", sa.Float),
+    sa.Column("test_top1", sa.Float),
+    sa.Column("test_top5", sa.Float),
+    sa.Column("lr", sa.Float),
+    sa.Column("time_s", sa.Float),
+    sa.Column("ema_val_top1", sa.Float),
+    sa.Column("ema_test_top1", sa.Float),
+)
+layer_tables = sa.Table(
+    "layer_tables", metadata,
+    sa.Column("trial_key", sa.String(40), sa.ForeignKey("trials.key"), primary_key=True),
+    sa.Column("table_json", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    key: str
+    config: dict[str, Any]
+    stage: str
+    budget: int = 1
+
+
+@dataclass(frozen=True)
+class ClaimedTrial:
+    key: str
+    config: dict[str, Any]
+    attempts: int
+
+
+def normalise_url(url_or_path: str | os.PathLike[str]) -> str:
+    """An SQLAlchemy URL; a plain path means an SQLite file."""
+    text = str(url_or_path)
+    return text if "://" in text else f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _process_gone(worker: str | None) -> bool:
+    """True when ``worker`` ran on this host in a process that no longer exists."""
+    if not worker or worker.count(":") < 2:
+        return False
+    host, pid, _ = worker.rsplit(":", 2)
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    def __init__(self, url: str | os.PathLike[str]) -> None:
+        self.url = normalise_url(url)
+        try:
+            self.engine = sa.create_engine(self.url, future=True, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise BocbError(f"store: cannot open '{url}': {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            path = self.engine.url.database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise BocbError(f"store: cannot open '{url}': {exc.orig}") from None
+
+    # -- planning -----------------------------------------------------------------------------------------
+    def register_benchmark(self, benchmark_id: str, name: str, spec: Mapping[str, Any]) -> None:
+        row = {"id": benchmark_id, "name": name, "spec_json": json.dumps(spec, sort_keys=True), "created_at": time.time()}
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(benchmarks.c.id).where(benchmarks.c.id == benchmark_id)).first() is None:
+                try:
+                    conn.execute(benchmarks.insert().values(**row))
+                except IntegrityError:
+                    pass  # registered concurrently by another process
+
+    def benchmark_spec(self, benchmark_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(benchmarks.c.spec_json).where(benchmarks.c.id == benchmark_id)).scalar()
+        if text is None:
+            raise BocbError(f"store: no benchmark '{benchmark_id}' in {self.url}")
+        return json.loads(text)
+
+    def benchmark_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(benchmarks.c.id).order_by(benchmarks.c.created_at)).scalars())
+
+    def add_trials(self, benchmark_id: str, planned: Iterable[PlannedTrial]) -> int:
+        """Insert planned trials that are not stored yet; returns how many were new to this benchmark."""
+        planned = list(planned)
+        new = 0
+        for item in planned:
+            new += self._add_one(benchmark_id, item)
+        return new
+
+    def _add_one(self, benchmark_id: str, item: PlannedTrial) -> int:
+        cfg = item.config
+        row = {
+            "key": item.key, "config_json": json.dumps(cfg, sort_keys=True), "backbone": cfg["backbone"],
+            "size": cfg["size"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
+            "hparams_json": json.dumps(cfg.get("hparams", {}), sort_keys=True), "seed": cfg["seed"],
+            "epochs": cfg["epochs"], "created_at": time.time(), "state": "pending", "attempts": 0,
+        }
+        link = {"benchmark_id": benchmark_id, "trial_key": item.key, "stage": item.stage, "budget": item.budget}
+        added = 0
+        for table, values in ((trials, row), (plan, link)):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(table.insert().values(**values))
+                added = int(table is plan)
+            except IntegrityError:
+                pass  # already there (an earlier run, or another worker planned it first)
+        return added
+
+    # -- claiming and running -----------------------------------------------------------------------------
+    def claim(self, worker: str, benchmark_id: str | None = None, stale_after: float = 120.0) -> ClaimedTrial | None:
+        """Atomically take one pending (or abandoned) trial; None when there is none."""
+        now = time.time()
+        query = sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at).where(
+            trials.c.state.in_(("pending", "running")))
+        if benchmark_id:
+            query = query.where(trials.c.key.in_(sa.select(plan.c.trial_key).where(plan.c.benchmark_id == benchmark_id)))
+        with self.engine.connect() as conn:
+            candidates = conn.execute(query.order_by(trials.c.created_at, trials.c.key)).all()
+        for cand in candidates:
+            if cand.state == "running" and not (
+                (cand.heartbeat_at or 0) < now - stale_after or _process_gone(cand.worker)
+            ):
+                continue
+            claimed = self._take(cand, worker, now)
+            if claimed:
+                return claimed
+        return None
+
+    def claim_key(self, key: str, worker: str, stale_after: float = 120.0) -> ClaimedTrial | None:
+        """Claim one given trial (the ray executor's tasks); None if it is taken or finished."""
+        with self.engine.connect() as conn:
+            cand = conn.execute(sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at)
+                                .where(trials.c.key == key)).first()
+        if cand is None or cand.state in FINISHED:
+            return None
+        if cand.state == "running" and (cand.heartbeat_at or 0) >= time.time() - stale_after \
+                and not _process_gone(cand.worker):
+            return None
+        return self._take(cand, worker, time.time())
+
+    def _take(self, cand: Any, worker: str, now: float) -> ClaimedTrial | None:
+        guard = sa.and_(trials.c.key == cand.key, trials.c.state == cand.state)
+        if cand.state == "running":
+            guard = sa.and_(guard, trials.c.worker == cand.worker, trials.c.heartbeat_at == cand.heartbeat_at)
+        with self.engine.begin() as conn:
+            done = conn.execute(trials.update().where(guard).values(
+                state="running", worker=worker, heartbeat_at=now, attempts=trials.c.attempts + 1,
+                started_at=sa.func.coalesce(trials.c.started_at, now), error=None)).rowcount
+            if done != 1:
+                return None
+            row = conn.execute(sa.select(trials.c.config_json, trials.c.attempts).where(trials.c.key == cand.key)).one()
+        return ClaimedTrial(cand.key, json.loads(row.config_json), row.attempts)
+
+    def heartbeat(self, key: str, worker: str) -> bool:
+        """Refresh the claim; False when the trial is no longer this worker's."""
+        with self.engine.begin() as conn:
+            return conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
+                                                      trials.c.state == "running")
+                                .values(heartbeat_at=time.time())).rowcount == 1
+
+    def record_epoch(self, key: str, record: Mapping[str, Any]) -> None:
+        """Store one epoch's metrics; a resumed trial's re-run epoch replaces the earlier row."""
+        values = {c.name: record.get(c.name) for c in epochs.columns if c.name != "trial_key"}
+        with self.engine.begin() as conn:
+            conn.execute(epochs.delete().where(epochs.c.trial_key == key, epochs.c.epoch == values["epoch"]))
+            conn.execute(epochs.insert().values(trial_key=key, **values))
+
+    def finish(self, key: str, worker: str, result: Mapping[str, Any], layer_table: pd.DataFrame | None) -> bool:
+        """Record a trial's outcome; False (nothing written) if another worker has taken it over."""
+        values = {k: result.get(k) for k in (
+            "state", "val_top1", "test_top1", "test_top5", "train_loss", "time_s", "peak_mem_mb",
+            "optimizer_state_mb", "resumed_from_epoch", "error")}
+        values["provenance_json"] = json.dumps(result.get("provenance", {}), sort_keys=True, default=str)
+        with self.engine.begin() as conn:
+            updated = conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
+                                                         trials.c.state == "running")
+                                   .values(finished_at=time.time(), **values)).rowcount
+            if updated != 1:
+                return False
+            last = conn.execute(sa.select(sa.func.max(epochs.c.epoch)).where(epochs.c.trial_key == key)).scalar()
+            if last is not None and result.get("state") == "done":
+                # epochs beyond the final one (from an older, longer attempt) cannot exist: keep rows tidy
+                conn.execute(epochs.delete().where(epochs.c.trial_key == key, epochs.c.epoch > last))
+            if layer_table is not None:
+                conn.execute(layer_tables.delete().where(layer_tables.c.trial_key == key))
+                conn.execute(layer_tables.insert().values(trial_key=key, table_json=layer_table.to_json(orient="records")))
+        return True
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def counts(self, benchmark_id: str | None = None) -> dict[str, int]:
+        query = sa.select(trials.c.state, sa.func.count()).group_by(trials.c.state)
+        if benchmark_id:
+            query = query.join(plan, plan.c.trial_key == trials.c.key).where(plan.c.benchmark_id == benchmark_id)
+        with self.engine.connect() as conn:
+            return {state: n for state, n in conn.execute(query)}
+
+    def trials_frame(self, benchmark_id: str | None = None) -> pd.DataFrame:
+        """One row per (benchmark, trial), with flattened provenance."""
+        query = sa.select(plan.c.benchmark_id.label("benchmark"), plan.c.stage, plan.c.budget,
+                          benchmarks.c.name.label("benchmark_name"), trials) \
+            .join(trials, trials.c.key == plan.c.trial_key).join(benchmarks, benchmarks.c.id == plan.c.benchmark_id)
+        if benchmark_id:
+            query = query.where(plan.c.benchmark_id == benchmark_id)
+        with self.engine.connect() as conn:
+            frame = pd.read_sql(query.order_by(trials.c.created_at, trials.c.key), conn)
+        return _tidy_trials(frame)
+
+    def epochs_frame(self, benchmark_id: str | None = None) -> pd.DataFrame:
+        query = sa.select(epochs).order_by(epochs.c.trial_key, epochs.c.epoch)
+        if benchmark_id:
+            query = query.where(epochs.c.trial_key.in_(
+                sa.select(plan.c.trial_key).where(plan.c.benchmark_id == benchmark_id)))
+        with self.engine.connect() as conn:
+            return pd.read_sql(query, conn)
+
+    def layer_table(self, key: str) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(layer_tables.c.table_json).where(layer_tables.c.trial_key.like(f"{key}%"))).scalar()
+        if text is None:
+            raise BocbError(f"store: no layer table for trial '{key}' in {self.url}")
+        return pd.read_json(StringIO(text), orient="records")
+
+    def layers_frame(self, benchmark_id: str | None = None) -> pd.DataFrame:
+        """All stored layer tables with backbone, optimizer, seed and stage columns (for ridge plots)."""
+        query = sa.select(trials.c.key, trials.c.backbone, trials.c.optimizer, trials.c.seed,
+                          layer_tables.c.table_json).join(layer_tables, layer_tables.c.trial_key == trials.c.key)
+        if benchmark_id:
+            query = query.where(trials.c.key.in_(sa.select(plan.c.trial_key).where(plan.c.benchmark_id == benchmark_id)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        parts = [pd.read_json(StringIO(r.table_json), orient="records").assign(
+            trial_key=r.key, backbone=r.backbone, optimizer=r.optimizer, seed=r.seed) for r in rows]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _config_label(row: pd.Series) -> str:
+    extras = json.loads(row["hparams_json"] or "{}")
+    parts = [f"lr={row['lr']:g}", f"wd={row['weight_decay']:g}"] + [f"{k}={extras[k]}" for k in sorted(extras)]
+    return ",".join(parts)
+
+
+def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    prov = frame["provenance_json"].fillna("{}").map(json.loads)
+    opt = prov.map(lambda p: p.get("optimizer", {}) if isinstance(p.get("optimizer"), dict) else {})
+    frame = frame.assign(
+        config=frame.apply(_config_label, axis=1),
+        optimizer_library=opt.map(lambda o: o.get("library")),
+        optimizer_class=opt.map(lambda o: o.get("class")),
+        device=prov.map(lambda p: p.get("device")),
+        git_commit=prov.map(lambda p: p.get("git_commit")),
+        bocb_version=prov.map(lambda p: p.get("bocb")),
+        torch_version=prov.map(lambda p: p.get("torch")),
+        timm_version=prov.map(lambda p: p.get("timm")),
+    )
+    return _with_grids(frame)
+
+
+def _with_grids(frame: pd.DataFrame) -> pd.DataFrame:
+    """lr_grid / wd_grid: the values searched at full budget per (benchmark, backbone, optimizer)."""
+    searched = frame[frame["stage"].isin(SEARCH_STAGES) | frame["stage"].str.startswith("rung")]
+    full = searched[searched["budget"] == 1]
+    grids = full.groupby(["benchmark", "backbone", "optimizer"]).agg(
+        lr_grid=("lr", lambda s: ";".join(f"{v:g}" for v in sorted(set(s)))),
+        wd_grid=("weight_decay", lambda s: ";".join(f"{v:g}" for v in sorted(set(s)))),
+    ).reset_index()
+    return frame.merge(grids, on=["benchmark", "backbone", "optimizer"], how="left")
+
+
+SEARCH_STAGES = ("search", "edges")
+
+
+def load_frames(url_or_path: str | os.PathLike[str], benchmark_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs) frames of a store, for analysis and reports."""
+    store = Store(url_or_path)
+    return store.trials_frame(benchmark_id), store.epochs_frame(benchmark_id)

@@ -1,0 +1,63 @@
+"""The local executor: worker processes on this machine, with a live progress bar.
+
+Each worker is a separate process with one torch thread (two single-thread
+processes beat one two-thread process for tiny models on this kind of CPU).
+The parent only watches the store and draws progress; it trains nothing.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bocb.store import FINISHED, Store
+from bocb.sweep.worker import WorkerOptions, die_with_parent, worker_loop
+
+
+def _worker_main(store_url: str, benchmark_id: str, options: WorkerOptions) -> None:
+    die_with_parent()
+    worker_loop(store_url, benchmark_id, options)
+
+
+def _best_so_far(store: Store, benchmark_id: str) -> str:
+    frame = store.trials_frame(benchmark_id)
+    done = frame[frame["state"] == "done"] if len(frame) else frame
+    metric = "val_top1" if len(done) and done["val_top1"].notna().any() else "test_top1"
+    if not len(done) or done[metric].isna().all():
+        return ""
+    best = done.loc[done[metric].idxmax()]
+    return f"best {metric} {best[metric]:.1f} ({best['backbone']} + {best['optimizer']})"
+
+
+def run_local(store_url: str, benchmark_id: str, workers: int, options: WorkerOptions,
+              console: Console | None = None) -> None:
+    """Run the benchmark to completion with ``workers`` processes."""
+    console = console or Console(stderr=True)
+    ctx = mp.get_context("spawn")  # no forked torch/BLAS state
+    procs = [ctx.Process(target=_worker_main, args=(store_url, benchmark_id, options), daemon=True)
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    store = Store(store_url)
+    columns = (TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[best]}"))
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("trials", total=None, best="")
+            while any(p.is_alive() for p in procs):
+                _update(progress, task, store, benchmark_id)
+                time.sleep(1.0)
+            _update(progress, task, store, benchmark_id)
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _update(progress: Progress, task: int, store: Store, benchmark_id: str) -> None:
+    counts = store.counts(benchmark_id)
+    finished = sum(counts.get(s, 0) for s in FINISHED)
+    progress.update(task, total=sum(counts.values()), completed=finished, best=_best_so_far(store, benchmark_id))

@@ -1,0 +1,251 @@
+"""The search protocol as a pure function of the spec and the results stored so far.
+
+Stages run in order; each stage's trials depend only on finished results of
+earlier stages, so planning is deterministic and idempotent: any process (the
+driver, a worker, a Ray driver) may call :func:`next_stage` and insert what it
+returns; keys make duplicates impossible.
+
+- grid: ``search`` (every lr x wd x extras configuration at the first seed);
+- halving: ``rung0 .. rungN`` (successive halving over epochs: each rung keeps
+  the best ``keep_fraction`` of the previous one by validation top-1; the
+  last rung is the full budget);
+- ``edges1 .. edgesK`` (with ``search.extend_edges`` = K): a pair whose best
+  lr or wd sits at the edge of what was tried gets the next grid point in that
+  direction, one step per stage;
+- ``seeds``: each pair's best configuration re-run at the remaining seeds;
+- ``budget``: with ``budget_check``, chosen cells re-run at 2x and 4x epochs.
+Choosing always uses validation top-1 (test top-1 only when the dataset has no
+validation split); a diverged or failed trial ranks last.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from bocb.backbones import get_backbone, input_size
+from bocb.optim import search_space
+from bocb.recipes import resolve_recipe
+from bocb.spec import BackboneEntry, BenchmarkSpec, OptimizerEntry, TrialConfig
+from bocb.store import FINISHED, PlannedTrial
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (backbone, optimizer) cell with everything its trials share."""
+
+    backbone: BackboneEntry
+    optimizer: OptimizerEntry
+    size: str
+    image_size: int
+    recipe: dict[str, Any]
+    lr: tuple[float, ...]
+    weight_decay: tuple[float, ...]
+    extras: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return self.backbone.name, self.optimizer.name
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    planned: list[PlannedTrial]  # trials of this stage not stored yet
+    waiting: bool  # trials of this stage are still running or pending
+
+
+def pairs(spec: BenchmarkSpec) -> list[Pair]:
+    return [_pair(spec, b, o) for b in spec.backbones for o in spec.optimizers]
+
+
+def _pair(spec: BenchmarkSpec, backbone: BackboneEntry, optimizer: OptimizerEntry) -> Pair:
+    size = spec.size_of(backbone)
+    recipe_name = get_backbone(backbone.name).default_recipe if spec.recipe == "paper" else spec.recipe
+    overrides = dict(spec.recipe_overrides)
+    if spec.grad_clip is not None:
+        overrides["grad_clip"] = spec.grad_clip
+    recipe = resolve_recipe(recipe_name, overrides)
+    recipe["epochs"] = spec.epochs or recipe["epochs"]
+    recipe["batch_size"] = spec.batch_size or recipe["batch_size"]
+    s = spec.search
+    space = search_space(optimizer.name, recipe["family"], lr_points=s.lr_points, wd_points=s.wd_points,
+                         lr_step=s.lr_step, wd_step=s.wd_step)
+    return Pair(
+        backbone=backbone, optimizer=optimizer, size=size,
+        image_size=input_size(backbone.name, size, spec.dataset.image_size), recipe=recipe,
+        lr=tuple(optimizer.lr or space.lr), weight_decay=tuple(optimizer.weight_decay or space.weight_decay),
+        extras=tuple((k, tuple(v)) for k, v in sorted(optimizer.extras.items())),
+    )
+
+
+def trial_config(spec: BenchmarkSpec, pair: Pair, lr: float, wd: float, extras: dict[str, Any],
+                 seed: int, epochs: int) -> TrialConfig:
+    return TrialConfig(
+        dataset=spec.dataset, backbone=pair.backbone.name, size=pair.size, image_size=pair.image_size,
+        optimizer=pair.optimizer.name, lr=lr, weight_decay=wd, hparams={**pair.optimizer.params, **extras},
+        recipe={**pair.recipe, "epochs": epochs}, epochs=epochs, batch_size=pair.recipe["batch_size"], seed=seed,
+        weight_decay_policy=spec.weight_decay_policy, precision="bf16" if spec.gpu.amp == "bf16" else "fp32",
+    )
+
+
+def grid(pair: Pair) -> list[tuple[float, float, dict[str, Any]]]:
+    names = [k for k, _ in pair.extras]
+    combos = itertools.product(pair.lr, pair.weight_decay, *(v for _, v in pair.extras))
+    return [(lr, wd, dict(zip(names, rest))) for lr, wd, *rest in combos]
+
+
+def stage_names(spec: BenchmarkSpec) -> list[str]:
+    search = ["search"] if spec.search.method == "grid" else [f"rung{i}" for i in range(len(spec.search.rungs))]
+    edges = [f"edges{i}" for i in range(1, spec.search.extend_edges + 1)]
+    return search + edges + ["seeds"] + (["budget"] if spec.budget_check else [])
+
+
+def rung_epochs(spec: BenchmarkSpec, pair: Pair, rung: int) -> int:
+    return max(1, round(spec.search.rungs[rung] * pair.recipe["epochs"]))
+
+
+def selection_metric(spec: BenchmarkSpec) -> str:
+    return "val_top1" if spec.dataset.val_fraction > 0 else "test_top1"
+
+
+def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
+    """The first stage with trials to add or to wait for; None when the benchmark is complete.
+
+    ``results`` is the store's trials frame of this benchmark (key, stage, state,
+    backbone, size, optimizer, lr, weight_decay, hparams_json, seed, epochs,
+    val_top1, test_top1). Each stage sees only the results of the stages before
+    it, so what it wants never changes once planned.
+    """
+    stored = set(results["key"]) if len(results) else set()
+    unfinished = set(results.loc[~results["state"].isin(FINISHED), "key"]) if len(results) else set()
+    names = stage_names(spec)
+    for i, name in enumerate(names):
+        earlier = results[results["stage"].isin(names[:i])] if len(results) else results
+        wanted = [t for pair in pairs(spec) for t in _planned(spec, pair, name, _of_pair(earlier, pair))]
+        missing = [t for t in wanted if t.key not in stored]
+        if missing:
+            return Stage(name, missing, waiting=False)
+        if any(t.key in unfinished for t in wanted):
+            return Stage(name, [], waiting=True)
+    return None
+
+
+def _of_pair(results: pd.DataFrame, pair: Pair) -> pd.DataFrame:
+    if not len(results):
+        return results
+    backbone, optimizer = pair.names
+    return results[(results["backbone"] == backbone) & (results["optimizer"] == optimizer)
+                   & (results["size"] == pair.size)]
+
+
+def _planned(spec: BenchmarkSpec, pair: Pair, stage: str, rows: pd.DataFrame) -> list[PlannedTrial]:
+    return [PlannedTrial(cfg.key(), cfg.model_dump(mode="json"), stage, budget)
+            for cfg, budget in _pair_stage(spec, pair, stage, rows)]
+
+
+Choice = tuple[float, float, dict[str, Any]]  # lr, weight decay, searched extras
+
+
+def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, rows: pd.DataFrame) -> list[tuple[TrialConfig, int]]:
+    seed0, epochs = spec.seeds[0], pair.recipe["epochs"]
+    if stage == "search":
+        choices = grid(pair)
+    elif stage.startswith("rung"):
+        rung = int(stage[4:])
+        configs = grid(pair)
+        return [(trial_config(spec, pair, *configs[i], seed0, rung_epochs(spec, pair, rung)), 1)
+                for i in _survivors(spec, pair, rung, rows)]
+    elif stage.startswith("edges"):
+        choices = _edge_steps(spec, pair, rows)
+    else:
+        best = _best(spec, pair, rows)
+        if best is None:
+            return []
+        if stage == "seeds":
+            return [(trial_config(spec, pair, *best, s, epochs), 1) for s in spec.seeds[1:]]
+        return [(trial_config(spec, pair, *best, seed0, epochs * m), m) for m in _budget_multipliers(spec, pair)]
+    return [(trial_config(spec, pair, *c, seed0, epochs), 1) for c in choices]
+
+
+def _budget_multipliers(spec: BenchmarkSpec, pair: Pair) -> list[int]:
+    check = spec.budget_check
+    backbone, optimizer = pair.names
+    if (check.backbones and backbone not in check.backbones) or (check.optimizers and optimizer not in check.optimizers):
+        return []
+    return list(check.multipliers)
+
+
+def _score(spec: BenchmarkSpec, rows: pd.DataFrame, cfg: TrialConfig) -> float:
+    """The selection metric of a finished trial; -inf for diverged, failed or missing ones."""
+    hit = rows[(rows["key"] == cfg.key()) & (rows["state"] == "done")] if len(rows) else rows
+    if not len(hit):
+        return -math.inf
+    value = hit.iloc[0][selection_metric(spec)]
+    return float(value) if pd.notna(value) else -math.inf
+
+
+def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -> list[int]:
+    """Indices into grid(pair) of the configurations trained at ``rung`` (best first)."""
+    if rung == 0:
+        return list(range(len(grid(pair))))
+    alive = _survivors(spec, pair, rung - 1, rows)
+    keep = max(1, math.ceil(len(alive) * spec.search.keep_fraction))
+    configs, seed0, epochs = grid(pair), spec.seeds[0], rung_epochs(spec, pair, rung - 1)
+    scores = {i: _score(spec, rows, trial_config(spec, pair, *configs[i], seed0, epochs)) for i in alive}
+    return sorted(alive, key=lambda i: (-scores[i], i))[:keep]
+
+
+def _tried_full_budget(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> pd.DataFrame:
+    """Search-type trials of the pair at the first seed and the full epoch budget."""
+    if not len(rows):
+        return rows
+    return rows[(rows["seed"] == spec.seeds[0]) & (rows["epochs"] == pair.recipe["epochs"])
+                & ~rows["stage"].isin(("seeds", "budget"))]
+
+
+def _choice_of(pair: Pair, row: pd.Series) -> Choice:
+    hparams = json.loads(row["hparams_json"] or "{}")
+    searched = {k: hparams[k] for k, _ in pair.extras if k in hparams}
+    return float(row["lr"]), float(row["weight_decay"]), searched
+
+
+def _best(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> Choice | None:
+    """The pair's best configuration so far by the selection metric (validation top-1)."""
+    tried = _tried_full_budget(spec, pair, rows)
+    done = tried[tried["state"] == "done"] if len(tried) else tried
+    metric = selection_metric(spec)
+    if not len(done) or done[metric].isna().all():
+        return None
+    return _choice_of(pair, done.loc[done[metric].idxmax()])
+
+
+def round_sig(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def _edge_steps(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> list[Choice]:
+    """One more grid point past each edge at which the pair's best configuration sits."""
+    best = _best(spec, pair, rows)
+    if best is None:
+        return []
+    lr, wd, extras = best
+    tried = _tried_full_budget(spec, pair, rows)
+    steps: list[Choice] = []
+    if len(pair.lr) >= 2:
+        lrs = tried["lr"]
+        if lr >= lrs.max():
+            steps.append((round_sig(lr * spec.search.lr_step), wd, extras))
+        elif lr <= lrs.min():
+            steps.append((round_sig(lr / spec.search.lr_step), wd, extras))
+    if len(pair.weight_decay) >= 2:
+        wds = tried["weight_decay"]
+        if wd >= wds.max() and wd > 0:
+            steps.append((lr, round_sig(wd * spec.search.wd_step), extras))
+        elif wd <= wds.min() and wd > 0:
+            steps.append((lr, round_sig(wd / spec.search.wd_step), extras))
+    return steps

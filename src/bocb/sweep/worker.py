@@ -1,0 +1,141 @@
+"""Running claimed trials: the loop every executor shares.
+
+A worker claims a trial from the store, runs it with the engine (which knows
+nothing of the store), streams each epoch into the store, heart-beats while it
+runs, and records the outcome. When nothing is left to claim it asks the
+planner for the next stage; any worker may do so, since planning is idempotent.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec
+from bocb.store import ClaimedTrial, Store, new_worker_id
+from bocb.sweep.planner import next_stage
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    artifact_root: Path
+    threads: int = 1
+    device: str | None = None  # None: the spec's device
+    stale_after_s: float = 120.0
+    heartbeat_s: float = 10.0
+    poll_s: float = 0.5
+    max_trials: int | None = None
+
+
+def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec) -> str:
+    """Plan the next stage if its turn has come: 'planned', 'waiting' or 'complete'."""
+    stage = next_stage(spec, store.trials_frame(benchmark_id))
+    if stage is None:
+        return "complete"
+    if stage.planned:
+        store.add_trials(benchmark_id, stage.planned)
+        return "planned"
+    return "waiting"
+
+
+class _Heartbeat:
+    """Refreshes a claim in the background while the trial trains."""
+
+    def __init__(self, store: Store, key: str, worker: str, interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(store, key, worker, interval), daemon=True)
+
+    def _beat(self, store: Store, key: str, worker: str, interval: float) -> None:
+        while not self._stop.wait(interval):
+            store.heartbeat(key, worker)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def checkpoint_path(artifact_root: Path, key: str) -> Path:
+    # Relative to the artifact root, so a shared filesystem mounted anywhere works.
+    return artifact_root / "checkpoints" / f"{key}.pt"
+
+
+def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: str, options: WorkerOptions) -> str:
+    """Run one claimed trial to its end and record it; returns its final state."""
+    from bocb.engine import Runtime, run_trial  # training code loads only where trials run
+
+    config = TrialConfig.model_validate(claimed.config)
+    ckpt = checkpoint_path(options.artifact_root, claimed.key)
+    runtime = Runtime(
+        device=options.device or spec.device, threads=options.threads, checkpoint_path=ckpt,
+        checkpoint_every=spec.checkpoint_every, channels_last=spec.gpu.channels_last, compile=spec.gpu.compile,
+        non_blocking=spec.gpu.non_blocking,
+    )
+    with _Heartbeat(store, claimed.key, worker, options.heartbeat_s):
+        outcome = run_trial(config, runtime, on_epoch=lambda record: store.record_epoch(claimed.key, asdict(record)))
+    store.finish(claimed.key, worker, _result(outcome), outcome.layer_table)
+    if outcome.state != "failed":
+        ckpt.unlink(missing_ok=True)
+    return outcome.state
+
+
+def _result(outcome: Any) -> dict[str, Any]:
+    last = outcome.last
+    return {
+        "state": outcome.state, "val_top1": last.val_top1 if last and outcome.state == "done" else None,
+        "test_top1": last.test_top1 if last and outcome.state == "done" else None,
+        "test_top5": last.test_top5 if last and outcome.state == "done" else None,
+        "train_loss": last.train_loss if last else None, "time_s": outcome.time_s,
+        "peak_mem_mb": outcome.peak_mem_mb, "optimizer_state_mb": outcome.optimizer_state_mb,
+        "resumed_from_epoch": outcome.resumed_from_epoch, "error": outcome.error, "provenance": outcome.provenance,
+    }
+
+
+def load_benchmark(store: Store, benchmark_id: str) -> BenchmarkSpec:
+    return parse_spec(store.benchmark_spec(benchmark_id))
+
+
+def worker_loop(store_url: str, benchmark_id: str | None, options: WorkerOptions) -> int:
+    """Claim and run trials until the benchmark(s) are complete; returns how many this worker ran."""
+    store = Store(store_url)
+    worker = new_worker_id()
+    ran = 0
+    pending = [benchmark_id] if benchmark_id else store.benchmark_ids()
+    specs = {b: load_benchmark(store, b) for b in pending}
+    while pending and (options.max_trials is None or ran < options.max_trials):
+        current = pending[0]
+        claimed = store.claim(worker, current, options.stale_after_s)
+        if claimed is not None:
+            execute(store, claimed, specs[current], worker, options)
+            ran += 1
+            continue
+        status = advance(store, current, specs[current])
+        if status == "complete":
+            pending.pop(0)
+        elif status == "waiting":
+            time.sleep(options.poll_s)
+    return ran
+
+
+def die_with_parent() -> None:
+    """Make this worker process die when its parent does (a SIGKILLed run leaves no orphans)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        parent = os.getppid()
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
