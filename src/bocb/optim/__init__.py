@@ -1,0 +1,31 @@
+"""The optimizer zoo: registry, search spaces, weight-decay policy and the handle the engine drives."""
+from __future__ import annotations
+
+from typing import Any
+
+from bocb.optim._handle import GaussNewtonBartlett, OptimizerHandle, build_optimizer
+from bocb.optim._param_groups import WEIGHT_DECAY_POLICIES, count_decayed, weight_decay_groups
+from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
+from bocb.optim._search import FAMILIES, SearchSpace, log_grid, search_space
+
+
+def optimizer_table() -> list[dict[str, Any]]:
+    """One row per registered optimizer, for ``bocb list optimizers``."""
+    return [
+        {
+            "name": info.name, "paper_name": info.paper_name, "category": info.category, "source": info.source,
+            "class": info.cls,
+            "classical_lr": info.defaults["classical"]["lr"],
+            "classical_wd": info.defaults["classical"]["weight_decay"],
+            "modern_lr": info.defaults["modern"]["lr"],
+            "modern_wd": info.defaults["modern"]["weight_decay"],
+        }
+        for info in OPTIMIZERS
+    ]
+
+
+__all__ = [
+    "FAMILIES", "OPTIMIZERS", "WEIGHT_DECAY_POLICIES", "GaussNewtonBartlett", "OptimizerHandle", "OptimizerInfo",
+    "SearchSpace", "build_optimizer", "count_decayed", "log_grid", "optimizer_table", "search_space",
+    "weight_decay_groups",
+]

@@ -1,0 +1,65 @@
+"""The paper's search protocol: consecutive log-grid values centred on each default."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bocb.errors import SpecError
+from bocb.optim._registry import OPTIMIZERS
+
+FAMILIES = ("classical", "modern")
+# Top of the weight-decay grid when the default is 0: an L2 coefficient of 1e-4 is the classical
+# "small" value; decoupled decay is multiplied by the lr (1e-3..1e-4), so its small values are larger.
+ZERO_WD_TOP = {False: 1e-4, True: 1e-2}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    lr: list[float]
+    weight_decay: list[float]
+    extras: dict[str, list[Any]]
+
+
+def round_sig(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits, so grid values print and hash stably."""
+    return float(f"{value:.{digits}g}")
+
+
+def log_grid(centre: float, points: int, step: float) -> list[float]:
+    """``points`` consecutive values centre * step**k, ascending, containing ``centre``.
+
+    For an even count the extra point goes below the centre: offsets -n/2 .. n/2 - 1.
+    """
+    low = -(points // 2)
+    return [round_sig(centre * step ** k) for k in range(low, low + points)]
+
+
+def weight_decay_grid(default: float, points: int, step: float, decoupled: bool) -> list[float]:
+    """Log grid around ``default``; for a default of 0: [0] plus ``points - 1`` values ending at ZERO_WD_TOP."""
+    if default > 0:
+        return log_grid(default, points, step)
+    top = ZERO_WD_TOP[decoupled]
+    return [0.0] + [round_sig(top * step ** -k) for k in range(points - 2, -1, -1)]
+
+
+def _check_positive(field: str, value: float, minimum: float, strict: bool = False) -> None:
+    if value < minimum or (strict and value == minimum):
+        raise SpecError(field, f"must be {'>' if strict else '>='} {minimum}, got {value}")
+
+
+def search_space(name: str, family: str, *, lr_points: int = 5, wd_points: int = 5,
+                 lr_step: float = 2.0, wd_step: float = 2.0) -> SearchSpace:
+    """The lr x weight-decay grid (and the extras) searched for optimizer ``name`` in ``family``."""
+    info = OPTIMIZERS.get(name, field="optimizers")
+    if family not in FAMILIES:
+        raise SpecError("family", f"unknown recipe family '{family}'; valid choices: {', '.join(FAMILIES)}")
+    _check_positive("search.lr_points", lr_points, 1)
+    _check_positive("search.wd_points", wd_points, 1)
+    _check_positive("search.lr_step", lr_step, 1.0, strict=True)
+    _check_positive("search.wd_step", wd_step, 1.0, strict=True)
+    default = info.defaults[family]
+    return SearchSpace(
+        lr=log_grid(default["lr"], lr_points, lr_step),
+        weight_decay=weight_decay_grid(default["weight_decay"], wd_points, wd_step, info.decoupled_decay),
+        extras={k: list(v) for k, v in info.extras.items()},
+    )
