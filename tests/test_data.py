@@ -1,6 +1,8 @@
 """Tests of bocb.data: splits, the fast path's batches and augmentation, and every dataset reader."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +10,10 @@ import torch
 from bocb.data import DATASETS, DatasetInfo, build_loaders
 from bocb.data._batches import epoch_order, random_crop, random_hflip
 from bocb.data._splits import stratified_take, train_val_split
-from bocb.errors import SpecError
+from bocb.errors import DataError, SpecError
 from bocb.recipes import resolve_recipe
 from bocb.spec import DatasetSpec
+from helpers_data import cifar_batch, write_cifar
 
 torch.set_num_threads(1)
 
@@ -201,3 +204,54 @@ def test_users_can_register_their_own_dataset():
     DATASETS.register(info, replace=True)
     lo = loaders("my_tiny", val_fraction=0.0)
     assert lo.train_size == 1000 and lo.test_size == 500
+
+
+# --- CIFAR ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("as_tar", [False, True])
+def test_cifar_reads_the_python_archive_as_folder_and_tar_gz(tmp_path, kind, as_tar):
+    source = write_cifar(tmp_path, kind, per_file=20, as_tar=as_tar)
+    spec = DatasetSpec(name=kind, path=str(source))
+    raw = DATASETS.get(kind).load(spec)
+    n_train = 100 if kind == "cifar10" else 20  # five batches of 20, or one train file
+    assert raw.train_x.shape == (n_train, 3, 32, 32) and raw.test_x.shape == (20, 3, 32, 32)
+    # Every pixel equals the label (see cifar_batch): images and labels stayed paired.
+    assert np.array_equal(raw.train_x[:, 1, 5, 7], raw.train_y)
+    assert raw.class_names[:2] == ("label0", "label1") and len(raw.class_names) == DATASETS.get(kind).num_classes
+
+
+def test_cifar_path_may_be_the_parent_folder(tmp_path):
+    write_cifar(tmp_path, "cifar10")
+    lo = build_loaders(DatasetSpec(name="cifar10", path=str(tmp_path), val_fraction=0.0), image_size=32,
+                       batch_size=25, recipe=resolve_recipe("torch"), seed=0)
+    assert (lo.train_size, lo.test_size, lo.num_classes) == (100, 20, 10)
+    assert next(iter(lo.train))[0].shape == (25, 3, 32, 32)
+
+
+def test_missing_cifar_is_a_spec_error_naming_how_to_get_it(tmp_path):
+    with pytest.raises(SpecError, match="dataset.path: no CIFAR-100 .*cifar-100-python.*download: true"):
+        DATASETS.get("cifar100").check(DatasetSpec(name="cifar100", path=str(tmp_path / "nowhere")))
+
+
+def test_corrupt_cifar_batch_is_a_data_error(tmp_path):
+    folder = write_cifar(tmp_path, "cifar10")
+    (folder / "data_batch_3").write_bytes(b"not a pickle at all")
+    with pytest.raises(DataError, match="data_batch_3: corrupt pickle"):
+        DATASETS.get("cifar10").load(DatasetSpec(name="cifar10", path=str(folder)))
+
+
+def test_cifar_batch_with_the_wrong_shape_is_a_data_error(tmp_path):
+    folder = write_cifar(tmp_path, "cifar10")
+    entry = cifar_batch(4, 10, b"labels", seed=0)
+    entry[b"data"] = entry[b"data"][:, :100]
+    (folder / "test_batch").write_bytes(pickle.dumps(entry))
+    with pytest.raises(DataError, match=r"test_batch: expected uint8 data \(N, 3072\)"):
+        DATASETS.get("cifar10").load(DatasetSpec(name="cifar10", path=str(folder)))
+
+
+def test_truncated_cifar_archive_is_a_data_error(tmp_path):
+    archive = write_cifar(tmp_path, "cifar10", as_tar=True)
+    archive.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(DataError, match="not a readable CIFAR-10 archive"):
+        DATASETS.get("cifar10").load(DatasetSpec(name="cifar10", path=str(archive)))

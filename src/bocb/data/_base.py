@@ -1,8 +1,10 @@
 """The dataset registry entry, the raw in-memory dataset and the loaders bundle."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,6 +14,11 @@ from bocb.registry import Registry
 if TYPE_CHECKING:
     from bocb.data._batches import EvalBatches, TrainBatches
     from bocb.spec import DatasetSpec
+
+
+def data_root() -> Path:
+    """Where downloads go when a spec gives no path: $BOCB_DATA, else ~/.cache/bocb/data."""
+    return Path(os.environ.get("BOCB_DATA", "~/.cache/bocb/data")).expanduser()
 
 
 @dataclass(frozen=True)

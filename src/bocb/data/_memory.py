@@ -21,7 +21,8 @@ def _raw(name: str, path: str | None, download: bool) -> tuple[RawDataset, torch
     info = DATASETS.get(name, field="dataset.name")
     raw = info.load(DatasetSpec(name=name, path=path, download=download))
     pixels = torch.from_numpy(raw.train_x).double().div_(255).transpose(0, 1).reshape(raw.train_x.shape[1], -1)
-    return raw, pixels.mean(1), pixels.std(1)
+    # The floor keeps a constant channel (a blank test image set) from dividing by zero.
+    return raw, pixels.mean(1), pixels.std(1).clamp_min(1 / 255)
 
 
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,0 +1,144 @@
+"""CIFAR-10 / CIFAR-100 from the standard python archives: the extracted folder or the .tar.gz."""
+from __future__ import annotations
+
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bocb.data._base import DATASETS, DatasetInfo, RawDataset, data_root
+from bocb.errors import DataError, SpecError
+from bocb.spec import DatasetSpec
+
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    title: str
+    folder: str
+    archive: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    label_key: str
+    names_key: str
+    num_classes: int
+    torchvision_class: str
+
+
+CIFAR10 = CifarFormat("CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
+                      tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta",
+                      "labels", "label_names", 10, "CIFAR10")
+CIFAR100 = CifarFormat("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz", ("train",), ("test",), "meta",
+                       "fine_labels", "fine_label_names", 100, "CIFAR100")
+
+
+def locate(fmt: CifarFormat, path: str | None) -> Path | None:
+    """The extracted folder or the archive: ``path`` may be either, or a folder holding either
+    (torchvision's download root)."""
+    root = Path(path).expanduser() if path else data_root()
+    for candidate in (root, root / fmt.folder, root / fmt.archive):
+        if candidate.is_dir() and (candidate / fmt.meta).is_file():
+            return candidate
+        if candidate.is_file() and candidate.name.endswith((".tar.gz", ".tgz", ".tar")):
+            return candidate
+    return None
+
+
+def _check(fmt: CifarFormat, spec: DatasetSpec) -> None:
+    if spec.download or locate(fmt, spec.path) is not None:
+        return
+    where = spec.path or str(data_root())
+    raise SpecError("dataset.path", f"no {fmt.title} at {where}: give the extracted '{fmt.folder}' folder or "
+                                    f"'{fmt.archive}' ({CIFAR_URL}), or set dataset.download: true")
+
+
+def _read_members(fmt: CifarFormat, source: Path) -> dict[str, bytes]:
+    names = (*fmt.train, *fmt.test, fmt.meta)
+    if source.is_dir():
+        missing = [n for n in names if not (source / n).is_file()]
+        if missing:
+            raise DataError(f"{source}: missing {fmt.title} file(s) {', '.join(missing)}")
+        return {n: (source / n).read_bytes() for n in names}
+    try:
+        with tarfile.open(source) as tar:
+            found = {Path(m.name).name: m for m in tar.getmembers() if m.isfile() and Path(m.name).name in names}
+            missing = [n for n in names if n not in found]
+            if missing:
+                raise DataError(f"{source}: archive lacks {fmt.title} file(s) {', '.join(missing)}")
+            return {n: tar.extractfile(m).read() for n, m in found.items()}
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"{source}: not a readable {fmt.title} archive ({exc})") from None
+
+
+def _unpickle(blob: bytes, where: str) -> dict[str, Any]:
+    try:
+        entry = pickle.loads(blob, encoding="bytes")
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise DataError(f"{where}: corrupt pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(entry, dict):
+        raise DataError(f"{where}: expected a dict, found {type(entry).__name__}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _batches(fmt: CifarFormat, members: dict[str, bytes], names: tuple[str, ...],
+             source: Path) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for name in names:
+        where = f"{source}/{name}"
+        entry = _unpickle(members[name], where)
+        if "data" not in entry or fmt.label_key not in entry:
+            raise DataError(f"{where}: expected keys 'data' and '{fmt.label_key}', found {sorted(entry)}")
+        data, labels = np.asarray(entry["data"]), np.asarray(entry[fmt.label_key], dtype=np.int64)
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+            raise DataError(f"{where}: expected uint8 data (N, 3072) and N labels, found {data.dtype} "
+                            f"{data.shape} and {len(labels)} labels")
+        if labels.size and not 0 <= labels.min() <= labels.max() < fmt.num_classes:
+            raise DataError(f"{where}: labels outside 0..{fmt.num_classes - 1}")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(labels)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _download(fmt: CifarFormat, spec: DatasetSpec) -> Path:
+    import torchvision.datasets
+
+    root = Path(spec.path).expanduser() if spec.path else data_root()
+    try:
+        getattr(torchvision.datasets, fmt.torchvision_class)(str(root), train=True, download=True)
+    except (OSError, RuntimeError) as exc:
+        raise DataError(f"downloading {fmt.title} to {root} failed ({exc}); give dataset.path "
+                        f"to a local '{fmt.archive}' ({CIFAR_URL})") from None
+    return root / fmt.folder
+
+
+def load_cifar(fmt: CifarFormat, spec: DatasetSpec) -> RawDataset:
+    source = locate(fmt, spec.path)
+    if source is None:
+        _check(fmt, spec)
+        source = _download(fmt, spec)
+    members = _read_members(fmt, source)
+    meta = _unpickle(members[fmt.meta], f"{source}/{fmt.meta}")
+    names = meta.get(fmt.names_key)
+    if names is None or len(names) != fmt.num_classes:
+        raise DataError(f"{source}/{fmt.meta}: expected {fmt.num_classes} '{fmt.names_key}'")
+    train_x, train_y = _batches(fmt, members, fmt.train, source)
+    test_x, test_y = _batches(fmt, members, fmt.test, source)
+    class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    return RawDataset(train_x, train_y, test_x, test_y, class_names)
+
+
+def _register(name: str, fmt: CifarFormat) -> None:
+    DATASETS.register(DatasetInfo(
+        name=name, description=f"{fmt.title} (50,000 train / 10,000 test, 32x32) from '{fmt.archive}'",
+        num_classes=fmt.num_classes, native_size=32, in_chans=3,
+        check=lambda spec: _check(fmt, spec), load=lambda spec: load_cifar(fmt, spec),
+    ))
+
+
+_register("cifar10", CIFAR10)
+_register("cifar100", CIFAR100)
