@@ -1,0 +1,7 @@
+"""Reports: a self-contained HTML page, Markdown and LaTeX tables, PNG and SVG figures."""
+from __future__ import annotations
+
+from bocb.report._tables import html_matrix, latex_table, markdown_matrix
+from bocb.report._write import write_report
+
+__all__ = ["html_matrix", "latex_table", "markdown_matrix", "write_report"]

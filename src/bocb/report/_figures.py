@@ -1,0 +1,114 @@
+"""The report's figures (matplotlib Agg + seaborn), each saved as PNG and SVG and embedded as a data URI."""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: reports are written on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bocb.analysis import Analysis  # noqa: E402
+
+
+def _size(n_cols: int, n_rows: int) -> tuple[float, float]:
+    return max(5.0, 0.8 * n_cols + 2.5), max(3.0, 0.35 * n_rows + 1.5)
+
+
+def heatmap(result: Analysis) -> plt.Figure:
+    """Test top-1 per cell; Eq.-1 failures in grey italics, top-4 bold, '†' where a chosen config had failed seeds."""
+    table = result.matrix
+    cells = result.cells.set_index(["optimizer", "backbone"])
+    fig, ax = plt.subplots(figsize=_size(table.shape[1], table.shape[0]))
+    sns.heatmap(table.astype(float), cmap="viridis", cbar_kws={"label": "test top-1 (%)"}, ax=ax,
+                linewidths=0.5, linecolor="white")
+    ax.set_facecolor("#dddddd")  # missing cells
+    for i, optimizer in enumerate(table.index):
+        for j, backbone in enumerate(table.columns):
+            if (optimizer, backbone) not in cells.index:
+                ax.text(j + 0.5, i + 0.5, "n/a", ha="center", va="center", fontsize=7)
+                continue
+            cell = cells.loc[(optimizer, backbone)]
+            label = f"{cell.test_top1:.1f}" + ("†" if cell.n_failed else "")
+            ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=7,
+                    color="#bbbbbb" if cell.eq1 else "white", fontweight="bold" if cell.top4 else "normal",
+                    fontstyle="italic" if cell.eq1 else "normal")
+    ax.set_xlabel("backbone")
+    ax.set_ylabel("optimizer")
+    ax.set_title(f"Test top-1; grey = Eq. 1 failure (γ={result.gamma:g}), bold = top-4, † = failed seeds")
+    return fig
+
+
+def violin(result: Analysis) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=_size(result.matrix.shape[1], 8))
+    sns.violinplot(data=result.cells, x="backbone", y="test_top1", cut=0, inner="point", ax=ax, color="#8fb3d9")
+    ax.set_ylabel("test top-1 (%) over optimizers")
+    ax.tick_params(axis="x", rotation=45)
+    return fig
+
+
+def box(result: Analysis, by: str) -> plt.Figure:
+    """Top-1 spread per ``by`` ('backbone' or 'optimizer') over the other factor."""
+    n = result.cells[by].nunique()
+    fig, ax = plt.subplots(figsize=_size(n, 8))
+    sns.boxplot(data=result.cells, x=by, y="test_top1", ax=ax, color="#f2c28c")
+    sns.stripplot(data=result.cells, x=by, y="test_top1", ax=ax, color="black", size=3)
+    ax.set_ylabel("test top-1 (%)")
+    ax.tick_params(axis="x", rotation=45)
+    return fig
+
+
+def interaction(result: Analysis) -> plt.Figure:
+    """The interaction terms (the coupling) and their share per backbone and per optimizer, with bootstrap CIs."""
+    inter = result.decomposition["interaction"]
+    fig, axes = plt.subplots(1, 3, figsize=(max(12.0, 1.2 * inter.shape[1] + 8), max(4.0, 0.35 * inter.shape[0] + 1.5)))
+    limit = float(np.nanmax(np.abs(inter.to_numpy()))) or 1.0
+    sns.heatmap(inter, cmap="RdBu", center=0, vmin=-limit, vmax=limit, annot=inter.shape[1] <= 8, fmt=".1f",
+                ax=axes[0], cbar_kws={"label": "interaction (points)"})
+    axes[0].set_title("top-1 − mean − backbone − optimizer effect")
+    for ax, scope in zip(axes[1:], ("backbone", "optimizer")):
+        part = result.shares[result.shares["scope"] == scope]
+        err = np.vstack([part["share"] - part["lo"], part["hi"] - part["share"]])
+        ax.barh(part["name"], part["share"], xerr=None if np.isnan(err).all() else np.abs(err),
+                color="#7a9cc6", capsize=2)
+        ax.set_xlim(0, 1)
+        ax.invert_yaxis()
+        ax.set_xlabel("interaction share (95% bootstrap CI over seeds)")
+        ax.set_title(f"per {scope}")
+    fig.tight_layout()
+    return fig
+
+
+def profiles(result: Analysis) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for optimizer in result.profiles.columns:
+        ax.step(result.profiles.index, result.profiles[optimizer], where="post", label=optimizer)
+    ax.set_xlabel("τ: top-1 points below the best optimizer of the backbone")
+    ax.set_ylabel("share of backbones within τ")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def save(fig: plt.Figure, stem: Path) -> str:
+    """Write stem.png and stem.svg; return the PNG as a base64 data URI for the HTML page."""
+    fig.savefig(stem.with_suffix(".svg"), bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    stem.with_suffix(".png").write_bytes(buffer.getvalue())
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def all_figures(result: Analysis, out_dir: Path) -> dict[str, str]:
+    """name -> data URI, for every figure that the analysis has data for."""
+    makers = {"heatmap": heatmap, "violin": violin, "box_backbone": lambda r: box(r, "backbone"),
+              "box_optimizer": lambda r: box(r, "optimizer")}
+    if result.decomposition is not None:
+        makers |= {"interaction": interaction, "profiles": profiles}
+    sns.set_theme(style="whitegrid", font_scale=0.8)
+    return {name: save(make(result), out_dir / name) for name, make in makers.items()}
+

@@ -1,0 +1,79 @@
+"""The heat-map table in LaTeX (booktabs), Markdown and HTML: top-4 bold, Eq.-1 failures grey."""
+from __future__ import annotations
+
+import html
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from bocb.analysis import Analysis
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: object) -> str:
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def _flags(result: Analysis, column: str) -> pd.DataFrame:
+    return result.cells.pivot(index="optimizer", columns="backbone", values=column).reindex_like(result.matrix).eq(True)
+
+
+def _styled(value: float, top: bool, failed: bool, bold: str, grey: str) -> str:
+    if np.isnan(value):
+        return "--"
+    text = f"{value:.2f}"
+    text = bold.format(text) if top else text
+    return grey.format(text) if failed else text
+
+
+def latex_table(result: Analysis) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs,xcolor}): optimizers x backbones."""
+    top, failed = _flags(result, "top4"), _flags(result, "eq1")
+    columns = [latex_escape(c) for c in result.matrix.columns]
+    lines = [r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
+             "Optimizer & " + " & ".join(columns) + r" \\", r"\midrule"]
+    for optimizer, row in result.matrix.iterrows():
+        cells = [_styled(row[b], top.loc[optimizer, b], failed.loc[optimizer, b],
+                         r"\textbf{{{}}}", r"\textcolor{{gray}}{{{}}}") for b in result.matrix.columns]
+        lines.append(latex_escape(optimizer) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_matrix(result: Analysis) -> str:
+    """Markdown heat-map table: top-4 **bold**, Eq.-1 failures in _italics_ (Markdown has no grey)."""
+    top, failed = _flags(result, "top4"), _flags(result, "eq1")
+    header = ["optimizer"] + [str(c) for c in result.matrix.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for optimizer, row in result.matrix.iterrows():
+        cells = [_styled(row[b], top.loc[optimizer, b], failed.loc[optimizer, b], "**{}**", "_{}_")
+                 for b in result.matrix.columns]
+        lines.append("| " + " | ".join([str(optimizer)] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def html_matrix(result: Analysis) -> str:
+    """The heat-map as an HTML table with per-cell background colours (viridis over the matrix range)."""
+    values = result.matrix.to_numpy(float)
+    low, high = np.nanmin(values), np.nanmax(values)
+    cmap = matplotlib.colormaps["viridis"]
+    top, failed = _flags(result, "top4"), _flags(result, "eq1")
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in result.matrix.columns)
+    rows = []
+    for optimizer, row in result.matrix.iterrows():
+        tds = []
+        for b in result.matrix.columns:
+            value = row[b]
+            if np.isnan(value):
+                tds.append('<td class="missing">n/a</td>')
+                continue
+            colour = matplotlib.colors.to_hex(cmap((value - low) / (high - low) if high > low else 0.5))
+            classes = " ".join(c for c, on in (("top4", top.loc[optimizer, b]),
+                                               ("failure", failed.loc[optimizer, b])) if on)
+            tds.append(f'<td class="{classes}" style="background:{colour}">{value:.2f}</td>')
+        rows.append(f"<tr><th>{html.escape(str(optimizer))}</th>{''.join(tds)}</tr>")
+    return (f'<table id="heatmap-table" class="heatmap"><thead><tr><th>optimizer</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")

@@ -1,0 +1,89 @@
+"""`write_report`: analyse a results frame and write HTML, Markdown, LaTeX, CSV and PNG/SVG figures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from bocb.analysis import Analysis, analyse, format_matrix, markdown_table, read_results
+from bocb.report._figures import all_figures
+from bocb.report._tables import html_matrix, latex_table, markdown_matrix
+
+FLOAT = "{:.2f}".format
+
+
+def _html(frame: pd.DataFrame, index: bool = False) -> str:
+    return frame.to_html(index=index, float_format=FLOAT, na_rep="-", border=0) if not frame.empty else ""
+
+
+def _chance_text(result: Analysis) -> str:
+    return "100 / num_classes (chance)" if "num_classes" in result.trials else "0 (no num_classes column)"
+
+
+def _edges(result: Analysis) -> pd.DataFrame:
+    return result.cells.loc[result.cells["edge"], ["backbone", "optimizer", "lr", "weight_decay", "lr_edge", "wd_edge"]]
+
+
+def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:
+    if table is None:
+        return pd.DataFrame(), ""
+    from bocb.paper import TITLES, compare
+
+    return compare(result.cells, table), TITLES[table]
+
+
+def render_html(result: Analysis, figures: dict[str, str], title: str, compare_paper: int | None) -> str:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("bocb.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]))
+    shares = result.shares
+    comparison, compare_title = _compare(result, compare_paper)
+    return env.get_template("report.html.j2").render(
+        title=title, n_trials=len(result.trials), n_backbones=result.matrix.shape[1],
+        n_optimizers=result.matrix.shape[0], selected_on=result.selected_on, gamma=f"{result.gamma:g}",
+        chance_text=_chance_text(result), notes=result.notes, figures=figures,
+        heatmap_table=html_matrix(result), summary_table=_html(result.summary),
+        edge_table=_html(_edges(result)) or "<p>None.</p>",
+        ranking_table=_html(result.ranking, index=True),
+        ranking_components=", ".join(result.ranking.attrs.get("components_used", [])),
+        total_share=FLOAT(shares.loc[shares.scope == "total", "share"].iloc[0]) if shares is not None else "",
+        shares_table=_html(shares) if shares is not None else "",
+        hp_table=_html(result.hp_optimizer.groupby("optimizer", sort=False)["distance"].mean().to_frame(), index=True),
+        curves_table=_html(result.curves), budget_table=_html(result.budget),
+        compare_table=_html(comparison), compare_title=compare_title)
+
+
+def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epochs: pd.DataFrame | None = None,
+                 gamma: float = 3.0, compare_paper: int | None = None, n_boot: int = 1000,
+                 title: str = "Backbone-optimizer coupling report") -> Path:
+    """Analyse ``source`` (a trial frame, a CSV path, a .db path or a store URL) and write the report.
+
+    Writes into ``out_dir``: index.html (self-contained, figures embedded), report.md, heatmap.tex,
+    cells.csv, matrix.csv, summary.csv, ranking.csv and each figure as PNG and SVG. Returns index.html.
+    """
+    if not isinstance(source, pd.DataFrame):
+        source, stored_epochs = read_results(source)
+        epochs = stored_epochs if epochs is None else epochs
+    result = analyse(source, epochs, gamma=gamma, n_boot=n_boot)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = all_figures(result, out)
+    (out / "heatmap.tex").write_text(latex_table(result))
+    result.cells.to_csv(out / "cells.csv", index=False)
+    (out / "matrix.csv").write_text(format_matrix(result.matrix, "csv"))
+    result.summary.to_csv(out / "summary.csv", index=False)
+    result.ranking.to_csv(out / "ranking.csv")
+    (out / "report.md").write_text(render_markdown(result, title))
+    page = out / "index.html"
+    page.write_text(render_html(result, figures, title, compare_paper))
+    return page
+
+
+def render_markdown(result: Analysis, title: str) -> str:
+    parts = [f"# {title}", "", f"Selected on {result.selected_on}; failures by Eq. 1 with γ = {result.gamma:g}; "
+             "**bold** = top-4, _italics_ = failure.", *result.notes, "", markdown_matrix(result),
+             "## Per backbone", "", markdown_table(result.summary, index=False),
+             "## Ranking", "", markdown_table(result.ranking)]
+    if not result.budget.empty:
+        parts += ["## Budget check", "", markdown_table(result.budget, index=False)]
+    return "\n".join(parts)
