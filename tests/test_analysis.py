@@ -128,3 +128,179 @@ def test_analysis_imports_no_training_code():
             "m.startswith(('bocb.engine', 'bocb.backbones', 'bocb.optim', 'bocb.data'))]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- failure rules, top-k, summaries -------------------------------------------------------------
+
+def _long(values, backbone="a"):
+    return pd.DataFrame({"backbone": backbone, "optimizer": [f"o{i}" for i in range(len(values))], "top1": values})
+
+
+def test_eq1_as_printed_and_alternatives():
+    from bocb.analysis import failure_flags, failure_threshold
+
+    long = _long([10.0, 20.0, 30.0, 40.0, 50.0])  # Q25 20, Q75 40, IQR 20
+    assert failure_threshold(long.top1, "eq1", gamma=3) == 47  # 50 - min(20, 3)
+    assert failure_flags(long, "eq1", gamma=3).tolist() == [True, True, True, True, False]
+    assert failure_flags(long, "eq1", gamma=30).tolist() == [True, True, False, False, False]  # 50 - 20
+    assert failure_threshold(long.top1, "tukey") == -10  # 20 - 1.5 * 20
+    assert not failure_flags(long, "tukey").any()
+    assert failure_flags(long, "gap", gap=15).tolist() == [True, True, True, False, False]  # < 35
+    with pytest.raises(SpecError, match="rule.*valid choices: eq1, tukey, gap"):
+        failure_flags(long, "iqr")
+
+
+def test_failure_thresholds_are_per_backbone():
+    from bocb.analysis import failure_flags
+
+    long = pd.concat([_long([10.0, 20.0, 30.0, 40.0, 50.0], "a"), _long([1.0, 1.0, 1.0, 1.0, 1.0], "b")])
+    assert failure_flags(long, "eq1").tolist() == [True] * 4 + [False] * 6
+
+
+def test_top_k_keeps_ties():
+    from bocb.analysis import top_k
+
+    assert top_k(_long([5, 5, 4, 3, 3, 1]), k=4).tolist() == [True, True, True, True, True, False]
+
+
+def test_summary_without_worst():
+    from bocb.analysis import summary_without_worst
+
+    assert summary_without_worst(pd.Series([6.0, 1.0, 4.0, 2.0])) == {"mean": 4.0, "std": 2.0, "range": 4.0}
+
+
+def test_seed_aware_rule_needs_a_significant_shortfall():
+    from bocb.analysis import seed_aware_flags
+
+    per_seed = pd.DataFrame({"backbone": "a", "optimizer": ["x"] * 3 + ["y"] * 3 + ["z"] * 3, "seed": [0, 1, 2] * 3,
+                             "top1": [80, 81, 79, 70, 71, 69, 60, 90, 75]})
+    flags = seed_aware_flags(per_seed, gamma=3).set_index("optimizer")
+    # means 80 / 70 / 75: IQR 5, threshold 77 -> y and z fail Eq. 1; z's seeds spread too wide (p ~ 0.31).
+    assert flags["eq1"].tolist() == [False, True, True]
+    assert flags["seed_aware"].tolist() == [False, True, False]
+
+
+# --- robustness, ranking ----------------------------------------------------------------------------
+
+def test_hp_distance_to_mode():
+    from bocb.analysis import hp_distances, hp_robustness, one_hot_codes
+
+    cells = pd.DataFrame({"backbone": ["a", "b", "c"], "optimizer": "o", "lr_pos": [2.0, 2.0, 0.0],
+                          "wd_pos": [1.0, 3.0, 1.0], "lr_points": 5, "wd_points": 5})
+    out = hp_distances(cells, by="optimizer")
+    assert out[["lr_mode", "wd_mode"]].iloc[0].tolist() == [2.0, 1.0]
+    assert out["distance"].tolist() == [0.0, 2.0, 2.0]
+    assert out["onehot_l1"].tolist() == [0, 2, 2]
+    assert hp_robustness(cells, by="optimizer")["o"] == pytest.approx(4 / 3)
+    codes = one_hot_codes(cells)
+    assert codes.loc[("b", "o")].tolist() == [0, 0, 1, 0, 0, 0, 0, 0, 1, 0]
+
+
+def test_weighted_ranking_and_missing_component():
+    from bocb.analysis import weighted_ranking
+
+    components = pd.DataFrame({"performance": [1, 2, 3], "hyper_parameter": [2, 1, 1], "bocb": [0, 1, 0],
+                               "computations": [1, 1, 2]}, index=["a", "b", "c"])
+    ranked = weighted_ranking(components)
+    assert ranked["score"].tolist() == pytest.approx([1.0, 1.4, 1.8])
+    assert ranked["overall"].tolist() == [1, 2, 3]
+    no_cost = weighted_ranking(components.assign(computations=np.nan))
+    assert no_cost["score"].tolist() == pytest.approx([1.0, 1.5, 1.75])
+    assert no_cost.attrs["components_used"] == ["performance", "hyper_parameter", "bocb"]
+
+
+def test_ranking_components_from_results():
+    from bocb.analysis import ranking_components
+
+    cells = pd.DataFrame({"backbone": ["b1", "b1", "b2", "b2"], "optimizer": ["o1", "o2", "o1", "o2"],
+                          "test_top1": [80.0, 70.0, 60.0, 65.0], "lr_pos": 1.0, "wd_pos": 1.0,
+                          "time_s": [10.0, 30.0, 1.0, 1.0], "peak_mem_mb": [100.0, 100.0, 50.0, 150.0]})
+    components = ranking_components(cells)
+    # mean top-1 70 vs 67.5; relative cost (time, memory ratios to the backbone median) 0.75 vs 1.25.
+    assert components.loc["o1"].tolist() == [1, 1, 0, 1]
+    assert components.loc["o2"].tolist() == [2, 1, 0, 2]
+
+
+# --- decomposition and profiles ---------------------------------------------------------------------
+
+def test_two_way_decomposition_by_hand():
+    from bocb.analysis import decompose
+
+    table = pd.DataFrame([[1.0, 2.0], [3.0, 8.0]], index=["o1", "o2"], columns=["b1", "b2"])
+    parts = decompose(table)
+    assert parts["mean"] == 3.5
+    assert parts["optimizer_effect"].tolist() == [-2.0, 2.0]
+    assert parts["backbone_effect"].tolist() == [-1.5, 1.5]
+    assert parts["interaction"].to_numpy().tolist() == [[1.0, -1.0], [-1.0, 1.0]]
+
+
+def test_interaction_shares_with_bootstrap():
+    from bocb.analysis import interaction_shares
+
+    means = {("o1", "b1"): 1.0, ("o1", "b2"): 2.0, ("o2", "b1"): 3.0, ("o2", "b2"): 8.0}
+    per_seed = pd.DataFrame([{"optimizer": o, "backbone": b, "seed": s, "top1": m + d}
+                             for (o, b), m in means.items() for s, d in ((0, -0.1), (1, 0.1))])
+    shares = interaction_shares(per_seed, n_boot=200).set_index(["scope", "name"])
+    # SS_int 4; SS_optimizer 2 * 8 = 16; SS_backbone 2 * 4.5 = 9.
+    assert shares.loc[("total", "all"), "share"] == pytest.approx(4 / 29)
+    assert shares.loc[("backbone", "b1"), "share"] == pytest.approx(2 / 10)   # 2 / (2 + sum beta^2 = 8)
+    assert shares.loc[("optimizer", "o1"), "share"] == pytest.approx(2 / 6.5)  # 2 / (2 + sum alpha^2 = 4.5)
+    assert (shares["lo"] <= shares["share"] + 1e-12).all() and (shares["share"] <= shares["hi"] + 1e-12).all()
+    assert (shares["hi"] > shares["lo"]).all()
+
+
+def test_decomposition_drops_incomplete_rows():
+    from bocb.analysis import decompose
+
+    table = pd.DataFrame([[1.0, 2.0], [3.0, 8.0], [np.nan, 1.0]], index=["o1", "o2", "o3"], columns=["b1", "b2"])
+    assert list(decompose(table)["interaction"].index) == ["o1", "o2"]
+    with pytest.raises(DataError, match="complete matrix"):
+        decompose(table[["b1"]])
+
+
+def test_performance_profiles():
+    from bocb.analysis import performance_profiles
+
+    table = pd.DataFrame([[1.0, 2.0], [3.0, 8.0]], index=["o1", "o2"], columns=["b1", "b2"])
+    prof = performance_profiles(table, np.array([0.0, 2.0, 6.0]))  # o1 is 2 and 6 points below the best
+    assert prof["o1"].tolist() == [0.0, 0.5, 1.0] and prof["o2"].tolist() == [1.0, 1.0, 1.0]
+
+
+# --- curves and budget check ------------------------------------------------------------------------
+
+def test_curve_summary():
+    from bocb.analysis import curve_summary
+
+    auc, epoch95 = curve_summary(np.arange(1.0, 6.0), np.array([10.0, 50.0, 80.0, 90.0, 100.0]))
+    assert auc == pytest.approx(275 / 4) and epoch95 == 5
+    assert curve_summary(np.array([3.0, 1.0, 2.0, 4.0]), np.array([100.0, 10.0, 96.0, 100.0]))[1] == 2
+
+
+def test_curve_stats_average_seeds_of_the_chosen_config(grid_frame):
+    from bocb.analysis import curve_stats
+
+    trials = tidy(grid_frame.assign(trial_key=[f"k{i}" for i in range(len(grid_frame))]))
+    cells = select_cells(trials)
+    epochs = pd.DataFrame({"trial_key": ["k0", "k0", "k1", "k1", "k2", "k2"], "epoch": [1, 2, 1, 2, 1, 2],
+                           "val_top1": [10.0, 70.0, 30.0, 72.0, 99.0, 99.0]})
+    stats = curve_stats(trials, epochs, cells).set_index(["backbone", "optimizer"])
+    # r50/sgd chose lr=0.1 (k0, k1): mean curve 20 -> 71; area (20 + 71) / 2; 95 % of 71 first at epoch 2.
+    assert stats.loc[("r50", "sgd"), "auc"] == pytest.approx(45.5)
+    assert stats.loc[("r50", "sgd"), "epoch95"] == 2
+    assert len(stats) == 1
+
+
+def test_budget_check_closes_shrinks_holds():
+    from bocb.analysis import analyse
+
+    base = [dict(backbone=b, optimizer=o, seed=0, top1=v, budget=1)
+            for b in ("a", "b") for o, v in (("x", 80.0), ("y", 70.0), ("z", 79.0))]
+    reruns = [dict(backbone="a", optimizer="y", seed=0, top1=v, budget=k) for k, v in ((2, 74.0), (4, 78.0))]
+    reruns.append(dict(backbone="b", optimizer="y", seed=0, top1=71.0, budget=2))
+    result = analyse(pd.DataFrame(base + reruns), n_boot=10)
+    budget = result.budget.set_index(["backbone", "budget"])
+    # a: means 70/79/80 -> IQR 5, threshold 77, margin 3; gap 10 -> 6 (<= 7.5: shrinks) -> 2 (closes).
+    assert budget.loc[("a", 2), "outcome"] == "shrinks"
+    assert budget.loc[("a", 4), "outcome"] == "closes"
+    assert budget.loc[("b", 2), "outcome"] == "holds"
+    assert result.selected_on == "test_top1" and "chosen on test" in result.notes[0]

@@ -17,7 +17,7 @@ def one_hot_codes(cells: pd.DataFrame) -> pd.DataFrame:
     for short in ("lr", "wd"):
         points = int(cells[f"{short}_points"].max())
         for i in range(points):
-            codes[f"{short}_{i}"] = (cells[f"{short}_pos"] == i).astype(int)
+            codes[f"{short}_{i}"] = (cells[f"{short}_pos"] == i).astype(int).to_numpy()
     return pd.DataFrame(codes, index=pd.MultiIndex.from_frame(cells[["backbone", "optimizer"]]))
 
 

@@ -1,0 +1,42 @@
+"""`bocb report` (HTML/Markdown/LaTeX report of a store or CSV) and `bocb paper` (the paper's tables)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bocb.cli._app import app
+from bocb.errors import SpecError
+
+
+@app.command()
+def report(
+    source: str = typer.Argument(..., help="results CSV, a store's .db file, or an SQLAlchemy URL"),
+    out: Path = typer.Option(..., "-o", "--out", help="output directory"),
+    gamma: float = typer.Option(3.0, help="Eq. 1 gamma: 3 for CIFAR-100 and COCO, 1 for ImageNet"),
+    compare_paper: bool = typer.Option(False, "--compare-paper", help="put the paper's numbers beside ours"),
+    paper_table: int = typer.Option(1, help="the paper table to compare with: 1 (CIFAR-100) or 2 (ImageNet)"),
+    n_boot: int = typer.Option(1000, help="bootstrap replicates for the interaction shares' CIs"),
+) -> None:
+    """Analyse results and write index.html, report.md, heatmap.tex, CSVs and PNG/SVG figures into OUT."""
+    from bocb.paper import check_table
+    from bocb.report import write_report
+
+    if gamma <= 0:
+        raise SpecError("--gamma", f"must be > 0, got {gamma:g}")
+    if n_boot < 1:
+        raise SpecError("--n-boot", f"must be >= 1, got {n_boot}")
+    table = check_table(paper_table, (1, 2)) if compare_paper else None
+    page = write_report(source, out, gamma=gamma, compare_paper=table, n_boot=n_boot)
+    typer.echo(f"report written: {page}")
+
+
+@app.command()
+def paper(
+    table: int = typer.Option(1, "--table", help="1 CIFAR-100, 2 ImageNet-1K, 3 COCO, 4 rankings"),
+    fmt: str = typer.Option("table", "--format", help="table, csv, markdown or json"),
+) -> None:
+    """Run our analysis on the paper's published tables (Eq. 1 failures, top-4, summaries, ranking)."""
+    from bocb.paper import paper_text
+
+    typer.echo(paper_text(table, fmt), nl=False)
