@@ -1,6 +1,7 @@
 """Tests of bocb.data: splits, the fast path's batches and augmentation, and every dataset reader."""
 from __future__ import annotations
 
+import gzip
 import pickle
 
 import numpy as np
@@ -13,7 +14,8 @@ from bocb.data._splits import stratified_take, train_val_split
 from bocb.errors import DataError, SpecError
 from bocb.recipes import resolve_recipe
 from bocb.spec import DatasetSpec
-from helpers_data import cifar_batch, write_cifar
+from bocb.data._fashion import DEBIAN_DIR, read_idx
+from helpers_data import cifar_batch, idx_bytes, write_cifar, write_idx_set
 
 torch.set_num_threads(1)
 
@@ -255,3 +257,62 @@ def test_truncated_cifar_archive_is_a_data_error(tmp_path):
     archive.write_bytes(archive.read_bytes()[:200])
     with pytest.raises(DataError, match="not a readable CIFAR-10 archive"):
         DATASETS.get("cifar10").load(DatasetSpec(name="cifar10", path=str(archive)))
+
+
+# --- Fashion-MNIST ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_tiny_idx_files(tmp_path, gz):
+    folder = write_idx_set(tmp_path / "fm", n_train=40, n_test=20, gz=gz)
+    lo = build_loaders(DatasetSpec(name="fashion_mnist", path=str(folder), val_fraction=0.25), image_size=28,
+                       batch_size=10, recipe=PLAIN, seed=0)
+    assert (lo.train_size, lo.val_size, lo.test_size, lo.in_chans) == (30, 10, 20, 1)
+    assert lo.class_names[0] == "T-shirt/top" and lo.class_names[9] == "Ankle boot"
+    raw = DATASETS.get("fashion_mnist").load(DatasetSpec(name="fashion_mnist", path=str(folder)))
+    assert raw.train_x.shape == (40, 1, 28, 28)
+    assert np.array_equal(raw.test_x[:, 0, 3, 3], raw.test_y * 10)  # pixels = 10 * label
+
+
+def test_fashion_mnist_finds_torchvisions_download_layout(tmp_path):
+    write_idx_set(tmp_path / "FashionMNIST" / "raw", gz=False)
+    assert DATASETS.get("fmnist").load(DatasetSpec(name="fashion-mnist", path=str(tmp_path))).test_x.shape[0] == 20
+
+
+def test_missing_fashion_mnist_names_both_ways_to_get_it(tmp_path):
+    with pytest.raises(SpecError, match="dataset.path: .*apt-get install dataset-fashion-mnist.*download: true"):
+        DATASETS.get("fashion_mnist").check(DatasetSpec(name="fashion_mnist", path=str(tmp_path)))
+
+
+def test_idx_with_a_bad_magic_number_is_a_data_error(tmp_path):
+    path = tmp_path / "labels"
+    path.write_bytes(idx_bytes(np.zeros((4, 28, 28), np.uint8)))  # an images file where labels belong
+    with pytest.raises(DataError, match="bad IDX magic number 0x00000803, expected 0x00000801"):
+        read_idx(path, 1)
+
+
+def test_truncated_idx_is_a_data_error(tmp_path):
+    path = tmp_path / "images"
+    path.write_bytes(idx_bytes(np.zeros((4, 28, 28), np.uint8))[:-100])
+    with pytest.raises(DataError, match="header says 4x28x28 = 3136 bytes of data, the file has 3036"):
+        read_idx(path, 3)
+
+
+def test_truncated_gzip_idx_is_a_data_error(tmp_path):
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros((4, 28, 28), np.uint8)))[:30])
+    with pytest.raises(DataError, match="corrupt or truncated gzip"):
+        read_idx(path, 3)
+
+
+needs_fashion = pytest.mark.skipif(not DEBIAN_DIR.is_dir(),
+                                   reason=f"Fashion-MNIST not installed ({DEBIAN_DIR}); apt-get install dataset-fashion-mnist")
+
+
+@needs_fashion
+def test_real_fashion_mnist_sizes_balance_and_stratified_subsets():
+    raw = DATASETS.get("fashion_mnist").load(DatasetSpec(name="fashion_mnist"))
+    assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
+    assert np.bincount(raw.test_y).tolist() == [1000] * 10
+    lo = loaders("fashion_mnist", train_subset=1000, test_subset=500, image_size=28, val_fraction=0.1)
+    assert (lo.train_size, lo.val_size, lo.test_size) == (900, 100, 500)
+    assert np.bincount(labels_of(lo.test)).tolist() == [50] * 10

