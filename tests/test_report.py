@@ -1,0 +1,121 @@
+"""bocb.report on a hand-made CSV of 4 backbones x 5 optimizers x 2 seeds: files, LaTeX, HTML in Chromium."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bocb.report import write_report
+
+BACKBONES = ("resnet50", "deit_s", "vgg13_bn", "convnext_t")
+OPTIMIZERS = ("sgd", "adamw", "lamb", "adan", "lars")
+FIGURES = ("heatmap", "violin", "box_backbone", "box_optimizer", "interaction", "profiles")
+CLI = "import sys, bocb.cli.report; from bocb.cli import main; sys.argv = ['bocb'] + sys.argv[1:]; main()"
+
+
+def _results() -> pd.DataFrame:
+    """Deterministic results: lr 0.1 best on validation; deit_s + sgd far behind (a coupling failure)."""
+    rows = []
+    for (i, b), (j, o), seed, lr in itertools.product(enumerate(BACKBONES), enumerate(OPTIMIZERS), (0, 1),
+                                                      (0.01, 0.1, 1.0)):
+        top1 = 60 + 2 * i + 0.5 * j + 0.3 * seed + (5 if lr == 0.1 else 0) - (20 if (b, o) == ("deit_s", "sgd") else 0)
+        rows.append(dict(backbone=b, optimizer=o, seed=seed, lr=lr, weight_decay=0.05, val_top1=top1 + 0.1,
+                         test_top1=top1, state="done", time_s=10 + j, peak_mem_mb=100 + i, lr_grid="0.01;0.1;1",
+                         wd_grid="0.05", num_classes=100))
+    rows[-1] |= {"state": "diverged"}  # convnext_t / lars / seed 1 / lr 1: chance level, not selected
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    csv = tmp_path_factory.mktemp("in") / "results.csv"
+    _results().to_csv(csv, index=False)
+    out = tmp_path_factory.mktemp("report")
+    write_report(csv, out, n_boot=50, compare_paper=1)
+    return out
+
+
+def test_report_files(report_dir):
+    for name in FIGURES:
+        assert (report_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (report_dir / f"{name}.svg").read_text()
+    matrix = pd.read_csv(report_dir / "matrix.csv", index_col=0)
+    assert list(matrix.columns) == list(BACKBONES) and list(matrix.index) == list(OPTIMIZERS)
+    assert matrix.loc["sgd", "deit_s"] == pytest.approx(62 + 5 + 0.15 - 20)
+    cells = pd.read_csv(report_dir / "cells.csv")
+    assert (cells["lr"] == 0.1).all() and set(cells["selected_on"]) == {"val_top1"}
+    markdown = (report_dir / "report.md").read_text()
+    assert "| optimizer | resnet50 | deit_s | vgg13_bn | convnext_t |" in markdown
+
+
+def test_html_is_self_contained(report_dir):
+    page = (report_dir / "index.html").read_text()
+    assert not re.search(r"""(src|href)=["']https?:""", page)
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    assert 'id="heatmap-table"' in page and "selected on <b>val_top1</b>" in page
+    assert "Beside the paper" in page and "78.76" in page  # resnet50 / sgd in Table 1
+
+
+def test_latex_table_structure(report_dir, tmp_path):
+    tex = (report_dir / "heatmap.tex").read_text()
+    lines = tex.strip().splitlines()
+    assert lines[0] == r"\begin{tabular}{lrrrr}" and lines[-1] == r"\end{tabular}"
+    assert [l for l in lines if l in (r"\toprule", r"\midrule", r"\bottomrule")] == [r"\toprule", r"\midrule",
+                                                                                      r"\bottomrule"]
+    assert lines[2] == r"Optimizer & resnet50 & deit\_s & vgg13\_bn & convnext\_t \\"
+    body = lines[4:-2]
+    assert len(body) == 5 and all(line.count("&") == 4 and line.endswith(r"\\") for line in body)
+    sgd = body[0].split(" & ")
+    assert sgd[2] == r"\textcolor{gray}{47.15}"  # deit_s + sgd fails Eq. 1
+    lars = body[4].split(" & ")
+    assert lars[1] == r"\textbf{67.15}"  # resnet50 + lars is in its top-4
+    if shutil.which("pdflatex"):
+        doc = tmp_path / "t.tex"
+        doc.write_text("\\documentclass{article}\\usepackage{booktabs,xcolor}\\begin{document}\n" + tex
+                       + "\\end{document}\n")
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path,
+                             capture_output=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-2000:]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_html_opens_in_headless_chromium(report_dir, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install -y chromium) to load the HTML report")
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=10000", "--dump-dom", (report_dir / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    check = re.search(r'<pre id="image-check"[^>]*>([^<]*)</pre>', dom)
+    assert check, "the page's load script did not run"
+    widths = json.loads(check.group(1))
+    assert len(widths) == len(FIGURES) and all(w > 0 for w in widths)
+    assert 'id="heatmap-table"' in dom and dom.count("<tr>") >= len(OPTIMIZERS) + 1
+
+
+def test_cli_report_and_bad_input(tmp_path):
+    csv = tmp_path / "r.csv"
+    _results().to_csv(csv, index=False)
+    ok = subprocess.run([sys.executable, "-c", CLI, "report", str(csv), "-o", str(tmp_path / "out"), "--n-boot", "20"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "out" / "index.html").is_file()
+    _results().drop(columns=["optimizer"]).to_csv(tmp_path / "bad.csv", index=False)
+    for args, message in (([str(tmp_path / "missing.csv")], "file not found"),
+                          ([str(tmp_path / "bad.csv")], "missing column 'optimizer'"),
+                          ([str(csv), "--gamma", "0"], "--gamma: must be > 0")):
+        bad = subprocess.run([sys.executable, "-c", CLI, "report", *args, "-o", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
