@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-from bocb.backbones import _zoo  # noqa: F401  (registers the zoo)
 from bocb.backbones._api import (
     BACKBONES,
     SIZES,
@@ -17,10 +16,13 @@ from bocb.backbones._api import (
     register_backbone,
     resolve_backbone_name,
 )
+from bocb.backbones._zoo import PAPER_ORDER, PUBLISHED_PARAMS_M  # importing _zoo registers the paper's 20
 
 __all__ = [
     "BACKBONES",
     "SIZES",
+    "PAPER_ORDER",
+    "PUBLISHED_PARAMS_M",
     "BackboneInfo",
     "build_backbone",
     "get_backbone",

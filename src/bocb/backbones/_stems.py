@@ -41,3 +41,18 @@ def cifar_convnext(model: nn.Module) -> nn.Module:
     model.stem[0] = conv3x3(conv.in_channels, conv.out_channels, bias=True)
     trunc_normal_(model.stem[0].weight, std=0.02)  # ConvNeXt's own conv init
     return model
+
+
+def unstride(model: nn.Module, attr: str) -> nn.Module:
+    """Stride 1 for the stem conv ``attr`` (tiny variants only: keeps maps at 16-32 px)."""
+    getattr(model, attr).stride = (1, 1)
+    return model
+
+
+def metaformer_stem(model: nn.Module, stride: int) -> nn.Module:
+    """MetaFormer's 7x7/4 stem -> 3x3 conv with ``stride`` (the authors' PoolFormer CIFAR stem is stride 1)."""
+    conv = model.stem.conv
+    model.stem.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=stride, padding=1)
+    trunc_normal_(model.stem.conv.weight, std=0.02)  # MetaFormer's own init
+    nn.init.zeros_(model.stem.conv.bias)
+    return model

@@ -7,23 +7,29 @@ at 16-32 px; see docs/backbones.md.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import timm
-from timm.layers import ClassifierHead
-from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
+import torch
+import torchvision
+from timm.models.byobnet import ByobNet, model_cfgs as byob_cfgs
 from timm.models.convnext import ConvNeXt
 from timm.models.densenet import DenseNet
-from timm.models.metaformer import Attention, MetaFormer, Pooling, SepConv
+from timm.models.metaformer import (
+    Attention, GroupNorm1NoBias, LayerNorm2dNoBias, LayerNormNoBias, MetaFormer, SepConv,
+)
 from timm.models.mlp_mixer import MlpMixer
 from timm.models.resnet import Bottleneck, ResNet
 from timm.models.swin_transformer import SwinTransformer
-from timm.models.vgg import VGG, ConvMlp
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from bocb.backbones import _stems
 from bocb.backbones._api import BackboneInfo, register_backbone
+from bocb.backbones.moganet import MogaNet
+from bocb.backbones.transnext import TransNeXt
+from bocb.backbones.unireplknet import UniRepLKNet
 
 # (num_classes, img_size, in_chans, drop_path_rate) -> model
 Factory = Callable[[int, int, int, float], nn.Module]
@@ -55,6 +61,15 @@ def _timm(arch: str, num_classes: int, in_chans: int, **kwargs: object) -> nn.Mo
     return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
+def _fc_head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """AlexNet/VGG's three fully connected layers (dropout before the first two in AlexNet's order)."""
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+        nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, num_classes),
+    )
+
+
 def tiny_patch(img_size: int) -> int:
     """Patch side giving an ~8x8 token grid: 2 at 16 px, 4 at 32 px (tiny ViT-likes)."""
     return max(2, img_size // 8)
@@ -66,15 +81,33 @@ def _vgg13_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
     return _timm("vgg13_bn", nc, ch)
 
 
+class TinyVGG(nn.Module):
+    """VGG-13-BN's design (stages of two 3x3 conv-BN-ReLU + max-pool; three FC layers) at 16-32 px.
+
+    Written by hand: timm's VGG always builds the 4096-wide 7x7 fc6 (42 M parameters) even
+    for narrow configs. Four stages instead of five so that 16 px input survives the pools.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128),
+                 hidden: int = 256, dropout: float = 0.5) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_chans
+        for width in widths:
+            for _ in range(2):
+                layers += [nn.Conv2d(prev, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                prev = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = _fc_head(prev, hidden, num_classes, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
 def _vgg13_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
-    # VGG-13's 2-conv stages (BN), four of them so 16 px survives the pools; the 4096-wide
-    # fc6/fc7 ConvMlp shrinks to 256 (timm's VGG fixes it at 4096).
-    cfg = [16, 16, "M", 32, 32, "M", 64, 64, "M", 128, 128, "M"]
-    model = VGG(cfg, num_classes=nc, in_chans=ch, norm_layer=nn.BatchNorm2d)
-    model.head_hidden_size = 256
-    model.pre_logits = ConvMlp(128, 256, kernel_size=1, drop_rate=0.0)
-    model.head = ClassifierHead(256, nc, pool_type="avg")
-    return model
+    return TinyVGG(nc, ch)
 
 
 # --- ResNet-50 ---------------------------------------------------------------------------------
@@ -112,6 +145,182 @@ def _convnext_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
     return _stems.cifar_convnext(model)
 
 
+# --- AlexNet -----------------------------------------------------------------------------------
+
+def _alexnet_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    model = torchvision.models.alexnet(weights=None, num_classes=nc)
+    if ch != 3:
+        model.features[0] = nn.Conv2d(ch, 64, kernel_size=11, stride=4, padding=2)
+    return model
+
+
+class TinyAlexNet(nn.Module):
+    """AlexNet's design (5 conv + ReLU, 3 max-pools, 3 dropout-FC layers) at 16-32 px.
+
+    Written by hand: torchvision's AlexNet fixes its 11x11/4 stem (needs >= 63 px) and widths.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int = 3, widths: tuple[int, ...] = (24, 48, 64, 48, 48),
+                 hidden: int = 256, dropout: float = 0.5) -> None:
+        super().__init__()
+        c1, c2, c3, c4, c5 = widths
+        relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, c1, 3, padding=1), relu(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), relu(), nn.MaxPool2d(2),
+            nn.Conv2d(c2, c3, 3, padding=1), relu(),
+            nn.Conv2d(c3, c4, 3, padding=1), relu(),
+            nn.Conv2d(c4, c5, 3, padding=1), relu(), nn.MaxPool2d(2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(2)
+        self.classifier = _fc_head(c5 * 4, hidden, num_classes, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _alexnet_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return TinyAlexNet(nc, ch)
+
+
+# --- DenseNet-121 ------------------------------------------------------------------------------
+
+def _densenet_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return _stems.cifar_densenet(_timm("densenet121", nc, ch))
+
+
+def _densenet_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return _stems.cifar_densenet(DenseNet(growth_rate=12, block_config=(2, 4, 6, 4), num_classes=nc,
+                                          in_chans=ch))
+
+
+# --- MobileNetV2, EfficientNet-B0 (timm's EfficientNet builder) ---------------------------------
+
+def _mobilenetv2_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return _timm("mobilenetv2_100", nc, ch, drop_path_rate=dpr)
+
+
+def _mobilenetv2_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    model = _timm("mobilenetv2_035", nc, ch, depth_multiplier=0.5, drop_path_rate=dpr)
+    return _stems.unstride(model, "conv_stem")
+
+
+def _efficientnet_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return _timm("efficientnet_b0", nc, ch, drop_path_rate=dpr)
+
+
+def _efficientnet_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    # TinyNet-E: EfficientNet-B0's MBConv+SE blocks at width 0.51, depth 0.6 (Han et al. 2020)
+    return _stems.unstride(_timm("tinynet_e", nc, ch, drop_path_rate=dpr), "conv_stem")
+
+
+# --- RepVGG-A1 ---------------------------------------------------------------------------------
+
+def _repvgg_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return _timm("repvgg_a1", nc, ch, drop_path_rate=dpr)
+
+
+def _repvgg_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    # RepVGG-A1's rep blocks (3x3 + 1x1 + identity branches) at depth 1 per stage, width 1/4;
+    # the first stage keeps the resolution so 16 px input still ends on a 1x1 map.
+    a1 = byob_cfgs["repvgg_a1"]
+    blocks = tuple(dataclasses.replace(b, d=1, c=c, s=s)
+                   for b, c, s in zip(a1.blocks, (16, 32, 64, 192), (1, 2, 2, 2)))
+    cfg = dataclasses.replace(a1, blocks=blocks, stem_chs=16)
+    return ByobNet(cfg, num_classes=nc, in_chans=ch, drop_path_rate=dpr)
+
+
+# --- MLP-Mixer-S, Swin-T -----------------------------------------------------------------------
+
+def _mixer_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return _timm("mixer_s16_224", nc, ch, img_size=img, drop_path_rate=dpr)
+
+
+def _mixer_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return MlpMixer(num_classes=nc, img_size=img, in_chans=ch, patch_size=tiny_patch(img), num_blocks=4,
+                    embed_dim=96, drop_path_rate=dpr)
+
+
+def _swin_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return _timm("swin_tiny_patch4_window7_224", nc, ch, img_size=img, drop_path_rate=dpr)
+
+
+def _swin_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return SwinTransformer(img_size=img, patch_size=2, in_chans=ch, num_classes=nc, embed_dim=32,
+                           depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=dpr)
+
+
+# --- ConvNeXtV2-T ------------------------------------------------------------------------------
+
+def _convnextv2_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return _stems.cifar_convnext(_timm("convnextv2_tiny", nc, ch, drop_path_rate=dpr))
+
+
+def _convnextv2_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    model = ConvNeXt(in_chans=ch, num_classes=nc, depths=(1, 1, 2, 1), dims=(32, 64, 128, 256),
+                     use_grn=True, ls_init_value=None, drop_path_rate=dpr)
+    return _stems.cifar_convnext(model)
+
+
+# --- MogaNet-S, UniRepLKNet-T, TransNeXt-T (written here from their papers) -----------------------
+
+def _moganet_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return MogaNet(num_classes=nc, in_chans=ch, dims=(64, 128, 320, 512), depths=(3, 3, 12, 2),
+                   ffn_ratios=(8, 8, 4, 4), drop_path_rate=dpr, cifar_stem=True)
+
+
+def _moganet_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return MogaNet(num_classes=nc, in_chans=ch, dims=(32, 64, 128, 192), depths=(1, 1, 2, 1),
+                   ffn_ratios=(8, 8, 4, 4), drop_path_rate=dpr, cifar_stem=True)
+
+
+def _unireplknet_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return UniRepLKNet(num_classes=nc, in_chans=ch, dims=(80, 160, 320, 640), depths=(3, 3, 18, 3),
+                       drop_path_rate=dpr)
+
+
+def _unireplknet_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    # the paper's kernel plan per stage (3 / 13 / 13,3,3 / 13) at one to three blocks
+    return UniRepLKNet(num_classes=nc, in_chans=ch, dims=(24, 48, 96, 192), depths=(1, 1, 3, 1),
+                       drop_path_rate=dpr, stem_stride=1)
+
+
+def _transnext_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return TransNeXt(num_classes=nc, in_chans=ch, img_size=img, dims=(72, 144, 288, 576),
+                     depths=(2, 2, 15, 2), num_heads=(3, 6, 12, 24), mlp_ratios=(8, 8, 4, 4),
+                     drop_path_rate=dpr)
+
+
+def _transnext_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+    return TransNeXt(num_classes=nc, in_chans=ch, img_size=img, dims=(24, 48, 96, 192), depths=(1, 1, 2, 1),
+                     num_heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 4), drop_path_rate=dpr, stem_stride=2)
+
+
+# --- MetaFormer S12 baselines (Yu et al. 2024) through timm's MetaFormer ----------------------------
+
+S12 = {"depths": (2, 2, 6, 2), "dims": (64, 128, 320, 512)}
+TINY_METAFORMER = {"depths": (1, 1, 2, 1), "dims": (32, 64, 128, 192)}
+# token mixers, stage norms and head per model, as in the MetaFormer baselines paper
+METAFORMERS: dict[str, dict[str, object]] = {
+    "identityformer_s12": {"token_mixers": nn.Identity, "norm_layers": GroupNorm1NoBias, "use_mlp_head": False},
+    "poolformerv2_s12": {"norm_layers": GroupNorm1NoBias, "use_mlp_head": False},  # Pooling is the default
+    "convformer_s12": {"token_mixers": SepConv, "norm_layers": LayerNorm2dNoBias},
+    "attentionformer_s12": {"token_mixers": Attention, "norm_layers": LayerNormNoBias},
+    "caformer_s12": {"token_mixers": [SepConv, SepConv, Attention, Attention],
+                     "norm_layers": [LayerNorm2dNoBias] * 2 + [LayerNormNoBias] * 2},
+}
+
+
+def _metaformer(key: str, tiny: bool) -> Factory:
+    def factory(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
+        shape = TINY_METAFORMER if tiny else S12
+        model = MetaFormer(in_chans=ch, num_classes=nc, drop_path_rate=dpr, **shape, **METAFORMERS[key])
+        # tiny: 3x3/2 stem instead of 7x7/4 so 16-32 px keeps 2x2+ maps at the last stage
+        return _stems.metaformer_stem(model, stride=2) if tiny else model
+
+    return factory
+
+
 _add("vgg13_bn", "VGG-13-BN", "VGG-13", PRIMARY,
      ("hierarchical", "plain (2-3 conv + pool)", "conv 3x3", "none"),
      "torch", 224, _vgg13_paper, _vgg13_tiny, aliases=("vgg13", "vgg_13"))
@@ -124,3 +333,89 @@ _add("deit_s", "DeiT-S", "DeiT-S", MODERN,
 _add("convnext_t", "ConvNeXt-T", "CNX-T", MODERN,
      ("hierarchical", "MetaNeXt (inverted bottleneck)", "depth-wise conv 7x7", "residual + layer scale"),
      "convnext", 32, _convnext_paper, _convnext_tiny, cifar_stem=True, aliases=("cnx_t", "convnext_tiny"))
+_add("alexnet", "AlexNet", "AlexNet", PRIMARY,
+     ("hierarchical", "plain (conv + pool)", "conv 11x11 / 5x5 / 3x3", "none"),
+     "torch", 224, _alexnet_paper, _alexnet_tiny)
+_add("densenet121", "DenseNet-121", "DN-121", CLASSICAL,
+     ("hierarchical", "dense block (bottleneck)", "conv 3x3", "dense (concatenation)"),
+     "torch", 32, _densenet_paper, _densenet_tiny, cifar_stem=True, aliases=("dn_121", "densenet_121"))
+_add("mobilenetv2", "MobileNetV2", "MobV2", CLASSICAL,
+     ("hierarchical", "inverted bottleneck", "depth-wise conv 3x3", "residual"),
+     "torch", 224, _mobilenetv2_paper, _mobilenetv2_tiny, aliases=("mobv2", "mobilenet_v2", "mobilenetv2_100"))
+_add("efficientnet_b0", "EfficientNet-B0", "Eff-B0", CLASSICAL,
+     ("hierarchical", "inverted bottleneck + SE (MBConv)", "depth-wise conv 3x3 / 5x5", "residual"),
+     "rsb_a2", 224, _efficientnet_paper, _efficientnet_tiny, aliases=("eff_b0", "effnet_b0"))
+_add("repvgg_a1", "RepVGG-A1", "RVGG-A1", CLASSICAL,
+     ("hierarchical", "re-parameterised plain (3x3 + 1x1 + identity)", "conv 3x3", "re-parameterised branch"),
+     "torch", 224, _repvgg_paper, _repvgg_tiny, aliases=("rvgg_a1",))
+_add("mlp_mixer_s", "MLP-Mixer-S", "MLP-S", MODERN,
+     ("isotropic", "MetaFormer", "token-mixing MLP", "residual"),
+     "deit", 224, _mixer_paper, _mixer_tiny, aliases=("mlp_s", "mixer_s", "mixer_s16"))
+_add("swin_t", "Swin-T", "Swin-T", MODERN,
+     ("hierarchical", "MetaFormer", "shifted-window attention", "residual"),
+     "deit", 224, _swin_paper, _swin_tiny, aliases=("swin_tiny",))
+_add("convnextv2_t", "ConvNeXtV2-T", "CNXV2-T", MODERN,
+     ("hierarchical", "MetaNeXt (inverted bottleneck + GRN)", "depth-wise conv 7x7", "residual"),
+     "convnext", 32, _convnextv2_paper, _convnextv2_tiny, cifar_stem=True, aliases=("cnxv2_t", "convnextv2_tiny"))
+_add("moganet_s", "MogaNet-S", "Moga-S", MODERN,
+     ("hierarchical", "MetaFormer", "multi-order gated depth-wise conv", "residual + layer scale"),
+     "convnext", 32, _moganet_paper, _moganet_tiny, cifar_stem=True, aliases=("moga_s", "moganet_small"))
+_add("unireplknet_t", "UniRepLKNet-T", "URLK-T", MODERN,
+     ("hierarchical", "MetaNeXt (large-kernel + SE + GRN)", "dilated large-kernel depth-wise conv 13x13",
+      "residual + layer scale"),
+     "convnext", 224, _unireplknet_paper, _unireplknet_tiny, aliases=("urlk_t", "unireplknet_tiny"))
+_add("transnext_t", "TransNeXt-T", "TNX-T", MODERN,
+     ("hierarchical", "MetaFormer (convolutional GLU)", "aggregated (pixel-focused) attention", "residual"),
+     "deit", 224, _transnext_paper, _transnext_tiny, aliases=("tnx_t", "transnext_tiny"))
+_add("identityformer_s12", "IdentityFormer-S12", "IF-12", MODERN,
+     ("hierarchical", "MetaFormer", "identity", "residual + res scale"),
+     "deit", 224, _metaformer("identityformer_s12", False), _metaformer("identityformer_s12", True),
+     aliases=("if_12", "if_s12"))
+_add("poolformerv2_s12", "PoolFormerV2-S12", "PFV2-12", MODERN,
+     ("hierarchical", "MetaFormer", "pooling", "residual + res scale"),
+     "deit", 224, _metaformer("poolformerv2_s12", False), _metaformer("poolformerv2_s12", True),
+     aliases=("pfv2_12", "pfv2_s12"))
+_add("convformer_s12", "ConvFormer-S12", "CF-12", MODERN,
+     ("hierarchical", "MetaFormer", "separable conv 7x7", "residual + res scale"),
+     "deit", 224, _metaformer("convformer_s12", False), _metaformer("convformer_s12", True),
+     aliases=("cf_12", "cf_s12"))
+_add("attentionformer_s12", "AttentionFormer-S12", "AF-12", MODERN,
+     ("hierarchical", "MetaFormer", "attention", "residual + res scale"),
+     "deit", 224, _metaformer("attentionformer_s12", False), _metaformer("attentionformer_s12", True),
+     aliases=("af_12", "af_s12"))
+_add("caformer_s12", "CAFormer-S12", "CAF-12", MODERN,
+     ("hierarchical", "MetaFormer", "separable conv (stages 1-2) + attention (3-4)", "residual + res scale"),
+     "deit", 224, _metaformer("caformer_s12", False), _metaformer("caformer_s12", True),
+     aliases=("caf_12", "caf_s12"))
+
+# Table 1's column order (the order reports and `bocb list backbones` use)
+PAPER_ORDER = (
+    "alexnet", "vgg13_bn", "resnet50", "densenet121", "mobilenetv2", "efficientnet_b0", "repvgg_a1", "deit_s",
+    "mlp_mixer_s", "swin_t", "convnext_t", "convnextv2_t", "moganet_s", "unireplknet_t", "transnext_t",
+    "identityformer_s12", "poolformerv2_s12", "convformer_s12", "attentionformer_s12", "caformer_s12",
+)
+
+# Published parameter counts (millions, ImageNet 1000-class head) and their source; None where the
+# S12 size was never published (the MetaFormer baselines paper gives ConvFormer/CAFormer from S18).
+PUBLISHED_PARAMS_M: dict[str, tuple[float | None, str]] = {
+    "alexnet": (61.10, "torchvision model card"),
+    "vgg13_bn": (133.05, "torchvision / timm model card"),
+    "resnet50": (25.56, "He et al. 2016; torchvision model card"),
+    "densenet121": (7.98, "Huang et al. 2017; torchvision model card"),
+    "mobilenetv2": (3.50, "timm model card mobilenetv2_100 (paper: 3.4)"),
+    "efficientnet_b0": (5.29, "timm model card (Tan & Le 2019: 5.3)"),
+    "repvgg_a1": (14.09, "timm model card repvgg_a1, training-time branches (fused: 12.78)"),
+    "deit_s": (22.05, "timm model card (Touvron et al. 2021: 22)"),
+    "mlp_mixer_s": (18.53, "timm model card mixer_s16_224 (Tolstikhin et al. 2021: 18)"),
+    "swin_t": (28.29, "timm model card (Liu et al. 2021: 28)"),
+    "convnext_t": (28.59, "timm model card (Liu et al. 2022: 28)"),
+    "convnextv2_t": (28.64, "timm model card (Woo et al. 2023: 28.6)"),
+    "moganet_s": (25.3, "Li et al. 2024, MogaNet paper"),
+    "unireplknet_t": (31.0, "Ding et al. 2024, UniRepLKNet paper"),
+    "transnext_t": (28.2, "Shi 2024, TransNeXt paper"),
+    "identityformer_s12": (11.9, "Yu et al. 2024, MetaFormer baselines paper"),
+    "poolformerv2_s12": (11.9, "Yu et al. 2024, MetaFormer baselines paper"),
+    "convformer_s12": (None, "not published"),
+    "attentionformer_s12": (None, "not published"),
+    "caformer_s12": (None, "not published"),
+}
