@@ -58,3 +58,18 @@ def write_idx_set(folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = 
             blob = idx_bytes(array)
             (folder / name).write_bytes(gzip.compress(blob) if gz else blob)
     return folder
+
+
+def write_image_folder(root: Path, classes: tuple[str, ...] = ("ant", "bee", "cat"), n_train: int = 6,
+                       n_val: int = 2, size: int = 20) -> Path:
+    """An ImageNet-style tree of PNGs: root/{train,val}/<class>/<i>.png, each class one flat colour."""
+    from PIL import Image
+
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                colour = (80 * c, 255 - 80 * c, 10 * i)
+                Image.new("RGB", (size, size), colour).save(folder / f"{i}.png")
+    return root

@@ -15,7 +15,7 @@ from bocb.errors import DataError, SpecError
 from bocb.recipes import resolve_recipe
 from bocb.spec import DatasetSpec
 from bocb.data._fashion import DEBIAN_DIR, read_idx
-from helpers_data import cifar_batch, idx_bytes, write_cifar, write_idx_set
+from helpers_data import cifar_batch, idx_bytes, write_cifar, write_idx_set, write_image_folder
 
 torch.set_num_threads(1)
 
@@ -316,3 +316,27 @@ def test_real_fashion_mnist_sizes_balance_and_stratified_subsets():
     lo = loaders("fashion_mnist", train_subset=1000, test_subset=500, image_size=28, val_fraction=0.1)
     assert (lo.train_size, lo.val_size, lo.test_size) == (900, 100, 500)
     assert np.bincount(labels_of(lo.test)).tolist() == [50] * 10
+
+
+# --- imagefolder ------------------------------------------------------------------------------
+
+def test_imagefolder_loads_a_tiny_png_tree_with_the_same_interface(tmp_path):
+    root = write_image_folder(tmp_path / "tiny", n_train=6, n_val=2)
+    spec = DatasetSpec(name="imagefolder", path=str(root), val_fraction=1 / 3)
+    lo = build_loaders(spec, image_size=16, batch_size=4, recipe=resolve_recipe("torch"), seed=0)
+    assert lo.class_names == ["ant", "bee", "cat"] and lo.num_classes == 3 and lo.in_chans == 3
+    assert (lo.train_size, lo.val_size, lo.test_size) == (12, 6, 6)
+    assert len(lo.train) == 3 and len(lo.test) == 2
+    lo.train.set_epoch(1)
+    first = [(x.clone(), y.clone()) for x, y in lo.train]
+    assert all(x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 for x, _ in first)
+    lo.train.set_epoch(1)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, lo.train))
+    assert np.bincount(labels_of(lo.val)).tolist() == [2, 2, 2]
+    assert sorted(labels_of(lo.test).tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_imagefolder_without_val_folder_is_a_spec_error(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(SpecError, match="dataset.path: .* lacks val/"):
+        DATASETS.get("imagefolder").check(DatasetSpec(name="imagefolder", path=str(tmp_path)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bocb.data import _builtin, _cifar, _fashion  # noqa: F401  (registers the datasets)
+from bocb.data import _builtin, _cifar, _fashion, _folder  # noqa: F401  (registers the datasets)
 from bocb.data._base import DATASETS, DatasetInfo, Loaders, RawDataset
 from bocb.data._batches import EvalBatches, TrainBatches
 from bocb.data._memory import build_in_memory, clear_cache
