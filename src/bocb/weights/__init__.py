@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from bocb.weights._io import load_state_dict
+from bocb.weights._io import load_layer_table, load_state_dict
 from bocb.weights._powerlaw import PowerLawFit, fit_power_law
 from bocb.weights._table import (
     COLUMNS,
@@ -24,6 +24,7 @@ __all__ = [
     "PowerLawFit",
     "fit_power_law",
     "layer_table",
+    "load_layer_table",
     "load_state_dict",
     "spectral_entropy",
     "topk_energy",

@@ -4,9 +4,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from bocb.errors import DataError
+from bocb.weights._table import layer_table
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -46,3 +48,17 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError) as exc:
         raise DataError(f"weights: cannot read '{path}' as safetensors ({exc})") from None
+
+
+def load_layer_table(target: str, *, store_url: str | None = None, topk: int | float = 5) -> pd.DataFrame:
+    """The layer table of a weights file, or of a stored trial (its key, or a unique key prefix).
+
+    A stored table is returned as the trial stored it (its own top-k).
+    """
+    if Path(target).is_file():
+        return layer_table(load_state_dict(target), topk=topk)
+    if store_url is None:
+        raise DataError(f"weights: no such file '{target}'; to read a stored trial's table give --store URL")
+    from bocb.store import Store
+
+    return Store(store_url).layer_table(target)
