@@ -169,3 +169,16 @@ def test_entry_point_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     model = build_backbone("plugin_cnn", num_classes=4, img_size=16)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 4)
     assert "own_backbone_factory" in sys.modules
+
+
+def test_cli_lists_the_20_backbones() -> None:
+    from typer.testing import CliRunner
+
+    from bocb.cli import listing  # noqa: F401  (registers `list`)
+    from bocb.cli._app import app
+
+    result = CliRunner().invoke(app, ["list", "backbones"])
+    assert result.exit_code == 0, result.output
+    for name in PAPER_ORDER:
+        assert name in result.output
+    assert "primary CNN" in result.output and "224" in result.output

@@ -1,0 +1,55 @@
+"""`bocb list ...`: what is registered (backbones here; optimizers, datasets, recipes beside it)."""
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bocb.cli._app import app
+
+list_app = typer.Typer(help="List registered backbones, optimizers, datasets, recipes.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f} M"
+
+
+def _print(table: Table) -> None:
+    # piped output: wide enough that rich does not truncate names to 80 columns
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+# --- backbones ---------------------------------------------------------------------------------
+
+@list_app.command("backbones")
+def backbones(
+    params: bool = typer.Option(False, "--params", help="Add parameter counts: paper size (100 classes), tiny."),
+) -> None:
+    """The paper's 20 backbones (Table 1 order), then any others registered."""
+    import torch
+
+    from bocb.backbones import BACKBONES, PAPER_ORDER, build_backbone, load_entry_points
+
+    load_entry_points()
+    names = list(PAPER_ORDER) + [n for n in BACKBONES.names() if n not in PAPER_ORDER]
+    table = Table("name", "paper name", "era", "input", "recipe", "CIFAR stem")
+    if params:
+        table.add_column("params (paper, 100 cl.)", justify="right")
+        table.add_column("params (tiny, 100 cl.)", justify="right")
+    torch.set_num_threads(1)
+    for name in names:
+        info = BACKBONES.get(name)
+        row = [info.name, info.paper_name, info.era, str(info.paper_input_size), info.default_recipe,
+               "yes" if info.cifar_stem else ""]
+        if params:
+            for size, img in (("paper", info.paper_input_size), ("tiny", 32)):
+                model = build_backbone(name, size=size, num_classes=100, img_size=img)
+                row.append(_millions(sum(p.numel() for p in model.parameters())))
+        table.add_row(*row)
+    _print(table)
+
+
+# --- optimizers (added by the optimizer module) ---------------------------------------------------
