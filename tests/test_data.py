@@ -13,8 +13,9 @@ from bocb.data._batches import epoch_order, random_crop, random_hflip
 from bocb.data._splits import stratified_take, train_val_split
 from bocb.errors import DataError, SpecError
 from bocb.recipes import resolve_recipe
-from bocb.spec import DatasetSpec
+from bocb.spec import DatasetSpec, parse_spec
 from bocb.data._fashion import DEBIAN_DIR, read_idx
+from bocb.data._memory import resize_uint8
 from helpers_data import cifar_batch, idx_bytes, write_cifar, write_idx_set, write_image_folder
 
 torch.set_num_threads(1)
@@ -340,3 +341,15 @@ def test_imagefolder_without_val_folder_is_a_spec_error(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
     with pytest.raises(SpecError, match="dataset.path: .* lacks val/"):
         DATASETS.get("imagefolder").check(DatasetSpec(name="imagefolder", path=str(tmp_path)))
+
+
+def test_resize_is_bilinear_half_pixel_and_rounds_to_uint8():
+    x = torch.tensor([[0, 255], [0, 255]], dtype=torch.uint8).view(1, 1, 2, 2)
+    # Output pixel centres map to source -0.25, 0.25, 0.75, 1.25 (clamped): 0, 63.75, 191.25, 255.
+    assert resize_uint8(x, 4)[0, 0].tolist() == [[0, 64, 191, 255]] * 4
+
+
+def test_spec_validation_reports_missing_dataset_files(tmp_path):
+    spec = {"dataset": {"name": "cifar10", "path": str(tmp_path)}, "backbones": ["resnet50"], "optimizers": ["sgd"]}
+    with pytest.raises(SpecError, match="^dataset.path: no CIFAR-10"):
+        parse_spec(spec)

@@ -13,6 +13,7 @@ from bocb.registry import Registry
 
 if TYPE_CHECKING:
     from bocb.data._batches import EvalBatches, TrainBatches
+    from bocb.data._folder import FolderBatches
     from bocb.spec import DatasetSpec
 
 
@@ -36,9 +37,9 @@ class RawDataset:
 class Loaders:
     """What the engine trains and evaluates on: batches of (x float32 NCHW normalised, y int64), on device."""
 
-    train: TrainBatches
-    val: EvalBatches | None
-    test: EvalBatches
+    train: TrainBatches | FolderBatches
+    val: EvalBatches | FolderBatches | None
+    test: EvalBatches | FolderBatches
     num_classes: int
     class_names: list[str]
     in_chans: int
