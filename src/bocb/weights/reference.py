@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pandas as pd
@@ -28,7 +29,9 @@ def _quiet() -> Iterator[None]:
     saved_disabled = ww_logger.disabled
     ww_logger.disabled = True
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its pandas deprecation warnings are not ours to show
             yield
     finally:
         root.handlers[:] = saved_handlers
@@ -54,7 +57,8 @@ def compare_with_weightwatcher(model: nn.Module) -> pd.DataFrame:
     ours = layer_table(model).set_index("name")
     theirs = weightwatcher_details(model).set_index("longname")
     theirs = theirs[theirs["alpha"] > 0]  # WeightWatcher marks a failed fit with alpha = -1
-    joined = theirs[list(COMPARED)].join(ours[list(COMPARED)], lsuffix="_ww", rsuffix="_bocb", how="left")
+    joined = theirs[list(COMPARED)].merge(ours[list(COMPARED)], how="left", left_index=True, right_index=True,
+                                          suffixes=("_ww", "_bocb"))
     for column in COMPARED:
         joined[f"{column}_diff"] = (joined[f"{column}_ww"] - joined[f"{column}_bocb"]).abs()
     return joined.rename_axis("name").reset_index()
