@@ -2,8 +2,8 @@
 
 The images tensor is the shared per-process cache; a loader holds only the indices of its split.
 
-Augmentation is batched tensor work (one padded tensor, per-sample offsets gathered with advanced
-indexing, a per-sample flip mask); no per-image Python, no DataLoader workers. The exceptions are the
+Augmentation is batched tensor work (one padded tensor read at per-sample offsets with one gather,
+a per-sample flip mask); no per-image Python, no DataLoader workers. The exceptions are the
 recipe's RandAugment (timm's, per image; see docs/data.md) and timm's RandomErasing (a loop over the
 batch inside timm).
 """
