@@ -138,6 +138,10 @@ def _process_gone(worker: str | None) -> bool:
     return False
 
 
+def _abandoned(row: Any, now: float, stale_after: float) -> bool:
+    return (row.heartbeat_at or 0) < now - stale_after or _process_gone(row.worker)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -213,21 +217,24 @@ class Store:
         return added
 
     # -- claiming and running -----------------------------------------------------------------------------
-    def claim(self, worker: str, benchmark_id: str | None = None, stale_after: float = 120.0) -> ClaimedTrial | None:
-        """Atomically take one pending (or abandoned) trial; None when there is none."""
+    def _candidates(self, benchmark_id: str | None, stale_after: float) -> list[Any]:
+        """Pending trials and abandoned running ones (stale heartbeat, or a dead process on this host)."""
         now = time.time()
         query = sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at).where(
             trials.c.state.in_(("pending", "running")))
         if benchmark_id:
             query = query.where(trials.c.key.in_(sa.select(plan.c.trial_key).where(plan.c.benchmark_id == benchmark_id)))
         with self.engine.connect() as conn:
-            candidates = conn.execute(query.order_by(trials.c.created_at, trials.c.key)).all()
-        for cand in candidates:
-            if cand.state == "running" and not (
-                (cand.heartbeat_at or 0) < now - stale_after or _process_gone(cand.worker)
-            ):
-                continue
-            claimed = self._take(cand, worker, now)
+            rows = conn.execute(query.order_by(trials.c.created_at, trials.c.key)).all()
+        return [r for r in rows if r.state == "pending" or _abandoned(r, now, stale_after)]
+
+    def claimable_keys(self, benchmark_id: str | None = None, stale_after: float = 120.0) -> list[str]:
+        return [r.key for r in self._candidates(benchmark_id, stale_after)]
+
+    def claim(self, worker: str, benchmark_id: str | None = None, stale_after: float = 120.0) -> ClaimedTrial | None:
+        """Atomically take one pending (or abandoned) trial; None when there is none."""
+        for cand in self._candidates(benchmark_id, stale_after):
+            claimed = self._take(cand, worker, time.time())
             if claimed:
                 return claimed
         return None
@@ -237,10 +244,8 @@ class Store:
         with self.engine.connect() as conn:
             cand = conn.execute(sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at)
                                 .where(trials.c.key == key)).first()
-        if cand is None or cand.state in FINISHED:
-            return None
-        if cand.state == "running" and (cand.heartbeat_at or 0) >= time.time() - stale_after \
-                and not _process_gone(cand.worker):
+        if cand is None or cand.state in FINISHED or (
+                cand.state == "running" and not _abandoned(cand, time.time(), stale_after)):
             return None
         return self._take(cand, worker, time.time())
 
@@ -309,7 +314,7 @@ class Store:
             query = query.where(plan.c.benchmark_id == benchmark_id)
         with self.engine.connect() as conn:
             frame = pd.read_sql(query.order_by(trials.c.created_at, trials.c.key), conn)
-        return _tidy_trials(frame)
+        return _tidy_trials(frame.rename(columns={"key": "trial_key"}))
 
     def epochs_frame(self, benchmark_id: str | None = None) -> pd.DataFrame:
         query = sa.select(epochs).order_by(epochs.c.trial_key, epochs.c.epoch)
@@ -378,6 +383,10 @@ SEARCH_STAGES = ("search", "edges")
 
 
 def load_frames(url_or_path: str | os.PathLike[str], benchmark_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, epochs) frames of a store, for analysis and reports."""
+    """(trials, epochs) frames of one benchmark of a store (default: the latest), for analysis and reports."""
     store = Store(url_or_path)
-    return store.trials_frame(benchmark_id), store.epochs_frame(benchmark_id)
+    ids = store.benchmark_ids()
+    if not ids:
+        raise BocbError(f"store: {store.url} holds no benchmark")
+    chosen = benchmark_id or ids[-1]
+    return store.trials_frame(chosen), store.epochs_frame(chosen)

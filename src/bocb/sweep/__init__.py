@@ -11,7 +11,7 @@ from bocb.spec import BenchmarkSpec
 from bocb.store import Store, normalise_url
 from bocb.sweep.worker import WorkerOptions, advance
 
-__all__ = ["BenchmarkRun", "plan_benchmark", "run_benchmark"]
+__all__ = ["BenchmarkRun", "artifact_root_for", "plan_benchmark", "run_benchmark"]
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,21 @@ class BenchmarkRun:
     artifact_root: Path
 
 
+def artifact_root_for(spec: BenchmarkSpec, store_url: str, out_dir: Path | None = None) -> Path:
+    """The spec's artifact root; else beside an SQLite store; else OUT/artifacts or ./bocb-artifacts."""
+    if spec.artifact_root:
+        return Path(spec.artifact_root)
+    if store_url.startswith("sqlite:///"):
+        return Path(store_url.removeprefix("sqlite:///")).parent / "artifacts"
+    return (out_dir or Path(".")) / ("artifacts" if out_dir else "bocb-artifacts")
+
+
 def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None) -> BenchmarkRun:
     """Register the benchmark in its store and plan its first stage (idempotent)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     url = normalise_url(store or spec.store or out / "bocb.db")
-    artifacts = Path(spec.artifact_root) if spec.artifact_root else out / "artifacts"
-    run = BenchmarkRun(spec.benchmark_id(), url, out, artifacts)
+    run = BenchmarkRun(spec.benchmark_id(), url, out, artifact_root_for(spec, url, out))
     db = Store(url)
     db.register_benchmark(run.benchmark_id, spec.name, spec.model_dump(mode="json"))
     advance(db, run.benchmark_id, spec)

@@ -116,13 +116,13 @@ def selection_metric(spec: BenchmarkSpec) -> str:
 def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
     """The first stage with trials to add or to wait for; None when the benchmark is complete.
 
-    ``results`` is the store's trials frame of this benchmark (key, stage, state,
+    ``results`` is the store's trials frame of this benchmark (trial_key, stage, state,
     backbone, size, optimizer, lr, weight_decay, hparams_json, seed, epochs,
     val_top1, test_top1). Each stage sees only the results of the stages before
     it, so what it wants never changes once planned.
     """
-    stored = set(results["key"]) if len(results) else set()
-    unfinished = set(results.loc[~results["state"].isin(FINISHED), "key"]) if len(results) else set()
+    stored = set(results["trial_key"]) if len(results) else set()
+    unfinished = set(results.loc[~results["state"].isin(FINISHED), "trial_key"]) if len(results) else set()
     names = stage_names(spec)
     for i, name in enumerate(names):
         earlier = results[results["stage"].isin(names[:i])] if len(results) else results
@@ -182,7 +182,7 @@ def _budget_multipliers(spec: BenchmarkSpec, pair: Pair) -> list[int]:
 
 def _score(spec: BenchmarkSpec, rows: pd.DataFrame, cfg: TrialConfig) -> float:
     """The selection metric of a finished trial; -inf for diverged, failed or missing ones."""
-    hit = rows[(rows["key"] == cfg.key()) & (rows["state"] == "done")] if len(rows) else rows
+    hit = rows[(rows["trial_key"] == cfg.key()) & (rows["state"] == "done")] if len(rows) else rows
     if not len(hit):
         return -math.inf
     value = hit.iloc[0][selection_metric(spec)]

@@ -1,0 +1,152 @@
+"""`bocb run`, `bocb results`, `bocb worker`: plan, execute and read a benchmark."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bocb.cli._app import app
+from bocb.errors import SpecError, unknown_name_message
+from bocb.spec import BenchmarkSpec, load_preset, load_spec, parse_spec
+
+EXECUTORS = ("local", "ray")
+
+
+def _spec_from_args(spec_path: Optional[Path], preset: Optional[str], overrides: dict) -> BenchmarkSpec:
+    if spec_path is not None and preset is not None:
+        raise SpecError("--preset", "give a SPEC file or --preset, not both")
+    spec = load_spec(spec_path) if spec_path is not None else load_preset(preset or "quick")
+    if not overrides:
+        return spec
+    data = spec.model_dump(mode="json", exclude_unset=True)
+    for dotted, value in overrides.items():
+        target = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return parse_spec(data)
+
+
+@app.command()
+def run(
+    spec_path: Optional[Path] = typer.Argument(None, metavar="[SPEC]", help="YAML spec; default: the quick preset"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="a built-in spec: quick (default), fashion"),
+    out: Path = typer.Option(Path("bocb-results"), "--out", "-o", help="results.csv, bocb.db, report/"),
+    store: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path; default OUT/bocb.db"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local worker processes; default one per core"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address; default: start a local one"),
+    plan_only: bool = typer.Option(False, "--plan-only", help="register and plan; run nothing (for `bocb worker`)"),
+    extend_edges: Optional[int] = typer.Option(None, "--extend-edges", min=0,
+                                               help="add up to N grid steps past an edge best (default 3 if given bare)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report at the end"),
+) -> None:
+    """Run a benchmark (default: the quick preset) and print its top-1 matrix."""
+    overrides: dict = {}
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise SpecError("--executor", unknown_name_message("executor", executor, EXECUTORS))
+        overrides["executor"] = executor
+    if extend_edges is not None:
+        overrides["search.extend_edges"] = extend_edges
+    spec = _spec_from_args(spec_path, preset, overrides)
+    from bocb.sweep import plan_benchmark, run_benchmark
+
+    started = time.perf_counter()
+    if plan_only:
+        planned = plan_benchmark(spec, out, store)
+        typer.echo(f"planned benchmark {planned.benchmark_id} in {planned.store_url}; "
+                   f"start workers with: bocb worker --store {planned.store_url}")
+        return
+    done = run_benchmark(spec, out, store, workers=workers, address=address)
+    _print_and_write(done.store_url, done.benchmark_id, done.out_dir, report)
+    typer.echo(f"finished in {time.perf_counter() - started:.0f} s; results in {done.out_dir}/")
+
+
+def _print_and_write(store_url: str, benchmark_id: str, out_dir: Path, report: bool) -> None:
+    from bocb.analysis import format_matrix, matrix, select_cells
+    from bocb.store import Store
+
+    db = Store(store_url)
+    trials = db.trials_frame(benchmark_id)
+    results_csv(trials).to_csv(out_dir / "results.csv", index=False)
+    cells = select_cells(trials)
+    typer.echo(f"top-1 (test) of the configuration with the best {cells['selected_on'].iloc[0]}:")
+    typer.echo(format_matrix(matrix(cells), "table"))
+    if report:
+        from bocb.report import write_report
+
+        write_report(trials, out_dir / "report", epochs=db.epochs_frame(benchmark_id))
+
+
+RAW_COLUMNS = ("config_json", "provenance_json")
+
+
+def results_csv(trials):  # noqa: ANN001, ANN201 - pandas in, pandas out
+    """The one-row-per-trial table written as results.csv (raw JSON blobs left in the store)."""
+    return trials.drop(columns=[c for c in RAW_COLUMNS if c in trials.columns])
+
+
+@app.command()
+def results(
+    store: str = typer.Argument(..., help="SQLAlchemy URL or SQLite path"),
+    fmt: str = typer.Option("table", "--format", help="table | csv | markdown | json"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="benchmark id; default: the latest"),
+    value: str = typer.Option("test_top1", "--value", help="cell value: test_top1, val_top1, test_top1_std, ..."),
+) -> None:
+    """Print the top-1 matrix of a store (optimizers as rows, backbones as columns)."""
+    from bocb.analysis import FORMATS, format_matrix, matrix, select_cells
+
+    if fmt not in FORMATS:
+        raise SpecError("--format", unknown_name_message("format", fmt, FORMATS))
+    db = _open_existing(store)
+    trials = db.trials_frame(_benchmark_id(db, benchmark))
+    typer.echo(format_matrix(matrix(select_cells(trials), value), fmt), nl=False)
+
+
+def _open_existing(store: str):  # noqa: ANN202
+    from bocb.store import Store, normalise_url
+
+    url = normalise_url(store)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise SpecError("STORE", f"no such store file: {store}")
+    return Store(url)
+
+
+def _benchmark_id(db, requested: Optional[str]) -> str:  # noqa: ANN001
+    ids = db.benchmark_ids()
+    if not ids:
+        raise SpecError("STORE", "the store holds no benchmark")
+    if requested is None:
+        return ids[-1]
+    matches = [i for i in ids if i.startswith(requested)]
+    if len(matches) != 1:
+        raise SpecError("--benchmark", unknown_name_message("benchmark", requested, ids))
+    return matches[0]
+
+
+@app.command()
+def worker(
+    store: str = typer.Option(..., "--store", help="SQLAlchemy URL of a store planned with `bocb run --plan-only`"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="benchmark id; default: every one in the store"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads of this worker"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N; default: the spec's"),
+    artifact_root: Optional[Path] = typer.Option(None, "--artifact-root", help="checkpoints; default: the spec's"),
+    stale_after: float = typer.Option(120.0, "--stale-after", min=1.0, help="seconds without heartbeat = abandoned"),
+    heartbeat: float = typer.Option(10.0, "--heartbeat", min=0.1, help="seconds between heartbeats"),
+    max_trials: Optional[int] = typer.Option(None, "--max-trials", min=1, help="stop after this many trials"),
+) -> None:
+    """Claim and run trials of a planned benchmark until it is complete (one process; start many)."""
+    from bocb.sweep import artifact_root_for
+    from bocb.sweep.worker import WorkerOptions, load_benchmark, worker_loop
+
+    db = _open_existing(store)
+    chosen = _benchmark_id(db, benchmark) if benchmark else None
+    root = artifact_root or artifact_root_for(load_benchmark(db, chosen or _benchmark_id(db, None)), db.url)
+    options = WorkerOptions(artifact_root=root, threads=threads, device=device, stale_after_s=stale_after,
+                            heartbeat_s=heartbeat, max_trials=max_trials)
+    ran = worker_loop(db.url, chosen, options)
+    typer.echo(f"worker ran {ran} trial(s)")

@@ -1,0 +1,57 @@
+"""The Ray executor: each trial a Ray task with the spec's resources (optional extra `bocb[ray]`).
+
+The planner stays here in the driver and works as on the local executor; each
+task claims its trial in the store before running it, so a trial never runs
+twice even beside `bocb worker` processes, and a task lost with its node is
+claimed again once its heartbeat goes stale.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+
+from bocb.errors import BocbError
+from bocb.spec import BenchmarkSpec
+from bocb.store import Store, new_worker_id
+from bocb.sweep.worker import WorkerOptions, advance, execute, load_benchmark
+
+
+def run_claimed_trial(store_url: str, benchmark_id: str, key: str, options: WorkerOptions) -> str | None:
+    """Body of one Ray task: claim ``key`` and run it; None if someone else holds it."""
+    store = Store(store_url)
+    worker = new_worker_id()
+    claimed = store.claim_key(key, worker, options.stale_after_s)
+    if claimed is None:
+        return None
+    return execute(store, claimed, load_benchmark(store, benchmark_id), worker, options)
+
+
+def run_ray(store_url: str, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
+            address: str | None = None, console: Console | None = None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise BocbError("executor: ray is not installed; pip install 'bocb[ray]'") from None
+    console = console or Console(stderr=True)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(run_claimed_trial).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
+    store = Store(store_url)
+    inflight: dict[str, Any] = {}
+    while True:
+        status = advance(store, benchmark_id, spec)
+        for key in store.claimable_keys(benchmark_id, options.stale_after_s):
+            if key not in inflight:
+                inflight[key] = task.remote(store_url, benchmark_id, key, options)
+        if not inflight:
+            if status == "complete":
+                break
+            time.sleep(options.poll_s)
+            continue
+        ready, _ = ray.wait(list(inflight.values()), num_returns=1, timeout=options.poll_s * 4)
+        for key in [k for k, ref in inflight.items() if ref in ready]:
+            ray.get(inflight.pop(key))
+        counts = store.counts(benchmark_id)
+        console.print(f"trials: {counts}", end="\r")

@@ -1,0 +1,79 @@
+"""Bad input: one line on stderr naming the field (and the choices), exit code 2, no traceback."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bocb.errors import SpecError
+from bocb.spec import parse_spec
+from conftest import TINY_SPEC, bocb_command, bocb_main, write_spec
+
+
+def _assert_clean_error(code: int, stderr: str, *needles: str) -> None:
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("changes, needles", [
+    ({"backbones": ["resnet5"]}, ("backbones", "unknown backbone 'resnet5'", "did you mean 'resnet50'", "vgg13_bn")),
+    ({"optimizers": ["adamx"]}, ("optimizers", "unknown optimizer 'adamx'", "did you mean", "adamw")),
+    ({"optimizers": [{"name": "adam", "lr": [-0.1]}]}, ("optimizers.0.lr", "lr must be > 0")),
+    ({"optimizers": [{"name": "adam", "lr": [0]}]}, ("optimizers.0.lr", "lr must be > 0")),
+    ({"epochz": 3}, ("epochz", "unknown field")),
+    ({"dataset": {"name": "cifar10", "path": "/no/such/cifar"}}, ("dataset.path",)),
+    ({"dataset": {"name": "digitz"}}, ("dataset.name", "did you mean 'digits'")),
+    ({"recipe": "deit3"}, ("recipe", "did you mean 'deit'")),
+])
+def test_bad_spec_is_one_line_exit_2(tmp_path: Path, changes: dict, needles: tuple[str, ...], capsys) -> None:
+    spec = write_spec(tmp_path / "bad.yaml", **changes)
+    code, _, err = bocb_main("run", str(spec), "--out", str(tmp_path / "out"), capsys=capsys)
+    _assert_clean_error(code, err, *needles)
+    assert not (tmp_path / "out" / "bocb.db").exists()
+
+
+def test_malformed_yaml_in_a_real_process(tmp_path: Path) -> None:
+    spec = tmp_path / "broken.yaml"
+    spec.write_text("dataset: {name: digits\nbackbones: [resnet50\n")
+    proc = bocb_command("run", str(spec))
+    _assert_clean_error(proc.returncode, proc.stderr, "spec", "malformed YAML", "line")
+
+
+def test_missing_spec_file(tmp_path: Path, capsys) -> None:
+    _assert_clean_error(*_code_err(bocb_main("run", str(tmp_path / "nope.yaml"), capsys=capsys)), "file not found")
+
+
+def test_unknown_preset_and_store(tmp_path: Path, capsys) -> None:
+    _assert_clean_error(*_code_err(bocb_main("run", "--preset", "quik", capsys=capsys)), "--preset",
+                        "did you mean 'quick'")
+    _assert_clean_error(*_code_err(bocb_main("results", str(tmp_path / "none.db"), capsys=capsys)), "STORE",
+                        "no such store file")
+
+
+def _code_err(result: tuple[int, str, str]) -> tuple[int, str]:
+    return result[0], result[2]
+
+
+def test_aliases_and_defaults() -> None:
+    spec = parse_spec({**TINY_SPEC, "optimizers": ["SGD-M", "sgd_m", "AdamW"], "backbones": ["R-50"]})
+    assert [o.name for o in spec.optimizers] == ["sgd", "sgd", "adamw"]
+    assert spec.backbones[0].name == "resnet50"
+    minimal = parse_spec({"dataset": {"name": "digits", "image_size": 16}, "backbones": ["resnet50"],
+                          "optimizers": ["sgd"]})
+    assert minimal.size == "tiny" and minimal.seeds == [0, 1, 2] and minimal.search.lr_points == 5
+
+
+def test_benchmark_id_ignores_where_it_runs() -> None:
+    a = parse_spec({**TINY_SPEC, "workers": 1, "store": "x.db"})
+    b = parse_spec({**TINY_SPEC, "workers": 2})
+    c = parse_spec({**TINY_SPEC, "epochs": 3})
+    assert a.benchmark_id() == b.benchmark_id() != c.benchmark_id()
+
+
+def test_spec_error_names_field() -> None:
+    with pytest.raises(SpecError, match=r"^seeds: "):
+        parse_spec({**TINY_SPEC, "seeds": []})

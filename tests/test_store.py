@@ -1,0 +1,90 @@
+"""The store on SQLite and PostgreSQL: unique trials, atomic claims, heartbeats, reclaiming, epochs."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+
+from bocb.store import PlannedTrial, Store
+
+
+def _planned(n: int, stage: str = "search") -> list[PlannedTrial]:
+    return [PlannedTrial(f"k{i:03d}", {"backbone": "resnet50", "size": "tiny", "optimizer": "sgd", "lr": 0.1 * (i + 1),
+                                        "weight_decay": 0.0, "hparams": {}, "seed": 0, "epochs": 2}, stage)
+            for i in range(n)]
+
+
+def test_planning_is_idempotent(store_url: str) -> None:
+    store = Store(store_url)
+    store.register_benchmark("b1", "bench", {"x": 1})
+    store.register_benchmark("b1", "bench", {"x": 1})
+    assert store.add_trials("b1", _planned(5)) == 5
+    assert store.add_trials("b1", _planned(5)) == 0
+    store.register_benchmark("b2", "other", {"x": 2})
+    assert store.add_trials("b2", _planned(2)) == 2  # the same trials shared by a second benchmark
+    assert store.counts("b1") == {"pending": 5} and store.counts() == {"pending": 5}
+    assert len(store.trials_frame("b1")) == 5
+
+
+def test_concurrent_claims_take_each_trial_once(store_url: str) -> None:
+    store = Store(store_url)
+    store.register_benchmark("b", "bench", {})
+    store.add_trials("b", _planned(30))
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def grab(worker: str) -> None:
+        mine = Store(store_url)
+        while (claimed := mine.claim(worker, "b")) is not None:
+            with lock:
+                taken.append(claimed.key)
+
+    threads = [threading.Thread(target=grab, args=(f"host:{i}:w",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == [f"k{i:03d}" for i in range(30)]
+
+
+def test_stale_heartbeat_is_reclaimed_and_late_finish_is_refused(store_url: str) -> None:
+    store = Store(store_url)
+    store.register_benchmark("b", "bench", {})
+    store.add_trials("b", _planned(1))
+    first = store.claim("remote-host:1:a", "b")
+    assert first is not None and first.attempts == 1
+    assert store.claim("remote-host:2:b", "b", stale_after=60) is None  # fresh heartbeat: still owned
+    assert store.heartbeat(first.key, "remote-host:1:a")
+    time.sleep(1.2)
+    second = store.claim("remote-host:2:b", "b", stale_after=1.0)
+    assert second is not None and second.key == first.key and second.attempts == 2
+    assert not store.heartbeat(first.key, "remote-host:1:a")
+    assert not store.finish(first.key, "remote-host:1:a", {"state": "done", "test_top1": 1.0}, None)
+    assert store.finish(second.key, "remote-host:2:b", {"state": "done", "test_top1": 50.0, "val_top1": 40.0},
+                        pd.DataFrame({"name": ["fc"], "alpha": [3.5]}))
+    row = store.trials_frame("b").iloc[0]
+    assert row["state"] == "done" and row["test_top1"] == 50.0
+    assert store.layer_table(first.key)["alpha"].tolist() == [3.5]
+
+
+def test_dead_local_worker_is_reclaimed_at_once(store_url: str) -> None:
+    import socket
+
+    store = Store(store_url)
+    store.register_benchmark("b", "bench", {})
+    store.add_trials("b", _planned(1))
+    dead = f"{socket.gethostname()}:999999:x"  # no process has this pid
+    assert store.claim(dead, "b") is not None
+    assert store.claim("other:1:y", "b", stale_after=3600) is not None
+
+
+def test_epochs_are_recorded_once_even_when_rerun(store_url: str) -> None:
+    store = Store(store_url)
+    store.register_benchmark("b", "bench", {})
+    store.add_trials("b", _planned(1))
+    claimed = store.claim("w:1:a", "b")
+    for epoch in (0, 1, 1, 2):  # epoch 1 is run again after a resume
+        store.record_epoch(claimed.key, {"epoch": epoch, "train_loss": 1.0 / (epoch + 1), "test_top1": epoch})
+    epochs = store.epochs_frame("b")
+    assert epochs["epoch"].tolist() == [0, 1, 2]
