@@ -42,7 +42,7 @@ def weight_decay_grid(default: float, points: int, step: float, decoupled: bool)
     return [0.0] + [round_sig(top * step ** -k) for k in range(points - 2, -1, -1)]
 
 
-def _check_positive(field: str, value: float, minimum: float, strict: bool = False) -> None:
+def _check_at_least(field: str, value: float, minimum: float, strict: bool = False) -> None:
     if value < minimum or (strict and value == minimum):
         raise SpecError(field, f"must be {'>' if strict else '>='} {minimum}, got {value}")
 
@@ -53,10 +53,10 @@ def search_space(name: str, family: str, *, lr_points: int = 5, wd_points: int =
     info = OPTIMIZERS.get(name, field="optimizers")
     if family not in FAMILIES:
         raise SpecError("family", f"unknown recipe family '{family}'; valid choices: {', '.join(FAMILIES)}")
-    _check_positive("search.lr_points", lr_points, 1)
-    _check_positive("search.wd_points", wd_points, 1)
-    _check_positive("search.lr_step", lr_step, 1.0, strict=True)
-    _check_positive("search.wd_step", wd_step, 1.0, strict=True)
+    _check_at_least("search.lr_points", lr_points, 1)
+    _check_at_least("search.wd_points", wd_points, 1)
+    _check_at_least("search.lr_step", lr_step, 1.0, strict=True)
+    _check_at_least("search.wd_step", wd_step, 1.0, strict=True)
     default = info.defaults[family]
     return SearchSpace(
         lr=log_grid(default["lr"], lr_points, lr_step),
