@@ -294,7 +294,7 @@ class Store:
                 conn.execute(epochs.delete().where(epochs.c.trial_key == key, epochs.c.epoch > last))
             if layer_table is not None:
                 conn.execute(layer_tables.delete().where(layer_tables.c.trial_key == key))
-                conn.execute(layer_tables.insert().values(trial_key=key, table_json=layer_table.to_json(orient="records")))
+                conn.execute(layer_tables.insert().values(trial_key=key, table_json=layer_table.to_json(orient="records", double_precision=15)))
         return True
 
     # -- reading -----------------------------------------------------------------------------------------

@@ -2,6 +2,6 @@
 from __future__ import annotations
 
 from bocb.cli._app import app, main
-from bocb.cli import report, run  # noqa: F401  (registers commands)
+from bocb.cli import listing, report, run, weights  # noqa: F401  (registers commands)
 
 __all__ = ["app", "main"]

@@ -1,0 +1,93 @@
+"""End to end on real digits: a tiny benchmark, resume after SIGKILL, divergence."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from bocb.store import Store
+from conftest import bocb_main, write_spec
+
+
+def test_tiny_benchmark_end_to_end(tmp_path: Path, capsys) -> None:
+    spec = write_spec(tmp_path / "spec.yaml")
+    code, out, err = bocb_main("run", str(spec), "--out", str(tmp_path / "out"), "--workers", "2", "--no-report",
+                               capsys=capsys)
+    assert code == 0, err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(results) == 4 and set(results["state"]) == {"done"}
+    assert set(zip(results["backbone"], results["optimizer"])) == {
+        ("resnet50", "sgd"), ("resnet50", "adamw"), ("deit_s", "sgd"), ("deit_s", "adamw")}
+    assert results["val_top1"].between(0, 100).all() and results["test_top1"].between(0, 100).all()
+    assert results["time_s"].gt(0).all() and results["peak_mem_mb"].notna().all()
+    sgd = results[results["optimizer"] == "sgd"].iloc[0]
+    assert sgd["optimizer_class"] == "torch.optim.sgd.SGD" and sgd["optimizer_library"] == "torch.optim"
+    assert results["torch_version"].notna().all() and (results["device"] == "cpu").all()
+    assert results["seed"].eq(0).all() and "git_commit" in results
+    store = Store(tmp_path / "out" / "bocb.db")
+    epochs = store.epochs_frame()
+    assert epochs.groupby("trial_key")["epoch"].apply(list).map(lambda e: e == [0, 1]).all()
+    assert len(store.layers_frame()) > 0  # each finished trial stored its layer table
+    # the printed matrix: optimizers as rows, backbones as columns, every cell filled
+    table = out[out.index("optimizer"):].splitlines()
+    assert table[0].split() == ["resnet50", "deit_s"] or "resnet50" in out.splitlines()[1]
+    assert any(line.startswith("sgd") and len(line.split()) == 3 for line in out.splitlines())
+    # running it again runs nothing new
+    code, out2, _ = bocb_main("run", str(spec), "--out", str(tmp_path / "out"), "--no-report", capsys=capsys)
+    assert code == 0 and store.trials_frame()["attempts"].eq(1).all()
+
+
+def _finished(db: Path) -> pd.DataFrame:
+    if not db.exists():
+        return pd.DataFrame()
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql("SELECT key, state, finished_at, attempts FROM trials", conn)
+    except sa.exc.OperationalError:  # tables not created yet
+        return pd.DataFrame()
+    finally:
+        engine.dispose()
+
+
+def test_sigkill_mid_sweep_then_resume(tmp_path: Path, capsys) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd", "adamw", "adam"],
+                      search={"lr_points": 2, "wd_points": 1})
+    out, db = tmp_path / "out", tmp_path / "out" / "bocb.db"
+    run = subprocess.Popen([sys.executable, "-m", "bocb", "run", str(spec), "--out", str(out), "--workers", "1",
+                            "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        if (_finished(db).get("state", pd.Series(dtype=str)) == "done").sum() >= 2:
+            break
+        time.sleep(0.5)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    before = _finished(db)
+    done_before = before[before["state"] == "done"].set_index("key")
+    assert 2 <= len(done_before) < 6, "the kill must land mid-sweep"
+    time.sleep(1.0)  # the orphaned worker dies with its parent (PR_SET_PDEATHSIG)
+    code, _, err = bocb_main("run", str(spec), "--out", str(out), "--workers", "1", "--no-report", capsys=capsys)
+    assert code == 0, err
+    after = _finished(db).set_index("key")
+    assert len(after) == 6 and after.index.is_unique and set(after["state"]) == {"done"}
+    # finished trials were not re-run: same finish time, one attempt
+    assert (after.loc[done_before.index, "finished_at"] == done_before["finished_at"]).all()
+    assert after.loc[done_before.index, "attempts"].eq(1).all()
+
+
+def test_absurd_lr_diverges_and_the_sweep_goes_on(tmp_path: Path, capsys) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], epochs=2,
+                      optimizers=[{"name": "sgd", "lr": [1.0e8]}, "adamw"])
+    code, out, err = bocb_main("run", str(spec), "--out", str(tmp_path / "out"), "--workers", "1", "--no-report",
+                               capsys=capsys)
+    assert code == 0, err
+    results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("optimizer")
+    assert results.loc["sgd", "state"] == "diverged" and pd.isna(results.loc["sgd", "test_top1"])
+    assert results.loc["adamw", "state"] == "done" and results.loc["adamw", "test_top1"] > 10
