@@ -1,0 +1,113 @@
+"""The search protocol: grid, successive halving, grid edges, seeds and budget re-runs.
+
+Results are filled in by a scoring rule (what a finished trial would report), so each
+stage's choice can be checked by hand; selection must follow validation, never test.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from bocb.analysis import select_cells
+from bocb.spec import parse_spec
+from bocb.store import PlannedTrial
+from bocb.sweep.planner import next_stage, stage_names
+from conftest import TINY_SPEC
+
+
+def _spec(**changes):
+    return parse_spec({**TINY_SPEC, "backbones": ["resnet50"], "optimizers": ["adamw"], **changes})
+
+
+def _rows(planned: list[PlannedTrial], val, test=lambda c: 50.0) -> pd.DataFrame:
+    """Finished results for planned trials: val_top1 = val(config), test_top1 = test(config)."""
+    return pd.DataFrame([{
+        "trial_key": t.key, "stage": t.stage, "budget": t.budget, "state": "done", "backbone": t.config["backbone"],
+        "size": t.config["size"], "optimizer": t.config["optimizer"], "lr": t.config["lr"],
+        "weight_decay": t.config["weight_decay"], "hparams_json": json.dumps(t.config["hparams"]),
+        "seed": t.config["seed"], "epochs": t.config["epochs"], "val_top1": val(t.config), "test_top1": test(t.config),
+    } for t in planned])
+
+
+def _run_all(spec, val, test=lambda c: 50.0) -> pd.DataFrame:
+    results = pd.DataFrame()
+    while (stage := next_stage(spec, results)) is not None:
+        assert not stage.waiting
+        results = pd.concat([results, _rows(stage.planned, val, test)], ignore_index=True)
+    return results
+
+
+def test_grid_is_the_papers_five_by_five_then_seeds() -> None:
+    spec = _spec(recipe="deit", seeds=[0, 1, 2], search={})
+    first = next_stage(spec, pd.DataFrame())
+    assert first.name == "search" and len(first.planned) == 25
+    lrs = sorted({t.config["lr"] for t in first.planned})
+    wds = sorted({t.config["weight_decay"] for t in first.planned})
+    assert 1e-3 in lrs and 0.05 in wds and len(lrs) == len(wds) == 5
+    assert {t.config["seed"] for t in first.planned} == {0}
+    best_lr = lrs[1]  # validation prefers an interior lr; test prefers another one
+    results = _run_all(spec, val=lambda c: 90 - 100 * abs(c["lr"] - best_lr) - c["weight_decay"],
+                       test=lambda c: 99 if c["lr"] == lrs[4] else 10)
+    seeds = results[results["stage"] == "seeds"]
+    assert len(seeds) == 2 and set(seeds["seed"]) == {1, 2}
+    assert set(seeds["lr"]) == {best_lr} and set(seeds["weight_decay"]) == {wds[0]}
+
+
+def test_halving_keeps_the_documented_fraction_and_ignores_test() -> None:
+    spec = _spec(epochs=9, search={"method": "halving", "lr_points": 3, "wd_points": 3,
+                                   "rungs": [1 / 9, 1 / 3, 1.0], "keep_fraction": 1 / 3})
+    assert stage_names(spec) == ["rung0", "rung1", "rung2", "seeds"]
+    # validation rises with lr and falls with wd; test says the opposite
+    results = _run_all(spec, val=lambda c: 1000 * c["lr"] - c["weight_decay"],
+                       test=lambda c: -1000 * c["lr"] + c["weight_decay"])
+    rungs = {r: results[results["stage"] == f"rung{r}"] for r in range(3)}
+    assert [len(rungs[r]) for r in range(3)] == [9, math.ceil(9 / 3), 1]
+    assert [set(rungs[r]["epochs"]) for r in range(3)] == [{1}, {3}, {9}]
+    top3 = rungs[0].sort_values("val_top1", ascending=False).head(3)
+    assert set(zip(rungs[1]["lr"], rungs[1]["weight_decay"])) == set(zip(top3["lr"], top3["weight_decay"]))
+    assert rungs[2]["lr"].iloc[0] == rungs[0]["lr"].max() and rungs[2]["weight_decay"].iloc[0] == rungs[0]["weight_decay"].min()
+    # epochs spent: 9x1 + 3x3 + 1x9 = 27 of a grid's 81
+    spent = sum((rungs[r]["epochs"]).sum() for r in range(3))
+    assert spent == 27
+
+
+def test_edge_best_is_flagged_and_extended_one_step_at_a_time() -> None:
+    spec = _spec(search={"lr_points": 3, "wd_points": 1, "extend_edges": 3})
+    assert stage_names(spec) == ["search", "edges1", "edges2", "edges3", "seeds"]
+    search = next_stage(spec, pd.DataFrame())
+    lrs = sorted(t.config["lr"] for t in search.planned)
+    peak = lrs[-1] * 4  # the truth: best lr is two grid steps above the grid
+    val = lambda c: 90 - abs(math.log2(c["lr"] / peak))  # noqa: E731
+    results = _rows(search.planned, val)
+    cells = select_cells(results.assign(lr_grid=";".join(map(str, lrs)), wd_grid=str(results["weight_decay"][0])))
+    assert cells.loc[0, "lr_edge"] == "high" and bool(cells.loc[0, "edge"])
+    edges1 = next_stage(spec, results)
+    assert edges1.name == "edges1" and [t.config["lr"] for t in edges1.planned] == [lrs[-1] * 2]
+    results = pd.concat([results, _rows(edges1.planned, val)], ignore_index=True)
+    edges2 = next_stage(spec, results)
+    assert [t.config["lr"] for t in edges2.planned] == [lrs[-1] * 4]
+    results = pd.concat([results, _rows(edges2.planned, val)], ignore_index=True)
+    edges3 = next_stage(spec, results)  # the peak is still the top: one more step, the last allowed
+    assert [t.config["lr"] for t in edges3.planned] == [lrs[-1] * 8]
+    results = pd.concat([results, _rows(edges3.planned, val)], ignore_index=True)
+    seeds = next_stage(spec, results)  # best (the peak) is now interior; limit reached anyway
+    assert seeds is None or seeds.name == "seeds"
+
+
+def test_budget_check_reruns_chosen_cells_at_multiples() -> None:
+    spec = _spec(seeds=[0], search={"lr_points": 2, "wd_points": 1},
+                 budget_check={"multipliers": [2, 4], "optimizers": ["adamw"]})
+    results = _run_all(spec, val=lambda c: c["lr"] * 1000)
+    budget = results[results["stage"] == "budget"]
+    assert sorted(budget["epochs"]) == [4, 8] and sorted(budget["budget"]) == [2, 4]
+    assert set(budget["lr"]) == {results[results["stage"] == "search"]["lr"].max()}
+
+
+def test_waiting_while_a_stage_is_unfinished() -> None:
+    spec = _spec(seeds=[0, 1], search={"lr_points": 2, "wd_points": 1})
+    first = next_stage(spec, pd.DataFrame())
+    results = _rows(first.planned, val=lambda c: 1.0).assign(state=["done", "running"])
+    stage = next_stage(spec, results)
+    assert stage.name == "search" and stage.waiting and not stage.planned
