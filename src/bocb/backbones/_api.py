@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -77,6 +79,8 @@ def _import_factory(name: str, field: str) -> BackboneInfo:
     if name in _USER:
         return _USER[name]
     module_name, _, attr = name.partition(":")
+    if os.getcwd() not in sys.path:  # the `bocb` console script does not see the working directory
+        sys.path.append(os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:

@@ -9,8 +9,8 @@ timm layers. A block is ``x + ls1 * Moga(BN(x))`` then ``x + ls2 * CA-FFN(BN(x))
 - CA-FFN (channel aggregation): 1x1 expand, DW 3x3, GELU, then ``h + s * (h - GELU(conv1x1(h -> 1)))``,
   1x1 reduce.
 Stem: two 3x3 stride-2 convs (BN, GELU between); downsampling: 3x3 stride-2 conv + BN; a
-LayerNorm ends each stage. CIFAR stem (``cifar_stem=True``): both stem convs stride 1, as in
-the BOCB authors' code.
+LayerNorm ends each stage. ``stem_strides``: (2, 2) on ImageNet; the CIFAR stem of the BOCB
+authors' code is (1, 1); our tiny variant uses (1, 2) to stay fast on a CPU.
 """
 from __future__ import annotations
 
@@ -112,11 +112,11 @@ def _conv_bn(in_chs: int, out_chs: int, stride: int) -> list[nn.Module]:
 class MogaNet(nn.Module):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dims: Sequence[int] = (64, 128, 320, 512),
                  depths: Sequence[int] = (3, 3, 12, 2), ffn_ratios: Sequence[float] = (8, 8, 4, 4),
-                 drop_path_rate: float = 0.0, drop_rate: float = 0.0, cifar_stem: bool = False) -> None:
+                 drop_path_rate: float = 0.0, drop_rate: float = 0.0,
+                 stem_strides: tuple[int, int] = (2, 2)) -> None:
         super().__init__()
-        stride = 1 if cifar_stem else 2
-        self.stem = nn.Sequential(*_conv_bn(in_chans, dims[0] // 2, stride), nn.GELU(),
-                                  *_conv_bn(dims[0] // 2, dims[0], stride))
+        self.stem = nn.Sequential(*_conv_bn(in_chans, dims[0] // 2, stem_strides[0]), nn.GELU(),
+                                  *_conv_bn(dims[0] // 2, dims[0], stem_strides[1]))
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         stages, start = [], 0
         for i, (dim, depth) in enumerate(zip(dims, depths)):
