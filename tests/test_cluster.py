@@ -1,0 +1,97 @@
+"""Many workers on one planned benchmark (PostgreSQL), a worker killed mid-trial, and the Ray executor."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bocb.spec import load_spec
+from bocb.store import Store
+from conftest import POSTGRES_URL, _fresh_postgres_db, bocb_main, write_spec
+
+needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="no PostgreSQL test server: set BOCB_TEST_POSTGRES_URL "
+                                                             "(bash .ci/run starts one)")
+
+
+def _start_workers(url: str, n: int, artifacts: Path, *extra: str) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-m", "bocb", "worker", "--store", url, "--artifact-root", str(artifacts),
+                              "--heartbeat", "0.5", "--stale-after", "5", *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+
+
+def _plan(tmp_path: Path, url: str, capsys, **changes) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", **changes)
+    code, _, err = bocb_main("run", str(spec), "--store", url, "--plan-only", "--out", str(tmp_path / "out"),
+                             capsys=capsys)
+    assert code == 0, err
+
+
+@needs_postgres
+def test_three_workers_run_every_trial_exactly_once(tmp_path: Path, capsys) -> None:
+    url = _fresh_postgres_db("bocb_three_workers")
+    _plan(tmp_path, url, capsys, backbones=["resnet50"], optimizers=["sgd", "adamw", "adam"], epochs=1,
+          search={"lr_points": 2, "wd_points": 1})
+    workers = _start_workers(url, 3, tmp_path / "artifacts")
+    outputs = [w.communicate(timeout=900) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
+    ran = [int(o[0].split("worker ran ")[1].split()[0]) for o in outputs]
+    trials = Store(url).trials_frame()
+    assert len(trials) == 6 and trials["trial_key"].is_unique
+    assert set(trials["state"]) == {"done"} and trials["attempts"].eq(1).all()
+    assert sum(ran) == 6 and sum(r > 0 for r in ran) >= 2  # the work was shared
+
+
+@needs_postgres
+def test_killed_worker_trial_is_reclaimed_and_resumed_from_checkpoint(tmp_path: Path, capsys) -> None:
+    url = _fresh_postgres_db("bocb_killed_worker")
+    _plan(tmp_path, url, capsys, backbones=["resnet50"], optimizers=["sgd", "adamw"], epochs=4,
+          checkpoint_every=1, search={"lr_points": 1, "wd_points": 1})
+    store = Store(url)
+    victim = _start_workers(url, 1, tmp_path / "artifacts")[0]
+    deadline = time.time() + 600
+    while time.time() < deadline:  # wait until its trial has a checkpoint and two epochs stored
+        epochs = store.epochs_frame()
+        if len(epochs) >= 2 and any((tmp_path / "artifacts" / "checkpoints").glob("*.pt")):
+            break
+        time.sleep(0.3)
+    running = store.trials_frame().query("state == 'running'")
+    assert len(running) == 1, "the victim must be mid-trial"
+    key = running["trial_key"].iloc[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    rescuers = _start_workers(url, 2, tmp_path / "artifacts")
+    outputs = [w.communicate(timeout=900) for w in rescuers]
+    assert all(w.returncode == 0 for w in rescuers), [o[1][-2000:] for o in outputs]
+    trials = store.trials_frame().set_index("trial_key")
+    assert len(trials) == 2 and set(trials["state"]) == {"done"}
+    assert trials.loc[key, "attempts"] == 2 and trials.loc[key, "resumed_from_epoch"] >= 1
+    assert trials.drop(index=key)["attempts"].eq(1).all()
+    epochs = store.epochs_frame()
+    assert epochs.groupby("trial_key")["epoch"].apply(list).map(lambda e: e == [0, 1, 2, 3]).all()
+
+
+def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    spec_path = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd", "adamw"], epochs=1)
+    code, _, err = bocb_main("run", str(spec_path), "--out", str(tmp_path / "local"), "--workers", "2",
+                             "--no-report", capsys=capsys)
+    assert code == 0, err
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        code, _, err = bocb_main("run", str(spec_path), "--out", str(tmp_path / "ray"), "--executor", "ray",
+                                 "--no-report", capsys=capsys)
+    finally:
+        ray.shutdown()
+    assert code == 0, err
+    local = pd.read_csv(tmp_path / "local" / "results.csv").set_index("trial_key")
+    on_ray = pd.read_csv(tmp_path / "ray" / "results.csv").set_index("trial_key")
+    assert len(local) == 2 and sorted(local.index) == sorted(on_ray.index)
+    for column in ("val_top1", "test_top1", "train_loss"):
+        assert (local[column] == on_ray.loc[local.index, column]).all(), column
+    assert load_spec(spec_path).executor == "local"
