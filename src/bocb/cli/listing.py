@@ -53,3 +53,36 @@ def backbones(
 
 
 # --- optimizers (added by the optimizer module) ---------------------------------------------------
+
+@list_app.command("optimizers")
+def optimizers() -> None:
+    """Every registered optimizer: paper category (a-d, or new), library, class, default lr / wd per family."""
+    from bocb.optim import optimizer_table
+
+    table = Table("name", "paper name", "cat.", "source", "class", "classical lr / wd", "modern lr / wd")
+    for row in optimizer_table():
+        table.add_row(row["name"], row["paper_name"], row["category"], row["source"], row["class"],
+                      f"{row['classical_lr']:g} / {row['classical_wd']:g}", f"{row['modern_lr']:g} / {row['modern_wd']:g}")
+    _print(table)
+
+
+@list_app.command("datasets")
+def datasets() -> None:
+    """Registered datasets."""
+    from bocb.data import DATASETS
+
+    table = Table("name", "classes", "native size", "description")
+    for info in DATASETS:
+        table.add_row(info.name, str(info.num_classes), str(info.native_size), info.description)
+    _print(table)
+
+
+@list_app.command("recipes")
+def recipes() -> None:
+    """Training recipes (Table A3) and their family (sets optimizer defaults)."""
+    from bocb.recipes import RECIPES
+
+    table = Table("name", "family", "description")
+    for recipe in RECIPES:
+        table.add_row(recipe.name, recipe.family, recipe.description)
+    _print(table)
