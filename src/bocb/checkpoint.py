@@ -2,10 +2,13 @@
 
 Written to a temporary file, fsynced and renamed, so a kill mid-write leaves the
 previous checkpoint intact. Loaded with ``torch.load(weights_only=True)``: only
-tensors and plain containers, never arbitrary pickled objects.
+tensors and plain containers, never arbitrary pickled objects. A checkpoint that
+cannot be read, is not ours, or belongs to another trial is removed and reported
+as absent, so the trial restarts cleanly.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -14,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-REQUIRED_KEYS = ("format", "epoch", "model", "optimizer", "rng")
-FORMAT = "bocb-checkpoint-1"
+REQUIRED_KEYS = ("format", "trial", "epoch", "model", "optimizer", "rng")
+FORMAT = "bocb-checkpoint-2"
+
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict[str, Any]:
@@ -45,6 +50,7 @@ def _as_tuples(value: Any) -> Any:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: the old file stays whole until the new one is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
@@ -52,17 +58,39 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)  # make the rename itself durable
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by writers killed mid-write
+        stale.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path``; None (and the file removed) if it is absent or corrupt."""
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not every platform opens folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: Path, trial: str) -> dict[str, Any] | None:
+    """The checkpoint of trial key ``trial`` at ``path``; None (and the file removed) if it is absent,
+    unreadable, not a bocb checkpoint, or another trial's."""
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in REQUIRED_KEYS):
-            raise ValueError("not a bocb checkpoint")
-    except Exception:  # noqa: BLE001 - any unreadable file means: restart cleanly
-        path.unlink(missing_ok=True)
+            raise ValueError("not a bocb checkpoint of this format")
+        if state["trial"] != trial:
+            raise ValueError(f"belongs to trial {state['trial']}, not {trial}")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file means: restart cleanly
+        discard_checkpoint(path, f"{type(exc).__name__}: {exc}")
         return None
     return state
+
+
+def discard_checkpoint(path: Path, reason: str) -> None:
+    log.warning("discarding checkpoint %s (%s); the trial restarts from epoch 0", path, reason)
+    path.unlink(missing_ok=True)

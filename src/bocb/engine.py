@@ -7,6 +7,7 @@ epoch as it ends. A non-finite loss ends the trial as ``diverged``.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -23,12 +24,14 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 
 from bocb.backbones import build_backbone
-from bocb.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bocb.checkpoint import discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bocb.data import build_loaders
 from bocb.memory import PeakMemory, tensor_megabytes
 from bocb.optim import OPTIMIZERS, build_optimizer
 from bocb.provenance import environment
 from bocb.spec import TrialConfig
+
+_FINITE_CHECK_EVERY = 16  # steps between divergence checks (each check waits for the device)
 
 
 @dataclass(frozen=True)
@@ -115,53 +118,45 @@ class _Criterion:
         return self.mixup(x, y)
 
 
-def _accuracy(model: torch.nn.Module, batches: Any, amp: bool, channels_last: bool) -> tuple[float, float]:
-    correct1 = correct5 = total = 0
-    model.eval()
-    with torch.inference_mode(), torch.autocast("cuda" if _on_cuda(model) else "cpu", torch.bfloat16, enabled=amp):
-        for x, y in batches:
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x).float()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct1 += (top[:, 0] == y).sum().item()
-            correct5 += (top == y[:, None]).any(dim=1).sum().item()
-            total += len(y)
-    return 100.0 * correct1 / total, 100.0 * correct5 / total
-
-
-def _on_cuda(model: torch.nn.Module) -> bool:
-    return next(model.parameters()).is_cuda
-
-
 def _optimizer_state_megabytes(optimizer: torch.optim.Optimizer) -> float:
     return tensor_megabytes(v for state in optimizer.state.values() for v in state.values())
 
 
-class _Trial:
-    """The mutable state of one running trial (model, optimizer, schedule, EMA, records)."""
+def train_image_size(recipe: dict[str, Any], image_size: int) -> int:
+    """The side the recipe trains at (RSB A3: 160/224 of the evaluation side)."""
+    return max(1, round(image_size * recipe.get("train_image_ratio", 1.0)))
+
+
+class Trial:
+    """The mutable state of one running trial (model, optimizer, schedule, EMA, records).
+
+    :meth:`train_epoch` is the training loop (``steps`` cuts it short: benchmarks/throughput.py
+    times it); :meth:`state` / :meth:`restore` are what a checkpoint holds.
+    """
 
     def __init__(self, config: TrialConfig, runtime: Runtime) -> None:
         self.config, self.runtime = config, runtime
         self.recipe = config.recipe
         self.device = resolve_device(runtime.device)
         self.amp = config.precision == "bf16"
+        self.memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
         seed_everything(config.seed)
+        self.train_image_size = train_image_size(self.recipe, config.image_size)
         self.loaders = build_loaders(config.dataset, image_size=config.image_size, batch_size=config.batch_size,
-                                     recipe=self.recipe, seed=config.seed, device=self.device)
+                                     recipe={**self.recipe, "train_image_size": self.train_image_size},
+                                     seed=config.seed, device=self.device)
         if getattr(OPTIMIZERS.get(config.optimizer), "needs_double_backward", False):
             from timm.layers import set_fused_attn
 
             set_fused_attn(False)  # fused CPU attention cannot be differentiated twice (Sophia-H)
         self.model = build_backbone(config.backbone, size=config.size, num_classes=self.loaders.num_classes,
                                     img_size=config.image_size, in_chans=self.loaders.in_chans,
-                                    drop_path_rate=self.recipe["drop_path_rate"]).to(self.device)
-        if runtime.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        family = self.recipe["family"]
+                                    drop_path_rate=self.recipe["drop_path_rate"])
+        self.model = self.model.to(self.device, memory_format=self.memory_format)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]  # walked once, not per step
         self.handle = build_optimizer(config.optimizer, self.model, lr=config.lr, weight_decay=config.weight_decay,
                                       hparams=dict(config.hparams), weight_decay_policy=config.weight_decay_policy,
-                                      family=family)
+                                      family=self.recipe["family"])
         self.steps_per_epoch = len(self.loaders.train)
         self.scheduler = self._scheduler() if self.handle.uses_lr_schedule else None
         self.ema = ModelEmaV3(self.model, decay=self.recipe["ema_decay"], use_warmup=True) \
@@ -184,8 +179,8 @@ class _Trial:
     # -- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
-            "epoch": len(self.records), "model": self.model.state_dict(),
-            "optimizer": self.handle.optimizer.state_dict(),
+            "trial": self.config.key(), "epoch": len(self.records), "model": self.model.state_dict(),
+            "optimizer": self.handle.optimizer.state_dict(), "handle_steps": self.handle.steps,
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "ema": self.ema.module.state_dict() if self.ema else {},
             "rng": rng_state(), "records": [asdict(r) for r in self.records], "elapsed": self.elapsed,
@@ -194,6 +189,7 @@ class _Trial:
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.handle.optimizer.load_state_dict(state["optimizer"])
+        self.handle.steps = state["handle_steps"]  # Sophia's Hessian refreshes keep their cadence
         if self.scheduler:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.ema:
@@ -203,87 +199,93 @@ class _Trial:
         self.start_epoch, self.elapsed = state["epoch"], state["elapsed"]
 
     # -- training ----------------------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> float | None:
-        """Mean training loss of the epoch; None as soon as a loss is not finite."""
+    def train_epoch(self, epoch: int, steps: int | None = None) -> float | None:
+        """Mean training loss of the epoch (of its first ``steps`` steps); None if a loss was not finite."""
         self.model.train()
         self.handle.train()
         self.loaders.train.set_epoch(epoch)
         total, count = torch.zeros((), device=self.device), 0
-        clip = self.recipe["grad_clip"]
-        for i, (x, y) in enumerate(self.loaders.train):
-            step = epoch * self.steps_per_epoch + i
-            if self.scheduler:
-                self.scheduler.step_update(step)
-            x, target = self.criterion.targets(x, y)
-            if self.runtime.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
-                logits = self.forward(x)
-                loss = self.criterion.loss(logits.float(), target)
-            if not torch.isfinite(loss):
-                return None
-            self.handle.zero_grad()
-            self.handle.backward(loss, logits)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.handle.step()
-            if self.ema:
-                self.ema.update(self.model, step=step)
-            total += loss.detach()
+        for i, (x, y) in enumerate(itertools.islice(self.loaders.train, steps)):
+            total += self._step(x, y, epoch * self.steps_per_epoch + i)
             count += 1
-        return (total / max(count, 1)).item()
+            # A NaN/inf loss poisons the running sum; checking it only now and then saves a device sync per step.
+            if count % _FINITE_CHECK_EVERY == 0 and not torch.isfinite(total):
+                return None
+        mean = (total / max(count, 1)).item()
+        return mean if math.isfinite(mean) else None
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+        """One optimisation step on a batch; returns the detached loss (no device sync)."""
+        if self.scheduler:
+            self.scheduler.step_update(step)
+        x = x.to(self.device, non_blocking=self.runtime.non_blocking, memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=self.runtime.non_blocking)
+        x, target = self.criterion.targets(x, y)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
+            logits = self.forward(x)
+            loss = self.criterion.loss(logits.float(), target)
+        self.handle.zero_grad()
+        self.handle.backward(loss, logits)
+        if self.recipe["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.params, self.recipe["grad_clip"])
+        self.handle.step()
+        if self.ema:
+            self.ema.update(self.model, step=step)
+        return loss.detach()
+
+    def accuracy(self, model: torch.nn.Module, batches: Any) -> tuple[float, float]:
+        """Top-1 and top-5 accuracy (%) of ``model`` over ``batches``, counted on the device."""
+        correct = torch.zeros(2, dtype=torch.long, device=self.device)
+        total = 0
+        model.eval()
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
+            for x, y in batches:
+                x = x.to(self.device, non_blocking=self.runtime.non_blocking, memory_format=self.memory_format)
+                y = y.to(self.device, non_blocking=self.runtime.non_blocking)
+                top = model(x).float().topk(min(5, self.loaders.num_classes), dim=1).indices
+                hits = top == y[:, None]
+                correct += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
+                total += len(y)
+        top1, top5 = (100.0 * correct.double() / max(total, 1)).tolist()
+        return top1, top5
 
     def evaluate(self, epoch: int, train_loss: float, seconds: float) -> EpochRecord:
         self.handle.eval()
-        cl = self.runtime.channels_last
-        val = _accuracy(self.model, self.loaders.val, self.amp, cl)[0] if self.loaders.val else None
-        test1, test5 = _accuracy(self.model, self.loaders.test, self.amp, cl)
+        val = self.accuracy(self.model, self.loaders.val)[0] if self.loaders.val else None
+        test1, test5 = self.accuracy(self.model, self.loaders.test)
         ema_val = ema_test = None
         if self.ema:
-            ema_val = _accuracy(self.ema.module, self.loaders.val, self.amp, cl)[0] if self.loaders.val else None
-            ema_test = _accuracy(self.ema.module, self.loaders.test, self.amp, cl)[0]
+            ema_val = self.accuracy(self.ema.module, self.loaders.val)[0] if self.loaders.val else None
+            ema_test = self.accuracy(self.ema.module, self.loaders.test)[0]
         lr = self.handle.optimizer.param_groups[0]["lr"]
         return EpochRecord(epoch, train_loss, val, test1, test5, lr, seconds, ema_val, ema_test)
 
 
-def run_trial(config: TrialConfig, runtime: Runtime = Runtime(),
-              on_epoch: Callable[[EpochRecord], None] | None = None) -> TrialOutcome:
-    """Train and evaluate one trial; resumes from ``runtime.checkpoint_path`` when a valid one exists."""
-    torch.set_flush_denormal(True)  # denormals made some optimizer/backbone pairs 2.5-32x slower on CPU
-    torch.set_num_threads(runtime.threads)
-    outcome = TrialOutcome(state="failed")
-    with PeakMemory(resolve_device(runtime.device)) as memory:
-        try:
-            trial = _Trial(config, runtime)
-            outcome.provenance = _provenance(config, runtime, trial)
-            _resume(trial, outcome)
-            outcome.state = _train(trial, on_epoch)
-            outcome.optimizer_state_mb = _optimizer_state_megabytes(trial.handle.optimizer)
-            outcome.epochs, outcome.time_s = trial.records, trial.elapsed
-            if outcome.state == "done" and runtime.layer_table:
-                from bocb.weights import layer_table
-
-                outcome.layer_table = layer_table(trial.model)
-        except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded as failed; the sweep goes on
-            outcome.state, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
-    outcome.peak_mem_mb = memory.peak_mb
-    return outcome
-
-
-def _resume(trial: _Trial, outcome: TrialOutcome) -> None:
-    path = trial.runtime.checkpoint_path
-    state = load_checkpoint(path) if path else None
-    if state is not None:
+def start_trial(config: TrialConfig, runtime: Runtime) -> tuple[Trial, int | None]:
+    """A trial ready to train, resumed from ``runtime.checkpoint_path`` when a valid checkpoint is there;
+    also the epoch it resumes from (None: from scratch). A checkpoint that loads but does not fit
+    (another model, a changed optimizer) is discarded and the trial starts afresh."""
+    trial = Trial(config, runtime)
+    path = runtime.checkpoint_path
+    state = load_checkpoint(path, config.key()) if path else None
+    if state is None:
+        return trial, None
+    try:
         trial.restore(state)
-        outcome.resumed_from_epoch = trial.start_epoch
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        discard_checkpoint(path, f"{type(exc).__name__}: {exc}")
+        return Trial(config, runtime), None  # restore may have half-applied: rebuild from scratch
+    return trial, trial.start_epoch
 
 
-def _train(trial: _Trial, on_epoch: Callable[[EpochRecord], None] | None) -> str:
+def train(trial: Trial, on_epoch: Callable[[EpochRecord], None] | None = None) -> str:
+    """Train from ``trial.start_epoch`` to the end: 'done' or 'diverged'. ``on_epoch`` sees each new epoch
+    before its checkpoint is written, so a kill in between re-runs (and re-reports) that epoch."""
     every, path = trial.runtime.checkpoint_every, trial.runtime.checkpoint_path
     for epoch in range(trial.start_epoch, trial.config.epochs):
         started = time.perf_counter()
         loss = trial.train_epoch(epoch)
-        if loss is None or not math.isfinite(loss):
+        if loss is None:
             return "diverged"
         seconds = time.perf_counter() - started
         trial.elapsed += seconds
@@ -296,13 +298,37 @@ def _train(trial: _Trial, on_epoch: Callable[[EpochRecord], None] | None) -> str
     return "done"
 
 
-def _provenance(config: TrialConfig, runtime: Runtime, trial: _Trial) -> dict[str, Any]:
+def run_trial(config: TrialConfig, runtime: Runtime = Runtime(),
+              on_epoch: Callable[[EpochRecord], None] | None = None) -> TrialOutcome:
+    """Train and evaluate one trial; resumes from ``runtime.checkpoint_path`` when a valid one exists."""
+    torch.set_flush_denormal(True)  # denormals made some optimizer/backbone pairs 2.5-32x slower on CPU
+    torch.set_num_threads(runtime.threads)
+    outcome = TrialOutcome(state="failed")
+    with PeakMemory(resolve_device(runtime.device)) as memory:
+        try:
+            trial, outcome.resumed_from_epoch = start_trial(config, runtime)
+            outcome.provenance = _provenance(config, runtime, trial)
+            outcome.state = train(trial, on_epoch)
+            outcome.optimizer_state_mb = _optimizer_state_megabytes(trial.handle.optimizer)
+            outcome.epochs, outcome.time_s = trial.records, trial.elapsed
+            if outcome.state == "done" and runtime.layer_table:
+                from bocb.weights import layer_table
+
+                outcome.layer_table = layer_table(trial.model)
+        except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded as failed; the sweep goes on
+            outcome.state, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
+    outcome.peak_mem_mb = memory.peak_mb
+    return outcome
+
+
+def _provenance(config: TrialConfig, runtime: Runtime, trial: Trial) -> dict[str, Any]:
     device = trial.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {
         **environment(), "device": str(device), "device_name": name, "threads": runtime.threads,
         "seed": config.seed, "precision": config.precision, "channels_last": runtime.channels_last,
-        "compile": runtime.compile, "optimizer": trial.handle.provenance, "recipe": config.recipe,
+        "compile": runtime.compile, "non_blocking": runtime.non_blocking, "train_image_size": trial.train_image_size,
+        "optimizer": trial.handle.provenance, "recipe": config.recipe,
         "parameters": sum(p.numel() for p in trial.model.parameters()),
         "train_size": trial.loaders.train_size, "val_size": trial.loaders.val_size,
         "test_size": trial.loaders.test_size,

@@ -6,7 +6,8 @@ A recipe is a frozen dataclass of ingredients; the engine builds each
 ingredient with timm (Mixup/CutMix, RandAugment, RandomErasing, ModelEmaV3,
 CosineLRScheduler, the losses). Every backbone names its paper default
 (Table A1); a spec may pick another recipe and override any ingredient. The
-resolved recipe (a plain dict) is stored with each trial.
+resolved recipe (a plain dict) is stored with each trial. Every value and its
+source: docs/recipes.md.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ class Recipe:
     bce_target_thresh: float | None = None
     crop_padding: int = 4
     hflip: bool = True
-    train_image_size: int | None = None
+    # Training side over the trial's image_size (RSB A3: 160 of 224); evaluation stays at image_size.
+    train_image_ratio: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -50,38 +52,68 @@ class Recipe:
 
 RECIPES: Registry[Recipe] = Registry("recipe")
 
+# Shared by DeiT and ConvNeXt (both follow DeiT's augmentation).
+_DEIT_AUGMENT: dict[str, Any] = dict(
+    label_smoothing=0.1, randaugment="rand-m9-mstd0.5-inc1", mixup_alpha=0.8, cutmix_alpha=1.0,
+    random_erasing=0.25,
+)
+# RSB (Wightman et al. 2021, Table 1): BCE on targets thresholded at 0.2, no smoothing, erasing or EMA.
+_RSB: dict[str, Any] = dict(warmup_epochs=5, min_lr_ratio=1e-3, mixup_alpha=0.1, cutmix_alpha=1.0, loss="bce",
+                            bce_target_thresh=0.2)
+
 RECIPES.register(Recipe(
     name="torch", family="classical",
     description="PyTorch-style: crop pad 4 + flip, CE, cosine to 0, no warmup, no clipping",
 ))
 RECIPES.register(Recipe(
     name="deit", family="modern",
-    description="DeiT: RandAugment m9, Mixup 0.8 / CutMix 1.0, LS 0.1, RE 0.25, drop path 0.1, clip 5",
-    warmup_epochs=5, min_lr_ratio=0.02, label_smoothing=0.1, drop_path_rate=0.1, grad_clip=5.0,
-    randaugment="rand-m9-mstd0.5-inc1", mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25,
-    ema_decay=0.99996, repeated_aug=3,
+    description="DeiT: RandAugment m9, Mixup 0.8 / CutMix 1.0, LS 0.1, RE 0.25, drop path 0.1, EMA, RA x3, clip 5",
+    warmup_epochs=5, warmup_lr_ratio=2e-3, min_lr_ratio=0.02, drop_path_rate=0.1, grad_clip=5.0,
+    ema_decay=0.99996, repeated_aug=3, **_DEIT_AUGMENT,
 ))
 RECIPES.register(Recipe(
     name="convnext", family="modern",
-    description="ConvNeXt: DeiT-style augmentation, 20 warmup epochs, drop path 0.1, EMA 0.9999",
-    warmup_epochs=20, min_lr_ratio=1e-3, label_smoothing=0.1, drop_path_rate=0.1,
-    randaugment="rand-m9-mstd0.5-inc1", mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25,
-    ema_decay=0.9999,
+    description="ConvNeXt: DeiT-style augmentation, 20 warmup epochs from 0, drop path 0.1, EMA 0.9999",
+    warmup_epochs=20, warmup_lr_ratio=0.0, min_lr_ratio=2.5e-4, drop_path_rate=0.1, ema_decay=0.9999,
+    **_DEIT_AUGMENT,
 ))
 RECIPES.register(Recipe(
     name="rsb_a2", family="modern",
-    description="RSB A2: BCE, Mixup 0.1 / CutMix 1.0, RandAugment m7, drop path 0.05, repeated aug",
-    warmup_epochs=5, min_lr_ratio=1e-3, drop_path_rate=0.05, randaugment="rand-m7-mstd0.5-inc1",
-    mixup_alpha=0.1, cutmix_alpha=1.0, loss="bce", bce_target_thresh=0.2, repeated_aug=3,
+    description="RSB A2: BCE, Mixup 0.1 / CutMix 1.0, RandAugment m7, drop path 0.05, RA x3",
+    drop_path_rate=0.05, randaugment="rand-m7-mstd0.5-inc1", repeated_aug=3, **_RSB,
 ))
 RECIPES.register(Recipe(
     name="rsb_a3", family="modern",
-    description="RSB A3: as A2 at lower train resolution (160 of 224), BCE, RandAugment m6",
-    warmup_epochs=5, min_lr_ratio=1e-3, randaugment="rand-m6-mstd0.5-inc1",
-    mixup_alpha=0.1, cutmix_alpha=1.0, loss="bce", bce_target_thresh=0.2, train_image_size=160,
+    description="RSB A3: BCE, Mixup 0.1 / CutMix 1.0, RandAugment m6, trains at 160/224 of the test side",
+    randaugment="rand-m6-mstd0.5-inc1", train_image_ratio=160 / 224, **_RSB,
 ))
 
 INGREDIENTS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "description"))
+
+# (ingredient, lowest, highest, closed above) for the numeric ingredients a typo could break silently.
+_RANGES: tuple[tuple[str, float, float, bool], ...] = (
+    ("epochs", 1, float("inf"), True), ("batch_size", 1, float("inf"), True),
+    ("warmup_epochs", 0, float("inf"), True), ("warmup_lr_ratio", 0, 1, True), ("min_lr_ratio", 0, 1, True),
+    ("label_smoothing", 0, 1, False), ("drop_path_rate", 0, 1, False), ("repeated_aug", 1, float("inf"), True),
+    ("mixup_alpha", 0, float("inf"), True), ("cutmix_alpha", 0, float("inf"), True),
+    ("mixup_switch_prob", 0, 1, True), ("random_erasing", 0, 1, True), ("crop_padding", 0, float("inf"), True),
+)
+
+
+def _check(recipe: Recipe) -> None:
+    for key, low, high, closed in _RANGES:
+        value = getattr(recipe, key)
+        if not isinstance(value, (int, float)) or not low <= value <= high or (not closed and value == high):
+            upper = "" if high == float("inf") else f" and {'<=' if closed else '<'} {high:g}"
+            raise SpecError(f"recipe_overrides.{key}", f"must be a number >= {low:g}{upper}, got {value!r}")
+    if recipe.loss not in ("ce", "bce"):
+        raise SpecError("recipe_overrides.loss", f"unknown loss '{recipe.loss}'; valid choices: bce, ce")
+    if recipe.ema_decay is not None and not 0 < recipe.ema_decay < 1:
+        raise SpecError("recipe_overrides.ema_decay", f"must be None or in (0, 1), got {recipe.ema_decay!r}")
+    if recipe.grad_clip is not None and not recipe.grad_clip > 0:
+        raise SpecError("recipe_overrides.grad_clip", f"must be None or > 0, got {recipe.grad_clip!r}")
+    if not recipe.train_image_ratio > 0:
+        raise SpecError("recipe_overrides.train_image_ratio", f"must be > 0, got {recipe.train_image_ratio!r}")
 
 
 def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,4 +123,6 @@ def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict[s
     for key in overrides:
         if key not in INGREDIENTS:
             raise SpecError(f"recipe_overrides.{key}", unknown_name_message("ingredient", key, INGREDIENTS))
-    return dataclasses.replace(recipe, **overrides).as_dict()
+    resolved = dataclasses.replace(recipe, **overrides)
+    _check(resolved)
+    return resolved.as_dict()
