@@ -111,3 +111,13 @@ def test_waiting_while_a_stage_is_unfinished() -> None:
     results = _rows(first.planned, val=lambda c: 1.0).assign(state=["done", "running"])
     stage = next_stage(spec, results)
     assert stage.name == "search" and stage.waiting and not stage.planned
+
+
+def test_reseed_only_failure_candidates() -> None:
+    spec = parse_spec({**TINY_SPEC, "backbones": ["resnet50"], "optimizers": ["sgd", "adam", "adamw", "lamb"],
+                       "seeds": [0, 1], "search": {"lr_points": 1, "wd_points": 1},
+                       "reseed": "failure_candidates", "failure_gap": 3.0})
+    val = {"sgd": 90.0, "adam": 88.5, "adamw": 80.0, "lamb": 86.9}  # best, within 3, > 3 below, > 3 below
+    results = _run_all(spec, val=lambda c: val[c["optimizer"]])
+    reseeded = results[results["stage"] == "seeds"]
+    assert sorted(reseeded["optimizer"]) == ["adamw", "lamb", "sgd"] and set(reseeded["seed"]) == {1}

@@ -136,6 +136,10 @@ class BenchmarkSpec(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int | None = Field(None, gt=0, description="None: the recipe's epochs")
     batch_size: int | None = Field(None, gt=0)
+    reseed: Literal["all", "failure_candidates"] = Field(
+        "all", description="cells re-run at the remaining seeds: all, or only those the seed-aware failure rule "
+                           "tests (more than failure_gap below their backbone's best, plus that best)")
+    failure_gap: float = Field(3.0, gt=0, description="top-1 points; Eq. 1's gamma for CIFAR-100")
     budget_check: BudgetCheckSpec | None = None
     weight_decay_policy: Literal["no_decay_1d", "decay_all"] = "no_decay_1d"
     grad_clip: float | None = Field(None, gt=0, description="overrides the recipe's clip-grad norm")

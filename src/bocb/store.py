@@ -305,6 +305,16 @@ class Store:
         with self.engine.connect() as conn:
             return {state: n for state, n in conn.execute(query)}
 
+    def best_trial(self, benchmark_id: str, metric: str = "val_top1") -> dict[str, Any] | None:
+        """The finished trial with the highest ``metric`` (cheap: for progress displays)."""
+        column = trials.c[metric]
+        query = sa.select(trials.c.backbone, trials.c.optimizer, column).join(plan, plan.c.trial_key == trials.c.key) \
+            .where(plan.c.benchmark_id == benchmark_id, trials.c.state == "done", column.is_not(None)) \
+            .order_by(column.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
+
     def trials_frame(self, benchmark_id: str | None = None) -> pd.DataFrame:
         """One row per (benchmark, trial), with flattened provenance."""
         query = sa.select(plan.c.benchmark_id.label("benchmark"), plan.c.stage, plan.c.budget,

@@ -79,7 +79,8 @@ def _print_and_write(store_url: str, benchmark_id: str, out_dir: Path, report: b
     if report:
         from bocb.report import write_report
 
-        write_report(trials, out_dir / "report", epochs=db.epochs_frame(benchmark_id))
+        write_report(trials, out_dir / "report", epochs=db.epochs_frame(benchmark_id),
+                     layers=db.layers_frame(benchmark_id))
 
 
 RAW_COLUMNS = ("config_json", "provenance_json")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: reports are written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bocb.analysis import Analysis  # noqa: E402
@@ -111,4 +113,22 @@ def all_figures(result: Analysis, out_dir: Path) -> dict[str, str]:
         makers |= {"interaction": interaction, "profiles": profiles}
     sns.set_theme(style="whitegrid", font_scale=0.8)
     return {name: save(make(result), out_dir / name) for name, make in makers.items()}
+
+
+PAPER_LAYER_METRICS = ("alpha", "weight_entropy", "l2_norm", "topk_energy")  # the paper's Figs. 6-7, A2-A4
+
+
+def weight_figures(layers: pd.DataFrame | None, out_dir: Path) -> list[tuple[str, str]]:
+    """(title, data URI) of the layer-wise plots (paper Figs. 6-7): mean-alpha bars, then ridge plots."""
+    if layers is None or layers.empty:
+        return []
+    from bocb.weights.plots import alpha_bar_chart, ridge_plot
+
+    figures = [("mean alpha per backbone and optimizer (2-6 band)", save(alpha_bar_chart(layers), out_dir / "alpha_bars"))]
+    for backbone in dict.fromkeys(layers["backbone"]):
+        stem = re.sub(r"[^\w.-]+", "_", str(backbone))
+        for metric in PAPER_LAYER_METRICS:
+            figure = ridge_plot(layers, metric, backbone=backbone)
+            figures.append((f"{backbone}: {metric} per layer", save(figure, out_dir / f"ridge_{stem}_{metric}")))
+    return figures
 

@@ -7,7 +7,7 @@ import jinja2
 import pandas as pd
 
 from bocb.analysis import Analysis, analyse, format_matrix, markdown_table, read_results
-from bocb.report._figures import all_figures
+from bocb.report._figures import all_figures, weight_figures
 from bocb.report._tables import html_matrix, latex_table, markdown_matrix
 
 FLOAT = "{:.2f}".format
@@ -33,7 +33,8 @@ def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:
     return compare(result.cells, table), TITLES[table]
 
 
-def render_html(result: Analysis, figures: dict[str, str], title: str, compare_paper: int | None) -> str:
+def render_html(result: Analysis, figures: dict[str, str], title: str, compare_paper: int | None,
+                weights: list[tuple[str, str]] = ()) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("bocb.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     shares = result.shares
@@ -50,16 +51,17 @@ def render_html(result: Analysis, figures: dict[str, str], title: str, compare_p
         shares_table=_html(shares) if shares is not None else "",
         hp_table=_html(result.hp_optimizer.groupby("optimizer", sort=False)["distance"].mean().to_frame(), index=True),
         curves_table=_html(result.curves), budget_table=_html(result.budget),
-        compare_table=_html(comparison), compare_title=compare_title)
+        compare_table=_html(comparison), compare_title=compare_title, weight_figures=weights)
 
 
 def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epochs: pd.DataFrame | None = None,
-                 gamma: float = 3.0, compare_paper: int | None = None, n_boot: int = 1000,
+                 layers: pd.DataFrame | None = None, gamma: float = 3.0, compare_paper: int | None = None, n_boot: int = 1000,
                  title: str = "Backbone-optimizer coupling report") -> Path:
     """Analyse ``source`` (a trial frame, a CSV path, a .db path or a store URL) and write the report.
 
     Writes into ``out_dir``: index.html (self-contained, figures embedded), report.md, heatmap.tex,
     cells.csv, matrix.csv, summary.csv, ranking.csv and each figure as PNG and SVG. Returns index.html.
+    ``layers`` (the store's layer tables with backbone and optimizer columns) adds the layer-wise plots.
     """
     if not isinstance(source, pd.DataFrame):
         source, stored_epochs = read_results(source)
@@ -75,7 +77,7 @@ def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epoc
     result.ranking.to_csv(out / "ranking.csv")
     (out / "report.md").write_text(render_markdown(result, title))
     page = out / "index.html"
-    page.write_text(render_html(result, figures, title, compare_paper))
+    page.write_text(render_html(result, figures, title, compare_paper, weight_figures(layers, out)))
     return page
 
 

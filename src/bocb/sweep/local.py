@@ -22,13 +22,11 @@ def _worker_main(store_url: str, benchmark_id: str, options: WorkerOptions) -> N
 
 
 def _best_so_far(store: Store, benchmark_id: str) -> str:
-    frame = store.trials_frame(benchmark_id)
-    done = frame[frame["state"] == "done"] if len(frame) else frame
-    metric = "val_top1" if len(done) and done["val_top1"].notna().any() else "test_top1"
-    if not len(done) or done[metric].isna().all():
-        return ""
-    best = done.loc[done[metric].idxmax()]
-    return f"best {metric} {best[metric]:.1f} ({best['backbone']} + {best['optimizer']})"
+    for metric in ("val_top1", "test_top1"):  # test only when the dataset has no validation split
+        best = store.best_trial(benchmark_id, metric)
+        if best:
+            return f"best {metric} {best[metric]:.1f} ({best['backbone']} + {best['optimizer']})"
+    return ""
 
 
 def run_local(store_url: str, benchmark_id: str, workers: int, options: WorkerOptions,
@@ -48,7 +46,7 @@ def run_local(store_url: str, benchmark_id: str, workers: int, options: WorkerOp
             task = progress.add_task("trials", total=None, best="")
             while any(p.is_alive() for p in procs):
                 _update(progress, task, store, benchmark_id)
-                time.sleep(1.0)
+                time.sleep(2.0)
             _update(progress, task, store, benchmark_id)
     finally:
         for proc in procs:

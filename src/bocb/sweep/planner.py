@@ -126,7 +126,10 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
     names = stage_names(spec)
     for i, name in enumerate(names):
         earlier = results[results["stage"].isin(names[:i])] if len(results) else results
-        wanted = [t for pair in pairs(spec) for t in _planned(spec, pair, name, _of_pair(earlier, pair))]
+        cells = pairs(spec)
+        if name == "seeds" and spec.reseed == "failure_candidates":
+            cells = _failure_candidates(spec, cells, earlier)
+        wanted = [t for pair in cells for t in _planned(spec, pair, name, _of_pair(earlier, pair))]
         missing = [t for t in wanted if t.key not in stored]
         if missing:
             return Stage(name, missing, waiting=False)
@@ -222,6 +225,26 @@ def _best(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> Choice | None:
     if not len(done) or done[metric].isna().all():
         return None
     return _choice_of(pair, done.loc[done[metric].idxmax()])
+
+
+def _failure_candidates(spec: BenchmarkSpec, cells: list[Pair], rows: pd.DataFrame) -> list[Pair]:
+    """Pairs whose best selection top-1 is more than failure_gap below their backbone's best, and that best.
+
+    These are the cells the seed-aware failure rule compares, so only they need more seeds.
+    """
+    metric = selection_metric(spec)
+    scores: dict[tuple[str, str], float] = {}
+    for pair in cells:
+        tried = _tried_full_budget(spec, pair, _of_pair(rows, pair))
+        done = tried[tried["state"] == "done"] if len(tried) else tried
+        scores[pair.names] = float(done[metric].max()) if len(done) and done[metric].notna().any() else -math.inf
+    chosen = []
+    for pair in cells:
+        peers = [scores[p.names] for p in cells if p.backbone.name == pair.backbone.name]
+        best = max(peers)
+        if scores[pair.names] == best or scores[pair.names] < best - spec.failure_gap:
+            chosen.append(pair)
+    return chosen
 
 
 def round_sig(value: float, digits: int = 4) -> float:

@@ -1,32 +1,24 @@
 """Layer-wise parameter patterns: per-layer spectral and value metrics of any model's weights.
 
-``layer_table(model_or_state_dict)`` is the entry point; plots live in ``bocb.weights.plots``
-(imported separately so that this package needs no plotting stack).
+``layer_table(model_or_state_dict)`` is the entry point; plots live in ``bocb.weights.plots``.
+Names load lazily (PEP 562) so that ``bocb.weights.plots``, which reports use, imports no torch.
 """
 from __future__ import annotations
 
-from bocb.weights._io import load_layer_table, load_state_dict
-from bocb.weights._powerlaw import PowerLawFit, fit_power_law
-from bocb.weights._table import (
-    COLUMNS,
-    METRIC_COLUMNS,
-    NUMERIC_COLUMNS,
-    layer_table,
-    spectral_entropy,
-    topk_energy,
-    weight_entropy,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "COLUMNS",
-    "METRIC_COLUMNS",
-    "NUMERIC_COLUMNS",
-    "PowerLawFit",
-    "fit_power_law",
-    "layer_table",
-    "load_layer_table",
-    "load_state_dict",
-    "spectral_entropy",
-    "topk_energy",
-    "weight_entropy",
-]
+_EXPORTS = {
+    "load_layer_table": "_io", "load_state_dict": "_io",
+    "PowerLawFit": "_powerlaw", "fit_power_law": "_powerlaw",
+    "COLUMNS": "_table", "METRIC_COLUMNS": "_table", "NUMERIC_COLUMNS": "_table", "layer_table": "_table",
+    "spectral_entropy": "_table", "topk_energy": "_table", "weight_entropy": "_table",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bocb.weights' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"bocb.weights.{_EXPORTS[name]}"), name)
