@@ -1,0 +1,172 @@
+"""Training throughput of bocb's trainer beside a torchvision-style loop and a bare loop, same model.
+
+    python benchmarks/throughput.py --steps 10 --rounds 3
+
+All three train the tiny ResNet-50 (``build_backbone("resnet50", size="tiny")``) with SGD-M on
+bocb's synthetic CIFAR-sized set (1,000 images, 32x32x3, 10 classes), batch 128, one thread:
+
+(a) bocb: the engine's own training loop (``Trial.train_epoch``) on ``build_loaders``' in-memory
+    batches with the ``torch`` recipe (crop pad 4 + flip, cosine schedule);
+(b) reference: as the torchvision / timm examples write it: a dataset of PIL images (CIFAR10's
+    ``__getitem__``), RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a
+    shuffling DataLoader; timed with num_workers 0 and 2, the better one counts;
+(c) bare: pre-made normalised tensors, no augmentation, no schedule (the ceiling).
+
+The variants run interleaved (a, b0, b2, c, a, ...) ``--rounds`` times and report medians, since
+the machine is shared. ``--channels-last`` (on by default) puts bocb's and the bare loop's model
+and inputs in channels-last, which bocb's Runtime offers and oneDNN runs faster on this CPU; the
+reference keeps the examples' default layout unless ``--reference-channels-last``.
+The last line is ``vs_reference=X.XX vs_bare=Y.YY`` (bocb's images/s over each).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bocb.backbones import build_backbone
+from bocb.data import DATASETS
+from bocb.engine import Runtime, Trial
+from bocb.recipes import resolve_recipe
+from bocb.spec import DatasetSpec, TrialConfig
+
+BATCH, SIDE, LR, WD, MOMENTUM = 128, 32, 0.05, 5e-4, 0.9
+DATASET = DatasetSpec(name="synthetic", image_size=SIDE, val_fraction=0.0)
+
+Timer = Callable[[int], float]  # steps -> images/s
+
+
+def bocb_timer(channels_last: bool) -> Timer:
+    config = TrialConfig(dataset=DATASET, backbone="resnet50", size="tiny", image_size=SIDE, optimizer="sgd",
+                         lr=LR, weight_decay=WD, recipe=resolve_recipe("torch", {"batch_size": BATCH}),
+                         epochs=200, batch_size=BATCH, seed=0)
+    trial = Trial(config, Runtime(device="cpu", channels_last=channels_last))
+    epochs = itertools.count()
+
+    def run(steps: int) -> float:
+        started = time.perf_counter()
+        done = 0
+        while done < steps:  # 1,000 images are 7 steps an epoch: the timed run spans epochs
+            take = min(steps - done, trial.steps_per_epoch)
+            trial.train_epoch(next(epochs), steps=take)
+            done += take
+        return steps * BATCH / (time.perf_counter() - started)
+
+    return run
+
+
+def _sgd(model: torch.nn.Module) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+
+
+def _model(channels_last: bool) -> torch.nn.Module:
+    model = build_backbone("resnet50", size="tiny", num_classes=10, img_size=SIDE)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _loop(model: torch.nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+          channels_last: bool) -> Timer:
+    """The plain training step every example writes; times ``steps`` batches drawn from ``batches``."""
+    optimizer = _sgd(model)
+    model.train()
+
+    def run(steps: int) -> float:
+        started = time.perf_counter()
+        for x, y in itertools.islice(batches, steps):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return steps * BATCH / (time.perf_counter() - started)
+
+    return run
+
+
+class PilImages(torch.utils.data.Dataset):
+    """torchvision's CIFAR10 without its files: HWC uint8 array, PIL image per item, then transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
+        self.data, self.targets, self.transform = images.transpose(0, 2, 3, 1), labels.tolist(), transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.data[index])), self.targets[index]
+
+
+def _forever(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for _ in itertools.count():
+        yield from loader
+
+
+def reference_timer(workers: int, channels_last: bool) -> Timer:
+    import torchvision.transforms as T
+
+    raw = DATASETS.get("synthetic").load(DATASET)
+    mean = (raw.train_x.mean(axis=(0, 2, 3)) / 255).tolist()
+    std = (raw.train_x.std(axis=(0, 2, 3)) / 255).tolist()
+    transform = T.Compose([T.RandomCrop(SIDE, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(mean, std)])
+    # Persistent workers so that the 7-step epochs of this small set do not pay a worker start each.
+    loader = torch.utils.data.DataLoader(PilImages(raw.train_x, raw.train_y, transform), batch_size=BATCH,
+                                         shuffle=True, drop_last=True, num_workers=workers,
+                                         persistent_workers=workers > 0)
+    return _loop(_model(channels_last), _forever(loader), channels_last)
+
+
+def bare_timer(channels_last: bool) -> Timer:
+    raw = DATASETS.get("synthetic").load(DATASET)
+    x = torch.from_numpy(raw.train_x).float().div_(255)
+    x = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
+    y = torch.from_numpy(raw.train_y)
+    steps = len(y) // BATCH
+    batches = ((x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]) for i in itertools.cycle(range(steps)))
+    return _loop(_model(channels_last), batches, channels_last)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--reference-channels-last", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # bocb's engine sets it; the same for every variant
+    torch.manual_seed(0)
+
+    timers = {
+        "bocb": bocb_timer(args.channels_last),
+        "reference_w0": reference_timer(0, args.reference_channels_last),
+        "reference_w2": reference_timer(2, args.reference_channels_last),
+        "bare": bare_timer(args.channels_last),
+    }
+    for timer in timers.values():
+        timer(args.warmup)
+    rates: dict[str, list[float]] = {name: [] for name in timers}
+    for round_ in range(args.rounds):
+        for name, timer in timers.items():
+            rates[name].append(timer(args.steps))
+        print(f"round {round_ + 1}: " + "  ".join(f"{n}={r[-1]:.1f}" for n, r in rates.items()), flush=True)
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    reference = max(median["reference_w0"], median["reference_w2"])
+    print("median images/s: " + "  ".join(f"{n}={m:.1f}" for n, m in median.items()))
+    print(f"channels_last: bocb/bare={args.channels_last} reference={args.reference_channels_last}; "
+          f"steps={args.steps} rounds={args.rounds} batch={BATCH} threads=1")
+    print(f"vs_reference={median['bocb'] / reference:.2f} vs_bare={median['bocb'] / median['bare']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
