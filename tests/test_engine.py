@@ -239,3 +239,12 @@ def test_no_checkpoint_after_the_last_epoch_and_none_without_a_path(tmp_path: Pa
     ckpt = tmp_path / "trial.pt"
     outcome = run_trial(trial_config(epochs=1), Runtime(checkpoint_path=ckpt, layer_table=False))
     assert outcome.state == "done" and not ckpt.exists()
+
+
+def test_channels_last_stays_off_where_torchs_cpu_kernels_would_crash() -> None:
+    # RepVGG's stem has a 1x1 stride-2 conv on 3 channels: its channels-last CPU backward corrupts the heap.
+    config = trial_config(epochs=1).model_copy(update={"backbone": "repvgg_a1"})
+    trial = Trial(config, Runtime(channels_last=True))
+    assert not trial.channels_last
+    assert trial.train_epoch(0, steps=1) is not None
+    assert Trial(trial_config(epochs=1), Runtime(channels_last=True)).channels_last

@@ -8,6 +8,7 @@ epoch as it ends. A non-finite loss ends the trial as ``diverged``.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
 import time
@@ -31,6 +32,7 @@ from bocb.optim import OPTIMIZERS, build_optimizer
 from bocb.provenance import environment
 from bocb.spec import TrialConfig
 
+log = logging.getLogger(__name__)
 _FINITE_CHECK_EVERY = 16  # steps between divergence checks (each check waits for the device)
 
 
@@ -127,6 +129,17 @@ def train_image_size(recipe: dict[str, Any], image_size: int) -> int:
     return max(1, round(image_size * recipe.get("train_image_ratio", 1.0)))
 
 
+def _channels_last_safe(model: torch.nn.Module, device: torch.device) -> bool:
+    """False where channels-last would crash: torch 2.15's CPU backward of a 1x1 stride-2 convolution
+    with few (3 or 4; 8 and 16 work) input channels corrupts the heap (RepVGG's stem; docs/recipes.md)."""
+    risky = device.type == "cpu" and any(
+        isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 8
+        for m in model.modules())
+    if risky:
+        log.warning("channels_last is off for this trial: torch's CPU kernels crash on its 1x1 strided stem conv")
+    return not risky
+
+
 class Trial:
     """The mutable state of one running trial (model, optimizer, schedule, EMA, records).
 
@@ -139,7 +152,6 @@ class Trial:
         self.recipe = config.recipe
         self.device = resolve_device(runtime.device)
         self.amp = config.precision == "bf16"
-        self.memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
         seed_everything(config.seed)
         self.train_image_size = train_image_size(self.recipe, config.image_size)
         self.loaders = build_loaders(config.dataset, image_size=config.image_size, batch_size=config.batch_size,
@@ -152,6 +164,8 @@ class Trial:
         self.model = build_backbone(config.backbone, size=config.size, num_classes=self.loaders.num_classes,
                                     img_size=config.image_size, in_chans=self.loaders.in_chans,
                                     drop_path_rate=self.recipe["drop_path_rate"])
+        self.channels_last = runtime.channels_last and _channels_last_safe(self.model, self.device)
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = self.model.to(self.device, memory_format=self.memory_format)
         self.params = [p for p in self.model.parameters() if p.requires_grad]  # walked once, not per step
         self.handle = build_optimizer(config.optimizer, self.model, lr=config.lr, weight_decay=config.weight_decay,
@@ -326,7 +340,7 @@ def _provenance(config: TrialConfig, runtime: Runtime, trial: Trial) -> dict[str
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {
         **environment(), "device": str(device), "device_name": name, "threads": runtime.threads,
-        "seed": config.seed, "precision": config.precision, "channels_last": runtime.channels_last,
+        "seed": config.seed, "precision": config.precision, "channels_last": trial.channels_last,
         "compile": runtime.compile, "non_blocking": runtime.non_blocking, "train_image_size": trial.train_image_size,
         "optimizer": trial.handle.provenance, "recipe": config.recipe,
         "parameters": sum(p.numel() for p in trial.model.parameters()),
