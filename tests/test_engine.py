@@ -193,6 +193,7 @@ def retarget_to_another_trial(path: Path) -> None:
     save_checkpoint(path, {**state, "trial": "someone-else"})
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's remark on the garbage bytes
 @pytest.mark.parametrize("damage", [corrupt_by_truncation, corrupt_by_garbage, corrupt_by_code,
                                     retarget_to_another_trial])
 def test_a_bad_checkpoint_is_discarded_and_the_trial_restarts_cleanly(tmp_path: Path, damage,

@@ -4,6 +4,10 @@ The engine knows neither the store nor the sweep around it: it takes a
 :class:`~bocb.spec.TrialConfig` and a :class:`Runtime` (where and how to run)
 and returns a :class:`TrialOutcome`; ``on_epoch`` lets the caller persist each
 epoch as it ends. A non-finite loss ends the trial as ``diverged``.
+
+``run_trial`` is ``start_trial`` (build, resume from a valid checkpoint) then ``train``; the
+pieces are public so that tests and benchmarks can drive a :class:`Trial` step by step.
+Recipes and checkpoints: docs/recipes.md; throughput: docs/throughput.md.
 """
 from __future__ import annotations
 
@@ -131,7 +135,7 @@ def train_image_size(recipe: dict[str, Any], image_size: int) -> int:
 
 def _channels_last_safe(model: torch.nn.Module, device: torch.device) -> bool:
     """False where channels-last would crash: torch 2.15's CPU backward of a 1x1 stride-2 convolution
-    with few (3 or 4; 8 and 16 work) input channels corrupts the heap (RepVGG's stem; docs/recipes.md)."""
+    with few (3 or 4; 8 and 16 work) input channels corrupts the heap (RepVGG's stem; docs/throughput.md)."""
     risky = device.type == "cpu" and any(
         isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 8
         for m in model.modules())
