@@ -22,7 +22,7 @@ from bocb.sweep import run_benchmark
 
 BASE = {
     "dataset": {"name": "digits", "image_size": 16, "val_fraction": 0.2},
-    "backbones": ["alexnet", "vgg13_bn", "mobilenetv2", "poolformerv2_s12"],
+    "backbones": ["alexnet", "vgg13_bn", "repvgg_a1", "poolformerv2_s12"],
     "optimizers": ["sgd", "adam", "adamw", "lamb"],
     "recipe": "torch", "recipe_overrides": {"hflip": False, "crop_padding": 0},
     "epochs": 9, "batch_size": 64, "seeds": [0],

@@ -28,6 +28,7 @@ def _assert_clean_error(code: int, stderr: str, *needles: str) -> None:
     ({"dataset": {"name": "cifar10", "path": "/no/such/cifar"}}, ("dataset.path",)),
     ({"dataset": {"name": "digitz"}}, ("dataset.name", "did you mean 'digits'")),
     ({"recipe": "deit3"}, ("recipe", "did you mean 'deit'")),
+    ({"recipe_overrides": {"mixup_alpa": 0.2}}, ("recipe_overrides.mixup_alpa", "did you mean 'mixup_alpha'")),
 ])
 def test_bad_spec_is_one_line_exit_2(tmp_path: Path, changes: dict, needles: tuple[str, ...], capsys) -> None:
     spec = write_spec(tmp_path / "bad.yaml", **changes)

@@ -91,3 +91,16 @@ def test_absurd_lr_diverges_and_the_sweep_goes_on(tmp_path: Path, capsys) -> Non
     results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("optimizer")
     assert results.loc["sgd", "state"] == "diverged" and pd.isna(results.loc["sgd", "test_top1"])
     assert results.loc["adamw", "state"] == "done" and results.loc["adamw", "test_top1"] > 10
+
+
+def test_every_optimizer_trains_through_the_cli(tmp_path: Path, capsys) -> None:
+    from bocb.optim import OPTIMIZERS
+
+    names = OPTIMIZERS.names()
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=names, epochs=1, batch_size=128)
+    code, _, err = bocb_main("run", str(spec), "--out", str(tmp_path / "out"), "--workers", "2", "--no-report",
+                             capsys=capsys)
+    assert code == 0, err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(results["optimizer"]) == sorted(names)
+    assert set(results["state"]) <= {"done", "diverged"}, results.loc[results["state"] == "failed", "error"].tolist()

@@ -173,6 +173,13 @@ class BenchmarkSpec(StrictModel):
         return RECIPES.get(name, field="recipe").name
 
     @model_validator(mode="after")
+    def _overrides_valid(self) -> BenchmarkSpec:
+        from bocb.recipes import resolve_recipe
+
+        resolve_recipe("torch" if self.recipe == "paper" else self.recipe, self.recipe_overrides)
+        return self
+
+    @model_validator(mode="after")
     def _dataset_available(self) -> BenchmarkSpec:
         from bocb.data import DATASETS
 

@@ -56,3 +56,11 @@ def metaformer_stem(model: nn.Module, stride: int) -> nn.Module:
     trunc_normal_(model.stem.conv.weight, std=0.02)  # MetaFormer's own init
     nn.init.zeros_(model.stem.conv.bias)
     return model
+
+
+def init_conv_linear(m: nn.Module) -> None:
+    """Truncated-normal (std 0.02) conv and linear weights, zero biases: the MetaFormer-era default."""
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

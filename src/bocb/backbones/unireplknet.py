@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.layers import DropPath, LayerNorm, LayerNorm2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm, LayerNorm2d
 from timm.layers.grn import GlobalResponseNorm
 from torch import nn
+
+from bocb.backbones._stems import init_conv_linear
 
 DILATED_BRANCHES = {13: ((5, 1), (7, 2), (3, 3), (3, 4), (3, 5))}  # kernel -> (kernel, dilation) pairs
 
@@ -108,14 +110,7 @@ class UniRepLKNet(nn.Module):
         self.norm = LayerNorm(dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_conv_linear)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
