@@ -50,14 +50,14 @@ def test_three_workers_run_every_trial_exactly_once(tmp_path: Path, capsys) -> N
 @needs_postgres
 def test_killed_worker_trial_is_reclaimed_and_resumed_from_checkpoint(tmp_path: Path, capsys) -> None:
     url = _fresh_postgres_db("bocb_killed_worker")
-    _plan(tmp_path, url, capsys, backbones=["resnet50"], optimizers=["sgd", "adamw"], epochs=4,
+    _plan(tmp_path, url, capsys, backbones=["resnet50"], optimizers=["sgd", "adamw"], epochs=3,
           checkpoint_every=1, search={"lr_points": 1, "wd_points": 1})
     store = Store(url)
     victim = _start_workers(url, 1, tmp_path / "artifacts")[0]
     deadline = time.time() + 600
-    while time.time() < deadline:  # wait until its trial has a checkpoint and two epochs stored
+    while time.time() < deadline:  # wait until its trial has a checkpoint and an epoch stored
         epochs = store.epochs_frame()
-        if len(epochs) >= 2 and any((tmp_path / "artifacts" / "checkpoints").glob("*.pt")):
+        if len(epochs) >= 1 and any((tmp_path / "artifacts" / "checkpoints").glob("*.pt")):
             break
         time.sleep(0.3)
     running = store.trials_frame().query("state == 'running'")
@@ -73,7 +73,7 @@ def test_killed_worker_trial_is_reclaimed_and_resumed_from_checkpoint(tmp_path: 
     assert trials.loc[key, "attempts"] == 2 and trials.loc[key, "resumed_from_epoch"] >= 1
     assert trials.drop(index=key)["attempts"].eq(1).all()
     epochs = store.epochs_frame()
-    assert epochs.groupby("trial_key")["epoch"].apply(list).map(lambda e: e == [0, 1, 2, 3]).all()
+    assert epochs.groupby("trial_key")["epoch"].apply(list).map(lambda e: e == [0, 1, 2]).all()
 
 
 def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:

@@ -21,21 +21,22 @@ def _spec(**changes):
     return parse_spec({**TINY_SPEC, "backbones": ["resnet50"], "optimizers": ["adamw"], **changes})
 
 
-def _rows(planned: list[PlannedTrial], val, test=lambda c: 50.0) -> pd.DataFrame:
+def _rows(planned: list[PlannedTrial], val, test=lambda c: 50.0, loss=lambda c: 1.0) -> pd.DataFrame:
     """Finished results for planned trials: val_top1 = val(config), test_top1 = test(config)."""
     return pd.DataFrame([{
         "trial_key": t.key, "stage": t.stage, "budget": t.budget, "state": "done", "backbone": t.config["backbone"],
         "size": t.config["size"], "optimizer": t.config["optimizer"], "lr": t.config["lr"],
         "weight_decay": t.config["weight_decay"], "hparams_json": json.dumps(t.config["hparams"]),
         "seed": t.config["seed"], "epochs": t.config["epochs"], "val_top1": val(t.config), "test_top1": test(t.config),
+        "train_loss": loss(t.config),
     } for t in planned])
 
 
-def _run_all(spec, val, test=lambda c: 50.0) -> pd.DataFrame:
+def _run_all(spec, val, test=lambda c: 50.0, loss=lambda c: 1.0) -> pd.DataFrame:
     results = pd.DataFrame()
     while (stage := next_stage(spec, results)) is not None:
         assert not stage.waiting
-        results = pd.concat([results, _rows(stage.planned, val, test)], ignore_index=True)
+        results = pd.concat([results, _rows(stage.planned, val, test, loss)], ignore_index=True)
     return results
 
 
@@ -71,6 +72,14 @@ def test_halving_keeps_the_documented_fraction_and_ignores_test() -> None:
     # epochs spent: 9x1 + 3x3 + 1x9 = 27 of a grid's 81
     spent = sum((rungs[r]["epochs"]).sum() for r in range(3))
     assert spent == 27
+
+
+def test_halving_breaks_validation_ties_by_training_loss() -> None:
+    spec = _spec(epochs=9, search={"method": "halving", "lr_points": 3, "wd_points": 1})
+    # after a short rung every configuration is at chance on validation; the loss still tells them apart
+    results = _run_all(spec, val=lambda c: 10.0 if c["epochs"] < 9 else 90.0, loss=lambda c: 1 / c["lr"])
+    final = results[results["stage"] == "rung2"]
+    assert final["lr"].tolist() == [results["lr"].max()]
 
 
 def test_edge_best_is_flagged_and_extended_one_step_at_a_time() -> None:

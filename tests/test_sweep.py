@@ -58,7 +58,7 @@ def _finished(db: Path) -> pd.DataFrame:
 
 def test_sigkill_mid_sweep_then_resume(tmp_path: Path, capsys) -> None:
     spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd", "adamw", "adam"],
-                      search={"lr_points": 2, "wd_points": 1})
+                      epochs=1, search={"lr_points": 2, "wd_points": 1})
     out, db = tmp_path / "out", tmp_path / "out" / "bocb.db"
     run = subprocess.Popen([sys.executable, "-m", "bocb", "run", str(spec), "--out", str(out), "--workers", "1",
                             "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

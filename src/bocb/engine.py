@@ -349,5 +349,5 @@ def _provenance(config: TrialConfig, runtime: Runtime, trial: Trial) -> dict[str
         "optimizer": trial.handle.provenance, "recipe": config.recipe,
         "parameters": sum(p.numel() for p in trial.model.parameters()),
         "train_size": trial.loaders.train_size, "val_size": trial.loaders.val_size,
-        "test_size": trial.loaders.test_size,
+        "test_size": trial.loaders.test_size, "num_classes": trial.loaders.num_classes,
     }

@@ -374,6 +374,7 @@ def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
         bocb_version=prov.map(lambda p: p.get("bocb")),
         torch_version=prov.map(lambda p: p.get("torch")),
         timm_version=prov.map(lambda p: p.get("timm")),
+        num_classes=prov.map(lambda p: p.get("num_classes")),  # a failed trial scores chance in analyses
     )
     return _with_grids(frame)
 

@@ -22,7 +22,8 @@ def _chance_text(result: Analysis) -> str:
 
 
 def _edges(result: Analysis) -> pd.DataFrame:
-    return result.cells.loc[result.cells["edge"], ["backbone", "optimizer", "lr", "weight_decay", "lr_edge", "wd_edge"]]
+    edges = result.cells.loc[result.cells["edge"], ["backbone", "optimizer", "lr", "weight_decay", "lr_edge", "wd_edge"]]
+    return edges.assign(lr=edges["lr"].map("{:.4g}".format), weight_decay=edges["weight_decay"].map("{:.4g}".format))
 
 
 def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:

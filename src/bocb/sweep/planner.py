@@ -183,13 +183,14 @@ def _budget_multipliers(spec: BenchmarkSpec, pair: Pair) -> list[int]:
     return list(check.multipliers)
 
 
-def _score(spec: BenchmarkSpec, rows: pd.DataFrame, cfg: TrialConfig) -> float:
-    """The selection metric of a finished trial; -inf for diverged, failed or missing ones."""
+def _score(spec: BenchmarkSpec, rows: pd.DataFrame, cfg: TrialConfig) -> tuple[float, float]:
+    """(selection metric, -train loss) of a finished trial: ties on a coarse validation split (all at chance
+    after a short rung, say) go to the lower training loss. (-inf, -inf) for diverged, failed or missing ones."""
     hit = rows[(rows["trial_key"] == cfg.key()) & (rows["state"] == "done")] if len(rows) else rows
     if not len(hit):
-        return -math.inf
-    value = hit.iloc[0][selection_metric(spec)]
-    return float(value) if pd.notna(value) else -math.inf
+        return -math.inf, -math.inf
+    value, loss = hit.iloc[0][selection_metric(spec)], hit.iloc[0]["train_loss"]
+    return (float(value) if pd.notna(value) else -math.inf), (-float(loss) if pd.notna(loss) else -math.inf)
 
 
 def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -> list[int]:
@@ -200,7 +201,7 @@ def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -
     keep = max(1, math.ceil(len(alive) * spec.search.keep_fraction))
     configs, seed0, epochs = grid(pair), spec.seeds[0], rung_epochs(spec, pair, rung - 1)
     scores = {i: _score(spec, rows, trial_config(spec, pair, *configs[i], seed0, epochs)) for i in alive}
-    return sorted(alive, key=lambda i: (-scores[i], i))[:keep]
+    return sorted(alive, key=lambda i: (-scores[i][0], -scores[i][1], i))[:keep]
 
 
 def _tried_full_budget(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> pd.DataFrame:
@@ -224,7 +225,8 @@ def _best(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> Choice | None:
     metric = selection_metric(spec)
     if not len(done) or done[metric].isna().all():
         return None
-    return _choice_of(pair, done.loc[done[metric].idxmax()])
+    ranked = done.sort_values([metric, "train_loss"], ascending=[False, True], kind="stable")
+    return _choice_of(pair, ranked.iloc[0])
 
 
 def _failure_candidates(spec: BenchmarkSpec, cells: list[Pair], rows: pd.DataFrame) -> list[Pair]:
