@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from bocb.cli._app import app
 from bocb.errors import SpecError, unknown_name_message
 from bocb.spec import BenchmarkSpec, load_preset, load_spec, parse_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bocb.store import Store
 
 EXECUTORS = ("local", "ray")
 
@@ -86,7 +91,7 @@ def _print_and_write(store_url: str, benchmark_id: str, out_dir: Path, report: b
 RAW_COLUMNS = ("config_json", "provenance_json")
 
 
-def results_csv(trials):  # noqa: ANN001, ANN201 - pandas in, pandas out
+def results_csv(trials: pd.DataFrame) -> pd.DataFrame:
     """The one-row-per-trial table written as results.csv (raw JSON blobs left in the store)."""
     return trials.drop(columns=[c for c in RAW_COLUMNS if c in trials.columns])
 
@@ -108,7 +113,7 @@ def results(
     typer.echo(format_matrix(matrix(select_cells(trials), value), fmt), nl=False)
 
 
-def _open_existing(store: str):  # noqa: ANN202
+def _open_existing(store: str) -> Store:
     from bocb.store import Store, normalise_url
 
     url = normalise_url(store)
@@ -117,7 +122,7 @@ def _open_existing(store: str):  # noqa: ANN202
     return Store(url)
 
 
-def _benchmark_id(db, requested: Optional[str]) -> str:  # noqa: ANN001
+def _benchmark_id(db: Store, requested: Optional[str]) -> str:
     ids = db.benchmark_ids()
     if not ids:
         raise SpecError("STORE", "the store holds no benchmark")
