@@ -25,7 +25,7 @@ BASE = {
     "backbones": ["alexnet", "vgg13_bn", "repvgg_a1", "poolformerv2_s12"],
     "optimizers": ["sgd", "adam", "adamw", "lamb"],
     "recipe": "torch", "recipe_overrides": {"hflip": False, "crop_padding": 0},
-    "epochs": 9, "batch_size": 64, "seeds": [0],
+    "epochs": 9, "batch_size": 32, "seeds": [0],
 }
 GRID = {"lr_points": 3, "wd_points": 3, "lr_step": 3.0, "wd_step": 3.0}
 TOLERANCE = 0.5
