@@ -381,7 +381,7 @@ def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _with_grids(frame: pd.DataFrame) -> pd.DataFrame:
     """lr_grid / wd_grid: the values searched at full budget per (benchmark, backbone, optimizer)."""
-    searched = frame[frame["stage"].isin(SEARCH_STAGES) | frame["stage"].str.startswith("rung")]
+    searched = frame[is_search_stage(frame["stage"])]
     full = searched[searched["budget"] == 1]
     grids = full.groupby(["benchmark", "backbone", "optimizer"]).agg(
         lr_grid=("lr", lambda s: ";".join(f"{v:g}" for v in sorted(set(s)))),
@@ -390,7 +390,12 @@ def _with_grids(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.merge(grids, on=["benchmark", "backbone", "optimizer"], how="left")
 
 
-SEARCH_STAGES = ("search", "edges")
+SEARCH_STAGE_PREFIXES = ("search", "rung", "edges")  # the planner's search, rungN and edgesN stages
+
+
+def is_search_stage(stages: pd.Series) -> pd.Series:
+    """True for trials that searched a configuration (not seed re-runs or budget re-runs)."""
+    return stages.str.startswith(SEARCH_STAGE_PREFIXES)
 
 
 def load_frames(url_or_path: str | os.PathLike[str], benchmark_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -31,7 +31,7 @@ from bocb.backbones import get_backbone, input_size
 from bocb.optim import search_space
 from bocb.recipes import resolve_recipe
 from bocb.spec import BackboneEntry, BenchmarkSpec, OptimizerEntry, TrialConfig
-from bocb.store import FINISHED, PlannedTrial
+from bocb.store import FINISHED, PlannedTrial, is_search_stage
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,10 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
     """
     stored = set(results["trial_key"]) if len(results) else set()
     unfinished = set(results.loc[~results["state"].isin(FINISHED), "trial_key"]) if len(results) else set()
-    names = stage_names(spec)
+    names, every_pair = stage_names(spec), pairs(spec)
     for i, name in enumerate(names):
         earlier = results[results["stage"].isin(names[:i])] if len(results) else results
-        cells = pairs(spec)
+        cells = every_pair
         if name == "seeds" and spec.reseed == "failure_candidates":
             cells = _failure_candidates(spec, cells, earlier)
         wanted = [t for pair in cells for t in _planned(spec, pair, name, _of_pair(earlier, pair))]
@@ -209,7 +209,7 @@ def _tried_full_budget(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> p
     if not len(rows):
         return rows
     return rows[(rows["seed"] == spec.seeds[0]) & (rows["epochs"] == pair.recipe["epochs"])
-                & ~rows["stage"].isin(("seeds", "budget"))]
+                & is_search_stage(rows["stage"])]
 
 
 def _choice_of(pair: Pair, row: pd.Series) -> Choice:
