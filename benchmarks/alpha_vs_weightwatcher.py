@@ -8,6 +8,7 @@ Needs ``pip install weightwatcher==0.7.7`` and a CPU-only torch (see bocb.weight
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -59,10 +60,10 @@ def main(seeds: tuple[int, ...] = (0, 1)) -> int:
             torch.manual_seed(seed)
             model = build().eval()
             diff = compare_with_weightwatcher(model)
-            bocb_s = _seconds(lambda: layer_table(model))
-            ww_s = _seconds(lambda: weightwatcher_details(model))
+            bocb_s = _seconds(lambda m=model: layer_table(m))
+            ww_s = _seconds(lambda m=model: weightwatcher_details(m))
             alpha_diff = float(diff["alpha_diff"].max())  # NaN if we missed a layer it fits
-            worst = max(worst, alpha_diff if alpha_diff == alpha_diff else float("inf"))
+            worst = max(worst, float("inf") if math.isnan(alpha_diff) else alpha_diff)
             print(f"{name:<14} {seed:>4} {len(diff):>6} {alpha_diff:>12.2e} {diff['xmin_diff'].max():>11.2e} "
                   f"{diff['D_diff'].max():>9.2e} {bocb_s:>7.2f} {ww_s:>6.2f}")
     print(f"largest absolute alpha difference over all layers: {worst:.3e} (target < {TARGET:g})")

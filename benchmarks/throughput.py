@@ -13,10 +13,15 @@ bocb's synthetic CIFAR-sized set (1,000 images, 32x32x3, 10 classes), batch 128,
 (c) bare: pre-made normalised tensors, no augmentation, no schedule (the ceiling).
 
 The variants run interleaved (a, b0, b2, c, a, ...) ``--rounds`` times and report medians, since
-the machine is shared. ``--channels-last`` (on by default) puts bocb's and the bare loop's model
-and inputs in channels-last, which bocb's Runtime offers and oneDNN runs faster on this CPU; the
-reference keeps the examples' default layout unless ``--reference-channels-last``.
-The last line is ``vs_reference=X.XX vs_bare=Y.YY`` (bocb's images/s over each).
+the machine is shared. All three use one memory layout: NCHW, or channels-last with
+``--channels-last`` (bocb's ``Runtime(channels_last=True)``; oneDNN runs this ResNet faster in it).
+``--bocb-only-channels-last`` gives channels-last to bocb alone, the examples keeping NCHW: that
+measures the layout, not the data path, and the output says so.
+
+It also times each data path alone (batches drawn, no training) and prints the most any data path
+could gain over the reference given the measured compute: (C + D_ref) / (C + D_bocb) per batch, with
+C the bare loop's step time. The last line is ``vs_reference=X.XX vs_bare=Y.YY`` (bocb's images/s
+over each).
 """
 from __future__ import annotations
 
@@ -42,11 +47,14 @@ DATASET = DatasetSpec(name="synthetic", image_size=SIDE, val_fraction=0.0)
 Timer = Callable[[int], float]  # steps -> images/s
 
 
+def bocb_config() -> TrialConfig:
+    return TrialConfig(dataset=DATASET, backbone="resnet50", size="tiny", image_size=SIDE, optimizer="sgd",
+                       lr=LR, weight_decay=WD, recipe=resolve_recipe("torch", {"batch_size": BATCH}),
+                       epochs=200, batch_size=BATCH, seed=0)
+
+
 def bocb_timer(channels_last: bool) -> Timer:
-    config = TrialConfig(dataset=DATASET, backbone="resnet50", size="tiny", image_size=SIDE, optimizer="sgd",
-                         lr=LR, weight_decay=WD, recipe=resolve_recipe("torch", {"batch_size": BATCH}),
-                         epochs=200, batch_size=BATCH, seed=0)
-    trial = Trial(config, Runtime(device="cpu", channels_last=channels_last))
+    trial = Trial(bocb_config(), Runtime(device="cpu", channels_last=channels_last))
     epochs = itertools.count()
 
     def run(steps: int) -> float:
@@ -110,7 +118,7 @@ def _forever(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor
         yield from loader
 
 
-def reference_timer(workers: int, channels_last: bool) -> Timer:
+def reference_loader(workers: int) -> torch.utils.data.DataLoader:
     import torchvision.transforms as T
 
     raw = DATASETS.get("synthetic").load(DATASET)
@@ -119,10 +127,31 @@ def reference_timer(workers: int, channels_last: bool) -> Timer:
     transform = T.Compose([T.RandomCrop(SIDE, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                            T.Normalize(mean, std)])
     # Persistent workers so that the 7-step epochs of this small set do not pay a worker start each.
-    loader = torch.utils.data.DataLoader(PilImages(raw.train_x, raw.train_y, transform), batch_size=BATCH,
-                                         shuffle=True, drop_last=True, num_workers=workers,
-                                         persistent_workers=workers > 0)
-    return _loop(_model(channels_last), _forever(loader), channels_last)
+    return torch.utils.data.DataLoader(PilImages(raw.train_x, raw.train_y, transform), batch_size=BATCH,
+                                       shuffle=True, drop_last=True, num_workers=workers,
+                                       persistent_workers=workers > 0)
+
+
+def reference_timer(workers: int, channels_last: bool) -> Timer:
+    return _loop(_model(channels_last), _forever(reference_loader(workers)), channels_last)
+
+
+def bocb_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    loaders = Trial(bocb_config(), Runtime(device="cpu")).loaders
+    for epoch in itertools.count():
+        loaders.train.set_epoch(epoch)
+        yield from loaders.train
+
+
+def print_data_bound(compute_ms: float) -> None:
+    """The data paths alone, and what they allow: with compute C per batch, a loop whose data costs D
+    runs at C + D, so no data path can beat the reference by more than (C + D_ref) / (C + D_bocb)."""
+    count = 3 * (1000 // BATCH)
+    ours = data_only_ms(bocb_batches(), count)
+    reference = data_only_ms(_forever(reference_loader(0)), count)
+    print(f"data only, ms/batch: bocb={ours:.1f} reference_w0={reference:.1f}; compute (bare) {compute_ms:.0f} "
+          f"ms/batch -> a data path can gain at most x{(compute_ms + reference) / (compute_ms + ours):.2f} "
+          "over the reference at equal layout")
 
 
 def bare_timer(channels_last: bool) -> Timer:
@@ -135,23 +164,34 @@ def bare_timer(channels_last: bool) -> Timer:
     return _loop(_model(channels_last), batches, channels_last)
 
 
+def data_only_ms(batches: Iterator, count: int) -> float:
+    """Milliseconds per batch to draw ``count`` batches (augmented, normalised) without training."""
+    started = time.perf_counter()
+    for _ in itertools.islice(batches, count):
+        pass
+    return 1000 * (time.perf_counter() - started) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--reference-channels-last", action="store_true")
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--channels-last", action="store_true", help="all three loops in channels-last")
+    layout.add_argument("--bocb-only-channels-last", action="store_true",
+                        help="bocb and the bare ceiling in channels-last, the reference in NCHW")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)  # bocb's engine sets it; the same for every variant
     torch.manual_seed(0)
+    ours_cl = args.channels_last or args.bocb_only_channels_last
 
     timers = {
-        "bocb": bocb_timer(args.channels_last),
-        "reference_w0": reference_timer(0, args.reference_channels_last),
-        "reference_w2": reference_timer(2, args.reference_channels_last),
-        "bare": bare_timer(args.channels_last),
+        "bocb": bocb_timer(ours_cl),
+        "reference_w0": reference_timer(0, args.channels_last),
+        "reference_w2": reference_timer(2, args.channels_last),
+        "bare": bare_timer(ours_cl),
     }
     for timer in timers.values():
         timer(args.warmup)
@@ -163,8 +203,9 @@ def main() -> None:
     median = {name: statistics.median(r) for name, r in rates.items()}
     reference = max(median["reference_w0"], median["reference_w2"])
     print("median images/s: " + "  ".join(f"{n}={m:.1f}" for n, m in median.items()))
-    print(f"channels_last: bocb/bare={args.channels_last} reference={args.reference_channels_last}; "
+    print(f"channels_last: bocb/bare={ours_cl} reference={args.channels_last}; "
           f"steps={args.steps} rounds={args.rounds} batch={BATCH} threads=1")
+    print_data_bound(1000 * BATCH / median["bare"])
     print(f"vs_reference={median['bocb'] / reference:.2f} vs_bare={median['bocb'] / median['bare']:.2f}")
 
 
