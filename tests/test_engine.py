@@ -249,3 +249,23 @@ def test_channels_last_stays_off_where_torchs_cpu_kernels_would_crash() -> None:
     assert not trial.channels_last
     assert trial.train_epoch(0, steps=1) is not None
     assert Trial(trial_config(epochs=1), Runtime(channels_last=True)).channels_last
+
+
+def test_schedule_free_evaluates_with_batchnorm_statistics_of_its_averaged_weights() -> None:
+    config = trial_config(epochs=1).model_copy(update={"optimizer": "adamw_schedulefree", "lr": 2e-3,
+                                                       "weight_decay": 0.0})
+    trial = Trial(config, Runtime())
+    trial.train_epoch(0)
+    bn = trial.model.bn1  # the stem's BatchNorm
+    gathered_in_training = bn.running_mean.clone()
+    trial.evaluate(0, 0.0, 0.0)  # the handle is now in eval mode: the model holds the averaged weights
+    evaluated_with = bn.running_mean.clone()
+    batch_means = []
+    hook = bn.register_forward_hook(lambda module, inputs, output: batch_means.append(inputs[0].mean((0, 2, 3))))
+    with torch.no_grad():
+        trial.model.train()
+        for x, _ in trial.loaders.train:  # 4 batches, all of which the re-estimate averaged
+            trial.model(x)
+    hook.remove()
+    torch.testing.assert_close(evaluated_with, torch.stack(batch_means).mean(0))
+    assert not torch.allclose(evaluated_with, gathered_in_training, atol=1e-3)

@@ -38,6 +38,7 @@ from bocb.spec import TrialConfig
 
 log = logging.getLogger(__name__)
 _FINITE_CHECK_EVERY = 16  # steps between divergence checks (each check waits for the device)
+_BATCHNORM_BATCHES = 16  # training batches that re-estimate BatchNorm statistics for schedule-free evaluation
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,17 @@ class Trial:
             self.ema.update(self.model, step=step)
         return loss.detach()
 
+    def recompute_batchnorm(self) -> None:
+        """BatchNorm running statistics at the current weights, averaged over the first training batches
+        of the epoch (torch's ``update_bn``; a no-op without BatchNorm). Schedule-free optimizers need it:
+        they evaluate at averaged weights, which the statistics gathered during training do not describe
+        (the schedulefree README prescribes this). Drop-path and dropout draws are kept off the training
+        RNG, so training continues as if this had not run."""
+        batches = (x.to(self.device, non_blocking=self.runtime.non_blocking, memory_format=self.memory_format)
+                   for x, _ in itertools.islice(self.loaders.train, _BATCHNORM_BATCHES))
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.optim.swa_utils.update_bn(batches, self.model)
+
     def accuracy(self, model: torch.nn.Module, batches: Any) -> tuple[float, float]:
         """Top-1 and top-5 accuracy (%) of ``model`` over ``batches``, counted on the device."""
         correct = torch.zeros(2, dtype=torch.long, device=self.device)
@@ -269,6 +281,8 @@ class Trial:
 
     def evaluate(self, epoch: int, train_loss: float, seconds: float) -> EpochRecord:
         self.handle.eval()
+        if self.handle.averages_weights:
+            self.recompute_batchnorm()
         val = self.accuracy(self.model, self.loaders.val)[0] if self.loaders.val else None
         test1, test5 = self.accuracy(self.model, self.loaders.test)
         ema_val = ema_test = None

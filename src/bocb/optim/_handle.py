@@ -77,6 +77,12 @@ class OptimizerHandle:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
+    @property
+    def averages_weights(self) -> bool:
+        """True for schedule-free optimizers: evaluation runs at an average of the iterates, not at the
+        weights that training saw (so BatchNorm statistics must be re-estimated there)."""
+        return callable(getattr(self.optimizer, "eval", None))
+
     def train(self) -> None:
         self._set_mode("train")
 
