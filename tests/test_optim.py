@@ -254,3 +254,20 @@ def test_schedule_free_switches_weights_between_train_and_eval(digits) -> None:
     assert not torch.equal(model.head.weight, train_point)
     handle.train()
     torch.testing.assert_close(model.head.weight.detach(), train_point)
+
+
+@pytest.mark.parametrize("model_name", ["resnet", "vit"])
+def test_muon_keeps_the_stem_and_the_classifier_on_its_adamw_fallback(model_name: str, digits) -> None:
+    torch.manual_seed(0)
+    model = MODELS[model_name][0]()
+    handle = build_optimizer("muon", model, lr=1e-3, weight_decay=0.05, family=MODELS[model_name][1])
+    logits = model(digits[0][:32])
+    handle.backward(F.cross_entropy(logits, digits[1][:32]), logits)
+    handle.step()
+    on_muon = {n for n, p in model.named_parameters() if handle.optimizer.state[p]["use_muon"]}
+    stem, head = ("conv1.weight", "fc.weight") if model_name == "resnet" else ("patch_embed.proj.weight", "head.weight")
+    assert stem not in on_muon and head not in on_muon
+    layers = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    assert on_muon == layers - {stem, head}  # every hidden layer's matrix (or conv kernel) is orthogonalised
+    fallback = {stem, head, stem.replace("weight", "bias"), head.replace("weight", "bias")}
+    assert set(handle.provenance["fallback_parameters"]) == fallback & dict(model.named_parameters()).keys()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bocb.errors import SpecError
-from bocb.optim._param_groups import count_decayed, weight_decay_groups
+from bocb.optim._param_groups import count_decayed, stem_and_head, weight_decay_groups
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
 from bocb.optim._search import FAMILIES
 
@@ -145,7 +145,8 @@ def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: flo
     _check_arguments(lr, weight_decay, family)
     kwargs = resolve_kwargs(info, dict(hparams or {}))
     handle_kwargs = {k: kwargs.pop(k) for k in HANDLE_KEYS if info.hessian and k in kwargs}
-    groups = weight_decay_groups(model, weight_decay, weight_decay_policy)
+    fallback = stem_and_head(model) if info.fallback_stem_and_head else []
+    groups = weight_decay_groups(model, weight_decay, weight_decay_policy, fallback)
     cls = import_class(info.cls)
     optimizer = cls(groups, lr=lr, weight_decay=weight_decay, **kwargs)
     hessian = None
@@ -162,6 +163,7 @@ def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: flo
         "kwargs": _jsonable({"lr": lr, "weight_decay": weight_decay, **kwargs}),
         "weight_decay_policy": weight_decay_policy,
         **count_decayed(groups),
+        "fallback_parameters": fallback,
         "internal_clipping": info.internal_clipping,
         "uses_lr_schedule": info.uses_lr_schedule,
         "hessian": None if hessian is None else {

@@ -30,6 +30,8 @@ class OptimizerInfo:
     uses_lr_schedule: bool = True  # False: the engine must not anneal or warm up the lr (schedule-free)
     hessian: Literal["gnb"] | None = None  # 'gnb': Sophia-G's Gauss-Newton-Bartlett estimate, see _handle.py
     internal_clipping: str = "none"  # any clipping the library does inside step(), recorded per trial
+    # True: a hybrid (Muon) whose authors keep the input layer and the classifier on its fallback (AdamW)
+    fallback_stem_and_head: bool = False
     note: str = ""
 
 
@@ -199,11 +201,11 @@ _register(OptimizerInfo(
 # ---- beyond the paper --------------------------------------------------------------------
 _register(OptimizerInfo(
     name="muon", paper_name="Muon", category="new", source="timm.optim", cls="timm.optim.Muon",
-    defaults=_same(1e-3, 0.05), decoupled_decay=True,
+    defaults=_same(1e-3, 0.05), decoupled_decay=True, fallback_stem_and_head=True,
     fixed={"momentum": 0.95, "nesterov": True, "ns_steps": 5, "ns_coefficients": "quintic",
            "adjust_lr_fn": "match_rms_adamw", "conv_mode": "flatten", "betas": (0.9, 0.95), "eps": 1e-7},
-    note="orthogonalised momentum for >= 2-D weights (convs flattened); AdamW fallback for 1-D and "
-         "unsuitable tensors; lr matched to AdamW's update RMS, so AdamW's lr applies",
+    note="orthogonalised momentum for hidden >= 2-D weights (convs flattened); AdamW fallback for 1-D "
+         "tensors, the stem (input layer) and the classifier; lr matched to AdamW's update RMS, so AdamW's lr applies",
 ))
 _register(OptimizerInfo(
     name="adamw_schedulefree", paper_name="AdamW-ScheduleFree", category="new", source="schedulefree",
