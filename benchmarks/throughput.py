@@ -6,9 +6,9 @@ All three train the tiny ResNet-50 (``build_backbone("resnet50", size="tiny")``)
 bocb's synthetic CIFAR-sized set (1,000 images, 32x32x3, 10 classes), batch 128, one thread:
 
 (a) bocb: the engine's own training loop (``Trial.train_epoch``) on ``build_loaders``' in-memory
-    batches with the ``torch`` recipe (crop pad 4 + flip, cosine schedule);
+    batches with the ``torch`` recipe (crop pad 4 reflect + flip, cosine schedule);
 (b) reference: as the torchvision / timm examples write it: a dataset of PIL images (CIFAR10's
-    ``__getitem__``), RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a
+    ``__getitem__``), RandomCrop(32, padding=4, padding_mode='reflect') + RandomHorizontalFlip + ToTensor + Normalize, a
     shuffling DataLoader; timed with num_workers 0 and 2, the better one counts;
 (c) bare: pre-made normalised tensors, no augmentation, no schedule (the ceiling).
 
@@ -124,7 +124,7 @@ def reference_loader(workers: int) -> torch.utils.data.DataLoader:
     raw = DATASETS.get("synthetic").load(DATASET)
     mean = (raw.train_x.mean(axis=(0, 2, 3)) / 255).tolist()
     std = (raw.train_x.std(axis=(0, 2, 3)) / 255).tolist()
-    transform = T.Compose([T.RandomCrop(SIDE, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+    transform = T.Compose([T.RandomCrop(SIDE, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip(), T.ToTensor(),
                            T.Normalize(mean, std)])
     # Persistent workers so that the 7-step epochs of this small set do not pay a worker start each.
     return torch.utils.data.DataLoader(PilImages(raw.train_x, raw.train_y, transform), batch_size=BATCH,

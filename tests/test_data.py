@@ -121,17 +121,31 @@ def test_eval_batches_are_normalised_with_the_training_mean_and_std():
     assert (x.std(dim=(0, 2, 3)) - 1).abs().max() < 0.05
 
 
-def test_random_crop_shifts_each_sample_by_its_own_offset():
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_random_crop_shifts_each_sample_by_its_own_offset(mode: str):
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).reshape(2, 1, 4, 4) + 1
     gen = torch.Generator().manual_seed(0)
-    out = random_crop(x, 2, gen)
+    out = random_crop(x, 2, gen, mode)
     assert out.shape == x.shape
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode=mode)
     gen = torch.Generator().manual_seed(0)
     tops, lefts = torch.randint(0, 5, (2, 1), generator=gen), torch.randint(0, 5, (2, 1), generator=gen)
     for i in range(2):
         t, l = int(tops[i]), int(lefts[i])
         assert torch.equal(out[i], padded[i, :, t:t + 4, l:l + 4])
+
+
+def test_reflect_padding_mirrors_the_border_as_torchvision_does():
+    # A crop shifted fully up-left (offsets 0, 0) of a 1x1x3x3 image padded by 1: row/column -1 mirrors row/column 1.
+    x = torch.tensor([[[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]], dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(0)
+    while True:  # find a seed whose first draws are (0, 0)
+        state = gen.get_state()
+        if int(torch.randint(0, 3, (1,), generator=gen)) == 0 and int(torch.randint(0, 3, (1,), generator=gen)) == 0:
+            break
+    gen.set_state(state)
+    expected = torch.tensor([[[[5, 4, 5], [2, 1, 2], [5, 4, 5]]]], dtype=torch.uint8)
+    assert torch.equal(random_crop(x, 1, gen, "reflect"), expected)
 
 
 def test_random_crop_and_flip_change_images_and_keep_shape():

@@ -121,7 +121,7 @@ def one_hot(y: torch.Tensor, smoothing: float, classes: int = 10) -> torch.Tenso
 
 @pytest.mark.parametrize(("name", "expected"), [
     ("torch", dict(warmup_epochs=0, min_lr_ratio=0.0, label_smoothing=0.0, mixup_alpha=0.0, randaugment=None,
-                   ema_decay=None, grad_clip=None, loss="ce", crop_padding=4, hflip=True)),
+                   ema_decay=None, grad_clip=None, loss="ce", crop_padding=4, crop_padding_mode="reflect", hflip=True)),
     ("deit", dict(warmup_epochs=5, warmup_lr_ratio=1e-6 / 5e-4, min_lr_ratio=1e-5 / 5e-4, label_smoothing=0.1,
                   drop_path_rate=0.1, repeated_aug=3, grad_clip=5.0, randaugment="rand-m9-mstd0.5-inc1",
                   mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25, ema_decay=0.99996, loss="ce")),
@@ -149,6 +149,9 @@ def test_overrides_apply_and_bad_ones_name_the_field() -> None:
         resolve_recipe("deit", {"drop_path_rate": 1.5})
     with pytest.raises(SpecError, match=r"recipe_overrides\.loss: unknown loss 'mse'; valid choices: bce, ce"):
         resolve_recipe("torch", {"loss": "mse"})
+    with pytest.raises(SpecError, match=r"recipe_overrides\.crop_padding_mode: unknown mode 'zeros'; "
+                                        r"valid choices: reflect, constant"):
+        resolve_recipe("torch", {"crop_padding_mode": "zeros"})
     with pytest.raises(SpecError, match=r"recipe: unknown recipe 'deit3'"):
         resolve_recipe("deit3")
 

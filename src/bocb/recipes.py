@@ -42,6 +42,8 @@ class Recipe:
     loss: Literal["ce", "bce"] = "ce"
     bce_target_thresh: float | None = None
     crop_padding: int = 4
+    # The authors' CIFAR pipeline pads with reflection (paper-protocol notes); torchvision's default is zeros.
+    crop_padding_mode: Literal["reflect", "constant"] = "reflect"
     hflip: bool = True
     # Training side over the trial's image_size (RSB A3: 160 of 224); evaluation stays at image_size.
     train_image_ratio: float = 1.0
@@ -88,6 +90,7 @@ RECIPES.register(Recipe(
     randaugment="rand-m6-mstd0.5-inc1", train_image_ratio=160 / 224, **_RSB,
 ))
 
+PADDING_MODES = ("reflect", "constant")
 INGREDIENTS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "description"))
 
 # (ingredient, lowest, highest, closed above) for the numeric ingredients a typo could break silently.
@@ -106,6 +109,9 @@ def _check(recipe: Recipe) -> None:
         if not isinstance(value, (int, float)) or not low <= value <= high or (not closed and value == high):
             upper = "" if high == float("inf") else f" and {'<=' if closed else '<'} {high:g}"
             raise SpecError(f"recipe_overrides.{key}", f"must be a number >= {low:g}{upper}, got {value!r}")
+    if recipe.crop_padding_mode not in PADDING_MODES:
+        raise SpecError("recipe_overrides.crop_padding_mode",
+                        f"unknown mode {recipe.crop_padding_mode!r}; valid choices: {', '.join(PADDING_MODES)}")
     if recipe.loss not in ("ce", "bce"):
         raise SpecError("recipe_overrides.loss", f"unknown loss '{recipe.loss}'; valid choices: bce, ce")
     if recipe.ema_decay is not None and not 0 < recipe.ema_decay < 1:

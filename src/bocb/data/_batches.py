@@ -37,12 +37,13 @@ def epoch_order(n: int, repeats: int, gen: torch.Generator) -> torch.Tensor:
     return perm[: -(-n // repeats)].repeat_interleave(repeats)[:n]
 
 
-def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """torchvision's RandomCrop(size, padding, fill=0) on a batch: zero-pad, then one crop per sample,
-    gathered from the flattened padded images (6x faster on CPU than 4-D advanced indexing)."""
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator, mode: str = "reflect") -> torch.Tensor:
+    """torchvision's RandomCrop(size, padding, padding_mode=mode) on a batch: pad ('reflect' or zeros with
+    'constant'), then one crop per sample, gathered from the flattened padded images (6x faster on CPU
+    than 4-D advanced indexing)."""
     b, c, h, w = x.shape
     padded_w = w + 2 * padding
-    padded = F.pad(x, (padding, padding, padding, padding)).flatten(2)
+    padded = F.pad(x, (padding, padding, padding, padding), mode=mode).flatten(2)
     top = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
     left = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
     window = (torch.arange(h)[:, None] * padded_w + torch.arange(w)).flatten()
@@ -83,6 +84,7 @@ class Augment:
 
     def __init__(self, recipe: dict, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> None:
         self.padding = int(recipe.get("crop_padding", 0) or 0)
+        self.padding_mode = recipe.get("crop_padding_mode", "reflect")
         self.hflip = bool(recipe.get("hflip", False))
         self.device = device
         self.normalise = Normalise(mean, std, device)
@@ -96,7 +98,7 @@ class Augment:
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.padding:
-            x = random_crop(x, self.padding, gen)
+            x = random_crop(x, self.padding, gen, self.padding_mode)
         if self.hflip:
             x = random_hflip(x, gen)
         if self.randaugment is not None:
