@@ -1,11 +1,13 @@
-"""CIFAR stems: the 32x32 variants of the authors' code (paper-protocol notes).
+"""CIFAR stems: the 32x32 variants of the authors' code (paper-protocol notes), and the pieces the
+hand-written backbones share (initialisation, the pooled classifier).
 
-Each function edits a freshly built timm model in place and returns it; the
+Each stem function edits a freshly built timm model in place and returns it; the
 feature-map sizes each keeps for a 32x32 input are in docs/backbones.md and
 checked by tests/test_backbones.py.
 """
 from __future__ import annotations
 
+import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
@@ -64,3 +66,29 @@ def init_conv_linear(m: nn.Module) -> None:
         trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+class PooledClassifierNet(nn.Module):
+    """timm's interface for a stem-then-stages CNN: ``forward_features`` (``stages(stem(x))``),
+    ``forward_head`` (global average pool, ``norm``, dropout, linear) and ``get_classifier``.
+    Subclasses build ``stem`` and ``stages`` and then call :meth:`add_head`."""
+
+    def add_head(self, width: int, num_classes: int, drop_rate: float, norm: nn.Module | None = None) -> None:
+        """The head, then the MetaFormer-era initialisation of every conv and linear layer."""
+        self.num_features = width
+        self.norm = norm if norm is not None else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_conv_linear)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_drop(self.norm(x.mean(dim=(2, 3)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -20,7 +20,7 @@ import torch
 from timm.layers import DropPath, LayerNorm2d
 from torch import nn
 
-from bocb.backbones._stems import init_conv_linear
+from bocb.backbones._stems import PooledClassifierNet
 
 
 class ElementScale(nn.Module):
@@ -111,7 +111,7 @@ def _conv_bn(in_chs: int, out_chs: int, stride: int) -> list[nn.Module]:
     return [nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1), nn.BatchNorm2d(out_chs)]
 
 
-class MogaNet(nn.Module):
+class MogaNet(PooledClassifierNet):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dims: Sequence[int] = (64, 128, 320, 512),
                  depths: Sequence[int] = (3, 3, 12, 2), ffn_ratios: Sequence[float] = (8, 8, 4, 4),
                  drop_path_rate: float = 0.0, drop_rate: float = 0.0,
@@ -127,16 +127,4 @@ class MogaNet(nn.Module):
             stages.append(nn.Sequential(down, *blocks, LayerNorm2d(dim)))
             start += depth
         self.stages = nn.Sequential(*stages)
-        self.num_features = dims[-1]
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(init_conv_linear)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(x.mean(dim=(2, 3))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.add_head(dims[-1], num_classes, drop_rate)

@@ -18,7 +18,7 @@ from timm.layers import DropPath, LayerNorm, LayerNorm2d
 from timm.layers.grn import GlobalResponseNorm
 from torch import nn
 
-from bocb.backbones._stems import init_conv_linear
+from bocb.backbones._stems import PooledClassifierNet
 
 DILATED_BRANCHES = {13: ((5, 1), (7, 2), (3, 3), (3, 4), (3, 5))}  # kernel -> (kernel, dilation) pairs
 
@@ -87,7 +87,7 @@ def kernel_plan(depths: Sequence[int]) -> list[list[int]]:
     return [[pattern[j % len(pattern)] for j in range(depth)] for pattern, depth in zip(patterns, depths)]
 
 
-class UniRepLKNet(nn.Module):
+class UniRepLKNet(PooledClassifierNet):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dims: Sequence[int] = (80, 160, 320, 640),
                  depths: Sequence[int] = (3, 3, 18, 3), drop_path_rate: float = 0.0, drop_rate: float = 0.0,
                  stem_stride: int = 2) -> None:
@@ -106,17 +106,4 @@ class UniRepLKNet(nn.Module):
             stages.append(nn.Sequential(down, *blocks))
             start += len(kernels)
         self.stages = nn.Sequential(*stages)
-        self.num_features = dims[-1]
-        self.norm = LayerNorm(dims[-1])
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(init_conv_linear)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(self.norm(x.mean(dim=(2, 3)))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.add_head(dims[-1], num_classes, drop_rate, norm=LayerNorm(dims[-1]))
