@@ -74,12 +74,21 @@ def test_halving_keeps_the_documented_fraction_and_ignores_test() -> None:
     assert spent == 27
 
 
-def test_halving_breaks_validation_ties_by_training_loss() -> None:
+def test_halving_keeps_configurations_it_cannot_tell_apart() -> None:
     spec = _spec(epochs=9, search={"method": "halving", "lr_points": 3, "wd_points": 1})
-    # after a short rung every configuration is at chance on validation; the loss still tells them apart
-    results = _run_all(spec, val=lambda c: 10.0 if c["epochs"] < 9 else 90.0, loss=lambda c: 1 / c["lr"])
-    final = results[results["stage"] == "rung2"]
-    assert final["lr"].tolist() == [results["lr"].max()]
+    lrs = sorted({t.config["lr"] for t in next_stage(spec, pd.DataFrame()).planned})
+    # After the first rung all three are at chance (the training loss differs by noise): none is cut.
+    # After the second the smallest lr has learnt most, the others tie: it alone goes on, although the
+    # training loss favours the largest lr.
+    val = {1: lambda lr: 10.0, 3: lambda lr: 60.0 if lr == lrs[0] else 40.0, 9: lambda lr: 90.0}
+    results = _run_all(spec, val=lambda c: val[c["epochs"]](c["lr"]), loss=lambda c: 1 / c["lr"])
+    rungs = [results[results["stage"] == f"rung{r}"] for r in range(3)]
+    assert [len(r) for r in rungs] == [3, 3, 1]
+    assert rungs[2]["lr"].tolist() == [lrs[0]]
+    # a strict winner goes on alone: the documented third of three
+    results = _run_all(spec, val=lambda c: 10.0 if c["epochs"] == 1 and c["lr"] != lrs[1] else 20.0,
+                       loss=lambda c: 1 / c["lr"])
+    assert results[results["stage"] == "rung1"]["lr"].tolist() == [lrs[1]]
 
 
 def test_edge_best_is_flagged_and_extended_one_step_at_a_time() -> None:

@@ -7,8 +7,8 @@ returns; keys make duplicates impossible.
 
 - grid: ``search`` (every lr x wd x extras configuration at the first seed);
 - halving: ``rung0 .. rungN`` (successive halving over epochs: each rung keeps
-  the best ``keep_fraction`` of the previous one by validation top-1; the
-  last rung is the full budget);
+  the best ``keep_fraction`` of the previous one by validation top-1, and
+  those tied with the last one kept; the last rung is the full budget);
 - ``edges1 .. edgesK`` (with ``search.extend_edges`` = K): a pair whose best
   lr or wd sits at the edge of what was tried gets the next grid point in that
   direction, one step per stage;
@@ -194,14 +194,21 @@ def _score(spec: BenchmarkSpec, rows: pd.DataFrame, cfg: TrialConfig) -> tuple[f
 
 
 def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -> list[int]:
-    """Indices into grid(pair) of the configurations trained at ``rung`` (best first)."""
+    """Indices into grid(pair) of the configurations trained at ``rung`` (best first): the best
+    ``keep_fraction`` of the previous rung, and every configuration tied on the selection metric with the
+    last one kept (a rung that cannot tell them apart, all still at chance say, must not cut among them
+    by training-loss noise; the slow starter it would drop can be the pair's best by far)."""
     if rung == 0:
         return list(range(len(grid(pair))))
     alive = _survivors(spec, pair, rung - 1, rows)
     keep = max(1, math.ceil(len(alive) * spec.search.keep_fraction))
     configs, seed0, epochs = grid(pair), spec.seeds[0], rung_epochs(spec, pair, rung - 1)
     scores = {i: _score(spec, rows, trial_config(spec, pair, *configs[i], seed0, epochs)) for i in alive}
-    return sorted(alive, key=lambda i: (-scores[i][0], -scores[i][1], i))[:keep]
+    ranked = sorted(alive, key=lambda i: (-scores[i][0], -scores[i][1], i))
+    last_kept = scores[ranked[keep - 1]][0]
+    while keep < len(ranked) and scores[ranked[keep]][0] == last_kept > -math.inf:
+        keep += 1
+    return ranked[:keep]
 
 
 def _tried_full_budget(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> pd.DataFrame:
