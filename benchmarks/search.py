@@ -1,8 +1,9 @@
 """Successive halving against the full grid, on real digits.
 
-Runs one grid benchmark and one halving benchmark (same backbones, optimizers, 3 x 3 lr/wd grid, 9 epochs)
-into one store, then prints, per (backbone, optimizer), whether halving chose the grid's best
-configuration or one within 0.5 validation top-1 of it, and the share of training epochs halving spent.
+Runs one grid benchmark and two halving benchmarks (same backbones, optimizers, 3 x 3 lr/wd grid, 9
+epochs; halving with and without ``keep_ties``) into one store, then prints, per (backbone, optimizer),
+whether halving chose the grid's best configuration or one within 0.5 validation top-1 of it, and for each
+the share of pairs that agree and of training epochs halving spent.
 Halving's full-budget trials share their keys with the grid's, so the store trains them once; the epoch
 share counts every trial each protocol planned, as if run alone.
 
@@ -40,7 +41,8 @@ BASE = {
     "recipe": "torch", "recipe_overrides": {"hflip": False, "crop_padding": 0},
     "epochs": 9, "batch_size": 32,
 }
-GRID = {"lr_points": 3, "wd_points": 3, "lr_step": 3.0, "wd_step": 3.0}
+GRID = {"method": "grid", "lr_points": 3, "wd_points": 3, "lr_step": 3.0, "wd_step": 3.0}
+HALVING = {**GRID, "method": "halving", "rungs": [1 / 9, 1 / 3, 1.0], "keep_fraction": 1 / 3}
 TOLERANCE = 0.5
 BUDGET = 0.4  # share of the grid's epochs
 Curves = dict[str, tuple[list[float], list[float]]]  # trial key -> (val top-1, train loss) per epoch
@@ -52,26 +54,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--noise-seed", type=int, default=1, help="seed of the second grid; -1 skips it")
     args = parser.parse_args()
-    grid, curves = run_search(args, "grid", {}, seed=0)
-    halving, _ = run_search(args, "halving", {"rungs": [1 / 9, 1 / 3, 1.0], "keep_fraction": 1 / 3}, seed=0)
-    table = agreement(grid, halving)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    grid, curves = run_search(args, "search-grid", GRID, seed=0)
+    halving = {keep_ties: run_search(args, "search-halving" + ("" if keep_ties else "-strict"),
+                                     {**HALVING, "keep_ties": keep_ties}, seed=0)[0] for keep_ties in (True, False)}
+    tables = {keep_ties: agreement(grid, frame) for keep_ties, frame in halving.items()}
+    print(tables[True].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.noise_seed >= 0:
-        other, _ = run_search(args, "grid", {}, seed=args.noise_seed)
+        other, _ = run_search(args, f"search-grid-seed{args.noise_seed}", GRID, seed=args.noise_seed)
         ceiling = agreement(grid, other)
         print(f"noise ceiling: a second grid at seed {args.noise_seed} agrees with the first on "
               f"{ceiling['ok'].mean():.2%} of pairs; seed-to-seed std of one configuration's val top-1: "
               f"{seed_std(grid, other):.2f} points")
     print_replay(grid, curves)
-    epochs_share = halving["epochs"].sum() / grid["epochs"].sum()
-    print(f"pairs={len(table)} agree={table['ok'].mean():.2%} epochs_share={epochs_share:.2%} "
-          f"(target: >= 90% of pairs at <= 40% of the epochs)")
+    for keep_ties in (False, True):
+        table, share = tables[keep_ties], halving[keep_ties]["epochs"].sum() / grid["epochs"].sum()
+        print(f"halving keep_ties={str(keep_ties).lower()}: pairs={len(table)} agree={table['ok'].mean():.2%} "
+              f"epochs_share={share:.2%} (target: >= 90% of pairs at <= 40% of the epochs)")
 
 
-def run_search(args: argparse.Namespace, method: str, extra: dict, seed: int) -> tuple[pd.DataFrame, Curves]:
+def run_search(args: argparse.Namespace, name: str, search: dict, seed: int) -> tuple[pd.DataFrame, Curves]:
     """Run (or find in the store) one protocol; its trials frame and per-trial validation curves."""
-    name = f"search-{method}" + (f"-seed{seed}" if seed else "")
-    spec = parse_spec({**BASE, "name": name, "seeds": [seed], "search": {**GRID, "method": method, **extra}})
+    spec = parse_spec({**BASE, "name": name, "seeds": [seed], "search": search})
     started = time.perf_counter()
     run = run_benchmark(spec, args.out, workers=args.workers)
     print(f"{name}: finished in {time.perf_counter() - started:.0f} s")

@@ -91,6 +91,15 @@ def test_halving_keeps_configurations_it_cannot_tell_apart() -> None:
     assert results[results["stage"] == "rung1"]["lr"].tolist() == [lrs[1]]
 
 
+def test_halving_without_keep_ties_cuts_ties_by_training_loss() -> None:
+    spec = _spec(epochs=9, search={"method": "halving", "lr_points": 3, "wd_points": 1, "keep_ties": False})
+    # after a short rung every configuration is at chance on validation; the loss still tells them apart
+    results = _run_all(spec, val=lambda c: 10.0 if c["epochs"] < 9 else 90.0, loss=lambda c: 1 / c["lr"])
+    assert [len(results[results["stage"] == f"rung{r}"]) for r in range(3)] == [3, 1, 1]
+    final = results[results["stage"] == "rung2"]
+    assert final["lr"].tolist() == [results["lr"].max()]
+
+
 def test_edge_best_is_flagged_and_extended_one_step_at_a_time() -> None:
     spec = _spec(search={"lr_points": 3, "wd_points": 1, "extend_edges": 3})
     assert stage_names(spec) == ["search", "edges1", "edges2", "edges3", "seeds"]

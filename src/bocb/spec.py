@@ -92,6 +92,8 @@ class SearchSpec(StrictModel):
     wd_step: float = Field(2.0, gt=1.0)
     rungs: list[float] = Field(default_factory=lambda: [1 / 9, 1 / 3, 1.0])
     keep_fraction: float = Field(1 / 3, gt=0.0, le=1.0)
+    keep_ties: bool = Field(True, description="halving: configurations tied with the last one kept go on too; "
+                                              "false cuts exactly keep_fraction, ties by lower training loss")
     extend_edges: int = Field(0, ge=0, description="max grid steps added past an edge best")
 
     @field_validator("rungs")

@@ -195,9 +195,10 @@ def _score(spec: BenchmarkSpec, rows: pd.DataFrame, cfg: TrialConfig) -> tuple[f
 
 def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -> list[int]:
     """Indices into grid(pair) of the configurations trained at ``rung`` (best first): the best
-    ``keep_fraction`` of the previous rung, and every configuration tied on the selection metric with the
-    last one kept (a rung that cannot tell them apart, all still at chance say, must not cut among them
-    by training-loss noise; the slow starter it would drop can be the pair's best by far)."""
+    ``keep_fraction`` of the previous rung and, with ``search.keep_ties``, every configuration tied on the
+    selection metric with the last one kept (a rung that cannot tell them apart, all still at chance say,
+    should not cut among them by training-loss noise: the slow starter it would drop can be the pair's
+    best by far). Without it, ties go to the lower training loss."""
     if rung == 0:
         return list(range(len(grid(pair))))
     alive = _survivors(spec, pair, rung - 1, rows)
@@ -206,7 +207,7 @@ def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -
     scores = {i: _score(spec, rows, trial_config(spec, pair, *configs[i], seed0, epochs)) for i in alive}
     ranked = sorted(alive, key=lambda i: (-scores[i][0], -scores[i][1], i))
     last_kept = scores[ranked[keep - 1]][0]
-    while keep < len(ranked) and scores[ranked[keep]][0] == last_kept > -math.inf:
+    while spec.search.keep_ties and keep < len(ranked) and scores[ranked[keep]][0] == last_kept > -math.inf:
         keep += 1
     return ranked[:keep]
 
