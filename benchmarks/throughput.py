@@ -124,7 +124,8 @@ def reference_loader(workers: int) -> torch.utils.data.DataLoader:
     raw = DATASETS.get("synthetic").load(DATASET)
     mean = (raw.train_x.mean(axis=(0, 2, 3)) / 255).tolist()
     std = (raw.train_x.std(axis=(0, 2, 3)) / 255).tolist()
-    transform = T.Compose([T.RandomCrop(SIDE, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip(), T.ToTensor(),
+    transform = T.Compose([T.RandomCrop(SIDE, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip(),
+                           T.ToTensor(),
                            T.Normalize(mean, std)])
     # Persistent workers so that the 7-step epochs of this small set do not pay a worker start each.
     return torch.utils.data.DataLoader(PilImages(raw.train_x, raw.train_y, transform), batch_size=BATCH,

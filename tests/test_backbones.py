@@ -15,12 +15,12 @@ from bocb.backbones import (
     BACKBONES,
     PAPER_ORDER,
     PUBLISHED_PARAMS_M,
+    _api,
     build_backbone,
     get_backbone,
     input_size,
     resolve_backbone_name,
 )
-from bocb.backbones import _api
 from bocb.errors import SpecError
 from bocb.recipes import RECIPES
 

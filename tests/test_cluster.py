@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import POSTGRES_URL, _fresh_postgres_db, bocb_main, write_spec
 
 from bocb.spec import load_spec
 from bocb.store import Store
-from conftest import POSTGRES_URL, _fresh_postgres_db, bocb_main, write_spec
 
 needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="no PostgreSQL test server: set BOCB_TEST_POSTGRES_URL "
                                                              "(bash .ci/run starts one)")

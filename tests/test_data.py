@@ -7,16 +7,16 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers_data import cifar_batch, idx_bytes, write_cifar, write_idx_set, write_image_folder
 
 from bocb.data import DATASETS, DatasetInfo, build_loaders
 from bocb.data._batches import epoch_order, random_crop, random_hflip
+from bocb.data._fashion import DEBIAN_DIR, read_idx
+from bocb.data._memory import resize_uint8
 from bocb.data._splits import stratified_take, train_val_split
 from bocb.errors import DataError, SpecError
 from bocb.recipes import resolve_recipe
 from bocb.spec import DatasetSpec, parse_spec
-from bocb.data._fashion import DEBIAN_DIR, read_idx
-from bocb.data._memory import resize_uint8
-from helpers_data import cifar_batch, idx_bytes, write_cifar, write_idx_set, write_image_folder
 
 torch.set_num_threads(1)
 
@@ -131,8 +131,8 @@ def test_random_crop_shifts_each_sample_by_its_own_offset(mode: str):
     gen = torch.Generator().manual_seed(0)
     tops, lefts = torch.randint(0, 5, (2, 1), generator=gen), torch.randint(0, 5, (2, 1), generator=gen)
     for i in range(2):
-        t, l = int(tops[i]), int(lefts[i])
-        assert torch.equal(out[i], padded[i, :, t:t + 4, l:l + 4])
+        top, left = int(tops[i]), int(lefts[i])
+        assert torch.equal(out[i], padded[i, :, top:top + 4, left:left + 4])
 
 
 def test_reflect_padding_mirrors_the_border_as_torchvision_does():
@@ -320,7 +320,8 @@ def test_truncated_gzip_idx_is_a_data_error(tmp_path):
 
 
 needs_fashion = pytest.mark.skipif(not DEBIAN_DIR.is_dir(),
-                                   reason=f"Fashion-MNIST not installed ({DEBIAN_DIR}); apt-get install dataset-fashion-mnist")
+                                   reason=f"Fashion-MNIST not installed ({DEBIAN_DIR}); "
+                                          "apt-get install dataset-fashion-mnist")
 
 
 @needs_fashion

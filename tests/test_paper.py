@@ -9,8 +9,17 @@ import pandas as pd
 import pytest
 
 from bocb.errors import SpecError
-from bocb.paper import (BACKBONE_NAMES, OPTIMIZER_NAMES, analyse_table, compare, kendall_tau, load_table,
-                        paper_text, printed_summary, table4_ranking)
+from bocb.paper import (
+    BACKBONE_NAMES,
+    OPTIMIZER_NAMES,
+    analyse_table,
+    compare,
+    kendall_tau,
+    load_table,
+    paper_text,
+    printed_summary,
+    table4_ranking,
+)
 
 CLI = "import sys, bocb.cli.report; from bocb.cli import main; sys.argv = ['bocb'] + sys.argv[1:]; main()"
 

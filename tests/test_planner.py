@@ -9,12 +9,12 @@ import json
 import math
 
 import pandas as pd
+from conftest import TINY_SPEC
 
 from bocb.analysis import select_cells
 from bocb.spec import parse_spec
 from bocb.store import PlannedTrial
 from bocb.sweep.planner import next_stage, stage_names
-from conftest import TINY_SPEC
 
 
 def _spec(**changes):
@@ -68,7 +68,8 @@ def test_halving_keeps_the_documented_fraction_and_ignores_test() -> None:
     assert [set(rungs[r]["epochs"]) for r in range(3)] == [{1}, {3}, {9}]
     top3 = rungs[0].sort_values("val_top1", ascending=False).head(3)
     assert set(zip(rungs[1]["lr"], rungs[1]["weight_decay"])) == set(zip(top3["lr"], top3["weight_decay"]))
-    assert rungs[2]["lr"].iloc[0] == rungs[0]["lr"].max() and rungs[2]["weight_decay"].iloc[0] == rungs[0]["weight_decay"].min()
+    assert rungs[2]["lr"].iloc[0] == rungs[0]["lr"].max()
+    assert rungs[2]["weight_decay"].iloc[0] == rungs[0]["weight_decay"].min()
     # epochs spent: 9x1 + 3x3 + 1x9 = 27 of a grid's 81
     spent = sum((rungs[r]["epochs"]).sum() for r in range(3))
     assert spent == 27

@@ -245,8 +245,8 @@ def test_gradient_clipping_bounds_the_norm_the_optimizer_steps_with() -> None:
         trial = Trial(trial_config("torch", grad_clip=clip), Runtime())
         seen = norms.setdefault(clip, [])
         trial.handle.optimizer.register_step_pre_hook(
-            lambda opt, args, kwargs, seen=seen: seen.append(
-                float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trial.params])))))
+            lambda opt, args, kwargs, seen=seen, params=trial.params: seen.append(
+                float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))))
         trial.train_epoch(0, steps=2)
     assert min(norms[None]) > 0.01
     assert max(norms[0.01]) <= 0.01 * (1 + 1e-4)

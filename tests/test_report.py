@@ -67,8 +67,8 @@ def test_latex_table_structure(report_dir, tmp_path):
     tex = (report_dir / "heatmap.tex").read_text()
     lines = tex.strip().splitlines()
     assert lines[0] == r"\begin{tabular}{lrrrr}" and lines[-1] == r"\end{tabular}"
-    assert [l for l in lines if l in (r"\toprule", r"\midrule", r"\bottomrule")] == [r"\toprule", r"\midrule",
-                                                                                      r"\bottomrule"]
+    rules = (r"\toprule", r"\midrule", r"\bottomrule")
+    assert [line for line in lines if line in rules] == list(rules)
     assert lines[2] == r"Optimizer & resnet50 & deit\_s & vgg13\_bn & convnext\_t \\"
     body = lines[4:-2]
     assert len(body) == 5 and all(line.count("&") == 4 and line.endswith(r"\\") for line in body)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import TINY_SPEC, bocb_command, bocb_main, write_spec
 
 from bocb.errors import SpecError
 from bocb.spec import parse_spec
-from conftest import TINY_SPEC, bocb_command, bocb_main, write_spec
 
 
 def _assert_clean_error(code: int, stderr: str, *needles: str) -> None:

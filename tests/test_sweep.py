@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
+from conftest import bocb_main, write_spec
 
 from bocb.store import Store
-from conftest import bocb_main, write_spec
 
 
 def test_tiny_benchmark_end_to_end(tmp_path: Path, capsys) -> None:

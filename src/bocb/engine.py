@@ -190,7 +190,8 @@ class Trial:
         total = self.config.epochs * self.steps_per_epoch
         warmup = min(self.recipe["warmup_epochs"] * self.steps_per_epoch, total - 1)
         return CosineLRScheduler(
-            self.handle.optimizer, t_initial=max(total - warmup, 1), lr_min=self.config.lr * self.recipe["min_lr_ratio"],
+            self.handle.optimizer, t_initial=max(total - warmup, 1),
+            lr_min=self.config.lr * self.recipe["min_lr_ratio"],
             warmup_t=warmup, warmup_lr_init=self.config.lr * self.recipe["warmup_lr_ratio"], warmup_prefix=True,
             t_in_epochs=False,
         )

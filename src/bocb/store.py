@@ -18,9 +18,9 @@ import os
 import socket
 import time
 import uuid
-from io import StringIO
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,8 @@ class Store:
 
     # -- planning -----------------------------------------------------------------------------------------
     def register_benchmark(self, benchmark_id: str, name: str, spec: Mapping[str, Any]) -> None:
-        row = {"id": benchmark_id, "name": name, "spec_json": json.dumps(spec, sort_keys=True), "created_at": time.time()}
+        row = {"id": benchmark_id, "name": name, "spec_json": json.dumps(spec, sort_keys=True),
+               "created_at": time.time()}
         with self.engine.begin() as conn:
             if conn.execute(sa.select(benchmarks.c.id).where(benchmarks.c.id == benchmark_id)).first() is None:
                 try:
@@ -223,7 +224,7 @@ class Store:
         query = sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at).where(
             trials.c.state.in_(("pending", "running")))
         if benchmark_id:
-            query = query.where(trials.c.key.in_(sa.select(plan.c.trial_key).where(plan.c.benchmark_id == benchmark_id)))
+            query = query.where(trials.c.key.in_(_planned_keys(benchmark_id)))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(trials.c.created_at, trials.c.key)).all()
         return [r for r in rows if r.state == "pending" or _abandoned(r, now, stale_after)]
@@ -294,7 +295,8 @@ class Store:
                 conn.execute(epochs.delete().where(epochs.c.trial_key == key, epochs.c.epoch > last))
             if layer_table is not None:
                 conn.execute(layer_tables.delete().where(layer_tables.c.trial_key == key))
-                conn.execute(layer_tables.insert().values(trial_key=key, table_json=layer_table.to_json(orient="records", double_precision=15)))
+                table_json = layer_table.to_json(orient="records", double_precision=15)
+                conn.execute(layer_tables.insert().values(trial_key=key, table_json=table_json))
         return True
 
     # -- reading -----------------------------------------------------------------------------------------
@@ -336,7 +338,8 @@ class Store:
 
     def layer_table(self, key: str) -> pd.DataFrame:
         with self.engine.connect() as conn:
-            text = conn.execute(sa.select(layer_tables.c.table_json).where(layer_tables.c.trial_key.like(f"{key}%"))).scalar()
+            query = sa.select(layer_tables.c.table_json).where(layer_tables.c.trial_key.like(f"{key}%"))
+            text = conn.execute(query).scalar()
         if text is None:
             raise BocbError(f"store: no layer table for trial '{key}' in {self.url}")
         return pd.read_json(StringIO(text), orient="records")
@@ -346,7 +349,7 @@ class Store:
         query = sa.select(trials.c.key, trials.c.backbone, trials.c.optimizer, trials.c.seed,
                           layer_tables.c.table_json).join(layer_tables, layer_tables.c.trial_key == trials.c.key)
         if benchmark_id:
-            query = query.where(trials.c.key.in_(sa.select(plan.c.trial_key).where(plan.c.benchmark_id == benchmark_id)))
+            query = query.where(trials.c.key.in_(_planned_keys(benchmark_id)))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         parts = [pd.read_json(StringIO(r.table_json), orient="records").assign(
@@ -393,12 +396,18 @@ def _with_grids(frame: pd.DataFrame) -> pd.DataFrame:
 SEARCH_STAGE_PREFIXES = ("search", "rung", "edges")  # the planner's search, rungN and edgesN stages
 
 
+def _planned_keys(benchmark_id: str) -> sa.Select:
+    """The keys of the trials a benchmark planned (a sub-select)."""
+    return sa.select(plan.c.trial_key).where(plan.c.benchmark_id == benchmark_id)
+
+
 def is_search_stage(stages: pd.Series) -> pd.Series:
     """True for trials that searched a configuration (not seed re-runs or budget re-runs)."""
     return stages.str.startswith(SEARCH_STAGE_PREFIXES)
 
 
-def load_frames(url_or_path: str | os.PathLike[str], benchmark_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_frames(url_or_path: str | os.PathLike[str],
+                benchmark_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) frames of one benchmark of a store (default: the latest), for analysis and reports."""
     store = Store(url_or_path)
     ids = store.benchmark_ids()

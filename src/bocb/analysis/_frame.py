@@ -35,7 +35,8 @@ def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     try:
         from bocb.store import load_frames
     except ImportError:
-        raise DataError(f"results: reading a store needs bocb.store.load_frames; pass a CSV instead of {text}") from None
+        raise DataError(f"results: reading a store needs bocb.store.load_frames; pass a CSV instead of {text}") \
+            from None
     url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
     return load_frames(url)
 

@@ -13,11 +13,17 @@ from collections.abc import Callable
 import timm
 import torch
 import torchvision
-from timm.models.byobnet import ByobNet, model_cfgs as byob_cfgs
+from timm.models.byobnet import ByobNet
+from timm.models.byobnet import model_cfgs as byob_cfgs
 from timm.models.convnext import ConvNeXt
 from timm.models.densenet import DenseNet
 from timm.models.metaformer import (
-    Attention, GroupNorm1NoBias, LayerNorm2dNoBias, LayerNormNoBias, MetaFormer, SepConv,
+    Attention,
+    GroupNorm1NoBias,
+    LayerNorm2dNoBias,
+    LayerNormNoBias,
+    MetaFormer,
+    SepConv,
 )
 from timm.models.mlp_mixer import MlpMixer
 from timm.models.resnet import Bottleneck, ResNet

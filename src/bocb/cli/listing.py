@@ -62,7 +62,8 @@ def optimizers() -> None:
     table = Table("name", "paper name", "cat.", "source", "class", "classical lr / wd", "modern lr / wd")
     for row in optimizer_table():
         table.add_row(row["name"], row["paper_name"], row["category"], row["source"], row["class"],
-                      f"{row['classical_lr']:g} / {row['classical_wd']:g}", f"{row['modern_lr']:g} / {row['modern_wd']:g}")
+                      f"{row['classical_lr']:g} / {row['classical_wd']:g}",
+                      f"{row['modern_lr']:g} / {row['modern_wd']:g}")
     _print(table)
 
 

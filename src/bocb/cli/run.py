@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 EXECUTORS = ("local", "ray")
 
 
-def _spec_from_args(spec_path: Optional[Path], preset: Optional[str], overrides: dict) -> BenchmarkSpec:
+def _spec_from_args(spec_path: Path | None, preset: str | None, overrides: dict) -> BenchmarkSpec:
     if spec_path is not None and preset is not None:
         raise SpecError("--preset", "give a SPEC file or --preset, not both")
     spec = load_spec(spec_path) if spec_path is not None else load_preset(preset or "quick")
@@ -37,16 +37,17 @@ def _spec_from_args(spec_path: Optional[Path], preset: Optional[str], overrides:
 
 @app.command()
 def run(
-    spec_path: Optional[Path] = typer.Argument(None, metavar="[SPEC]", help="YAML spec; default: the quick preset"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="a built-in spec: quick (default), fashion"),
+    spec_path: Path | None = typer.Argument(None, metavar="[SPEC]", help="YAML spec; default: the quick preset"),
+    preset: str | None = typer.Option(None, "--preset", help="a built-in spec: quick (default), fashion"),
     out: Path = typer.Option(Path("bocb-results"), "--out", "-o", help="results.csv, bocb.db, report/"),
-    store: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path; default OUT/bocb.db"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="local worker processes; default one per core"),
-    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address; default: start a local one"),
+    store: str | None = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path; default OUT/bocb.db"),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="local worker processes; default one per core"),
+    executor: str | None = typer.Option(None, "--executor", help="local | ray"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address; default: start a local one"),
     plan_only: bool = typer.Option(False, "--plan-only", help="register and plan; run nothing (for `bocb worker`)"),
-    extend_edges: Optional[int] = typer.Option(None, "--extend-edges", min=0,
-                                               help="add up to N grid steps past an edge best (default 3 if given bare)"),
+    extend_edges: int | None = typer.Option(None, "--extend-edges", min=0,
+                                               help="add up to N grid steps past an edge best "
+                                                    "(default 3 if given bare)"),
     report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report at the end"),
 ) -> None:
     """Run a benchmark (default: the quick preset) and print its top-1 matrix."""
@@ -100,7 +101,7 @@ def results_csv(trials: pd.DataFrame) -> pd.DataFrame:
 def results(
     store: str = typer.Argument(..., help="SQLAlchemy URL or SQLite path"),
     fmt: str = typer.Option("table", "--format", help="table | csv | markdown | json"),
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="benchmark id; default: the latest"),
+    benchmark: str | None = typer.Option(None, "--benchmark", help="benchmark id; default: the latest"),
     value: str = typer.Option("test_top1", "--value", help="cell value: test_top1, val_top1, test_top1_std, ..."),
 ) -> None:
     """Print the top-1 matrix of a store (optimizers as rows, backbones as columns)."""
@@ -122,7 +123,7 @@ def _open_existing(store: str) -> Store:
     return Store(url)
 
 
-def _benchmark_id(db: Store, requested: Optional[str]) -> str:
+def _benchmark_id(db: Store, requested: str | None) -> str:
     ids = db.benchmark_ids()
     if not ids:
         raise SpecError("STORE", "the store holds no benchmark")
@@ -137,13 +138,13 @@ def _benchmark_id(db: Store, requested: Optional[str]) -> str:
 @app.command()
 def worker(
     store: str = typer.Option(..., "--store", help="SQLAlchemy URL of a store planned with `bocb run --plan-only`"),
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="benchmark id; default: every one in the store"),
+    benchmark: str | None = typer.Option(None, "--benchmark", help="benchmark id; default: every one in the store"),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads of this worker"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N; default: the spec's"),
-    artifact_root: Optional[Path] = typer.Option(None, "--artifact-root", help="checkpoints; default: the spec's"),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N; default: the spec's"),
+    artifact_root: Path | None = typer.Option(None, "--artifact-root", help="checkpoints; default: the spec's"),
     stale_after: float = typer.Option(120.0, "--stale-after", min=1.0, help="seconds without heartbeat = abandoned"),
     heartbeat: float = typer.Option(10.0, "--heartbeat", min=0.1, help="seconds between heartbeats"),
-    max_trials: Optional[int] = typer.Option(None, "--max-trials", min=1, help="stop after this many trials"),
+    max_trials: int | None = typer.Option(None, "--max-trials", min=1, help="stop after this many trials"),
 ) -> None:
     """Claim and run trials of a planned benchmark until it is complete (one process; start many)."""
     from bocb.sweep import artifact_root_for

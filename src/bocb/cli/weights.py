@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -41,8 +40,8 @@ def weights(
     target: str = typer.Argument(..., metavar="CHECKPOINT_OR_TRIAL_KEY",
                                  help="a bocb checkpoint or state-dict file (.pt/.pth/.bin/.ckpt/.safetensors), "
                                       "or a stored trial's key (with --store)"),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the table as CSV, one row per layer"),
-    store: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path holding the trial"),
+    csv: Path | None = typer.Option(None, "--csv", help="also write the table as CSV, one row per layer"),
+    store: str | None = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path holding the trial"),
     out: Path = typer.Option(Path("bocb-weights"), "-o", "--out", help="directory for the plots"),
     topk: str = typer.Option("5", "--topk", help="principal components in topk_energy: int, or a fraction"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write ridge plots and the alpha bar chart"),

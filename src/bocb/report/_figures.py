@@ -124,7 +124,8 @@ def weight_figures(layers: pd.DataFrame | None, out_dir: Path) -> list[tuple[str
         return []
     from bocb.weights.plots import alpha_bar_chart, ridge_plot
 
-    figures = [("mean alpha per backbone and optimizer (2-6 band)", save(alpha_bar_chart(layers), out_dir / "alpha_bars"))]
+    bars = save(alpha_bar_chart(layers), out_dir / "alpha_bars")
+    figures = [("mean alpha per backbone and optimizer (2-6 band)", bars)]
     for backbone in dict.fromkeys(layers["backbone"]):
         stem = re.sub(r"[^\w.-]+", "_", str(backbone))
         for metric in PAPER_LAYER_METRICS:

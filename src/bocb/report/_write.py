@@ -22,7 +22,8 @@ def _chance_text(result: Analysis) -> str:
 
 
 def _edges(result: Analysis) -> pd.DataFrame:
-    edges = result.cells.loc[result.cells["edge"], ["backbone", "optimizer", "lr", "weight_decay", "lr_edge", "wd_edge"]]
+    columns = ["backbone", "optimizer", "lr", "weight_decay", "lr_edge", "wd_edge"]
+    edges = result.cells.loc[result.cells["edge"], columns]
     return edges.assign(lr=edges["lr"].map("{:.4g}".format), weight_decay=edges["weight_decay"].map("{:.4g}".format))
 
 
@@ -56,7 +57,8 @@ def render_html(result: Analysis, figures: dict[str, str], title: str, compare_p
 
 
 def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epochs: pd.DataFrame | None = None,
-                 layers: pd.DataFrame | None = None, gamma: float = 3.0, compare_paper: int | None = None, n_boot: int = 1000,
+                 layers: pd.DataFrame | None = None, gamma: float = 3.0, compare_paper: int | None = None,
+                 n_boot: int = 1000,
                  title: str = "Backbone-optimizer coupling report") -> Path:
     """Analyse ``source`` (a trial frame, a CSV path, a .db path or a store URL) and write the report.
 

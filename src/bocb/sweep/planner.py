@@ -178,7 +178,8 @@ def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, rows: pd.DataFrame)
 def _budget_multipliers(spec: BenchmarkSpec, pair: Pair) -> list[int]:
     check = spec.budget_check
     backbone, optimizer = pair.names
-    if (check.backbones and backbone not in check.backbones) or (check.optimizers and optimizer not in check.optimizers):
+    if ((check.backbones and backbone not in check.backbones)
+            or (check.optimizers and optimizer not in check.optimizers)):
         return []
     return list(check.multipliers)
 

@@ -89,7 +89,8 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 def _checked(layers: pd.DataFrame, *columns: str) -> pd.DataFrame:
     missing = [c for c in (*_GROUP, "layer", *columns) if c not in layers.columns]
     if missing:
-        raise DataError(f"layer frame: missing columns {', '.join(missing)} (need backbone, optimizer, layer and the metric)")
+        raise DataError(f"layer frame: missing columns {', '.join(missing)} "
+                        "(need backbone, optimizer, layer and the metric)")
     if layers.empty:
         raise DataError("layer frame: no rows (no trial stored a layer table)")
     return layers
