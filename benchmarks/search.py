@@ -32,7 +32,7 @@ import pandas as pd
 from bocb.analysis import select_cells
 from bocb.spec import parse_spec
 from bocb.store import Store
-from bocb.sweep import run_benchmark
+from bocb.sweep import BenchmarkRun, run_benchmark
 
 BASE = {
     "dataset": {"name": "digits", "image_size": 16, "val_fraction": 0.2},
@@ -54,34 +54,43 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--noise-seed", type=int, default=1, help="seed of the second grid; -1 skips it")
     args = parser.parse_args()
-    grid, curves = run_search(args, "search-grid", GRID, seed=0)
-    halving = {keep_ties: run_search(args, "search-halving" + ("" if keep_ties else "-strict"),
-                                     {**HALVING, "keep_ties": keep_ties}, seed=0)[0] for keep_ties in (True, False)}
+    grid_run = run_search(args, "search-grid", GRID, seed=0)
+    grid = trials_of(grid_run)
+    halving = {keep_ties: trials_of(run_search(args, "search-halving" + ("" if keep_ties else "-strict"),
+                                               {**HALVING, "keep_ties": keep_ties}, seed=0))
+               for keep_ties in (True, False)}
     tables = {keep_ties: agreement(grid, frame) for keep_ties, frame in halving.items()}
     print(tables[True].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.noise_seed >= 0:
-        other, _ = run_search(args, f"search-grid-seed{args.noise_seed}", GRID, seed=args.noise_seed)
+        other = trials_of(run_search(args, f"search-grid-seed{args.noise_seed}", GRID, seed=args.noise_seed))
         ceiling = agreement(grid, other)
         print(f"noise ceiling: a second grid at seed {args.noise_seed} agrees with the first on "
               f"{ceiling['ok'].mean():.2%} of pairs; seed-to-seed std of one configuration's val top-1: "
               f"{seed_std(grid, other):.2f} points")
-    print_replay(grid, curves)
+    print_replay(grid, val_curves(grid_run))
     for keep_ties in (False, True):
         table, share = tables[keep_ties], halving[keep_ties]["epochs"].sum() / grid["epochs"].sum()
         print(f"halving keep_ties={str(keep_ties).lower()}: pairs={len(table)} agree={table['ok'].mean():.2%} "
               f"epochs_share={share:.2%} (target: >= 90% of pairs at <= 40% of the epochs)")
 
 
-def run_search(args: argparse.Namespace, name: str, search: dict, seed: int) -> tuple[pd.DataFrame, Curves]:
-    """Run (or find in the store) one protocol; its trials frame and per-trial validation curves."""
+def run_search(args: argparse.Namespace, name: str, search: dict, seed: int) -> BenchmarkRun:
+    """Run one protocol (or find its trials in the store)."""
     spec = parse_spec({**BASE, "name": name, "seeds": [seed], "search": search})
     started = time.perf_counter()
     run = run_benchmark(spec, args.out, workers=args.workers)
     print(f"{name}: finished in {time.perf_counter() - started:.0f} s")
-    store = Store(run.store_url)
-    epochs = store.epochs_frame(run.benchmark_id).sort_values("epoch")
-    curves = {key: (g["val_top1"].tolist(), g["train_loss"].tolist()) for key, g in epochs.groupby("trial_key")}
-    return store.trials_frame(run.benchmark_id), curves
+    return run
+
+
+def trials_of(run: BenchmarkRun) -> pd.DataFrame:
+    return Store(run.store_url).trials_frame(run.benchmark_id)
+
+
+def val_curves(run: BenchmarkRun) -> Curves:
+    """Per trial key: validation top-1 and training loss after each epoch."""
+    epochs = Store(run.store_url).epochs_frame(run.benchmark_id).sort_values("epoch")
+    return {key: (g["val_top1"].tolist(), g["train_loss"].tolist()) for key, g in epochs.groupby("trial_key")}
 
 
 def full_budget_val(grid: pd.DataFrame) -> pd.Series:

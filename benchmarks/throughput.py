@@ -53,8 +53,7 @@ def bocb_config() -> TrialConfig:
                        epochs=200, batch_size=BATCH, seed=0)
 
 
-def bocb_timer(channels_last: bool) -> Timer:
-    trial = Trial(bocb_config(), Runtime(device="cpu", channels_last=channels_last))
+def bocb_timer(trial: Trial) -> Timer:
     epochs = itertools.count()
 
     def run(steps: int) -> float:
@@ -125,8 +124,7 @@ def reference_loader(workers: int) -> torch.utils.data.DataLoader:
     mean = (raw.train_x.mean(axis=(0, 2, 3)) / 255).tolist()
     std = (raw.train_x.std(axis=(0, 2, 3)) / 255).tolist()
     transform = T.Compose([T.RandomCrop(SIDE, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip(),
-                           T.ToTensor(),
-                           T.Normalize(mean, std)])
+                           T.ToTensor(), T.Normalize(mean, std)])
     # Persistent workers so that the 7-step epochs of this small set do not pay a worker start each.
     return torch.utils.data.DataLoader(PilImages(raw.train_x, raw.train_y, transform), batch_size=BATCH,
                                        shuffle=True, drop_last=True, num_workers=workers,
@@ -137,18 +135,18 @@ def reference_timer(workers: int, channels_last: bool) -> Timer:
     return _loop(_model(channels_last), _forever(reference_loader(workers)), channels_last)
 
 
-def bocb_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    loaders = Trial(bocb_config(), Runtime(device="cpu")).loaders
+def bocb_batches(trial: Trial) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The timed trial's own training batches, epoch after epoch."""
     for epoch in itertools.count():
-        loaders.train.set_epoch(epoch)
-        yield from loaders.train
+        trial.loaders.train.set_epoch(epoch)
+        yield from trial.loaders.train
 
 
-def print_data_bound(compute_ms: float) -> None:
+def print_data_bound(compute_ms: float, trial: Trial) -> None:
     """The data paths alone, and what they allow: with compute C per batch, a loop whose data costs D
     runs at C + D, so no data path can beat the reference by more than (C + D_ref) / (C + D_bocb)."""
     count = 3 * (1000 // BATCH)
-    ours = data_only_ms(bocb_batches(), count)
+    ours = data_only_ms(bocb_batches(trial), count)
     reference = data_only_ms(_forever(reference_loader(0)), count)
     print(f"data only, ms/batch: bocb={ours:.1f} reference_w0={reference:.1f}; compute (bare) {compute_ms:.0f} "
           f"ms/batch -> a data path can gain at most x{(compute_ms + reference) / (compute_ms + ours):.2f} "
@@ -187,9 +185,10 @@ def main() -> None:
     torch.set_flush_denormal(True)  # bocb's engine sets it; the same for every variant
     torch.manual_seed(0)
     ours_cl = args.channels_last or args.bocb_only_channels_last
+    trial = Trial(bocb_config(), Runtime(device="cpu", channels_last=ours_cl))
 
     timers = {
-        "bocb": bocb_timer(ours_cl),
+        "bocb": bocb_timer(trial),
         "reference_w0": reference_timer(0, args.channels_last),
         "reference_w2": reference_timer(2, args.channels_last),
         "bare": bare_timer(ours_cl),
@@ -206,7 +205,7 @@ def main() -> None:
     print("median images/s: " + "  ".join(f"{n}={m:.1f}" for n, m in median.items()))
     print(f"channels_last: bocb/bare={ours_cl} reference={args.channels_last}; "
           f"steps={args.steps} rounds={args.rounds} batch={BATCH} threads=1")
-    print_data_bound(1000 * BATCH / median["bare"])
+    print_data_bound(1000 * BATCH / median["bare"], trial)
     print(f"vs_reference={median['bocb'] / reference:.2f} vs_bare={median['bocb'] / median['bare']:.2f}")
 
 

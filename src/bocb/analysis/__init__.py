@@ -12,14 +12,14 @@ from bocb.analysis._frame import read_results, selection_column, tidy
 from bocb.analysis._ranking import WEIGHTS, ranking_components, weighted_ranking
 from bocb.analysis._robustness import hp_distances, hp_robustness, one_hot_codes
 from bocb.analysis._stats import (
-                                  RULES,
-                                  backbone_summary,
-                                  failure_flags,
-                                  failure_threshold,
-                                  flag_cells,
-                                  seed_aware_flags,
-                                  summary_without_worst,
-                                  top_k,
+    RULES,
+    backbone_summary,
+    failure_flags,
+    failure_threshold,
+    flag_cells,
+    seed_aware_flags,
+    summary_without_worst,
+    top_k,
 )
 
 __all__ = ["FORMATS", "RULES", "WEIGHTS", "Analysis", "analyse", "backbone_summary", "budget_check",

@@ -46,8 +46,8 @@ def run(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address; default: start a local one"),
     plan_only: bool = typer.Option(False, "--plan-only", help="register and plan; run nothing (for `bocb worker`)"),
     extend_edges: int | None = typer.Option(None, "--extend-edges", min=0,
-                                               help="add up to N grid steps past an edge best "
-                                                    "(default 3 if given bare)"),
+                                            help="add up to N grid steps past an edge best "
+                                                 "(default 3 if given bare)"),
     report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report at the end"),
 ) -> None:
     """Run a benchmark (default: the quick preset) and print its top-1 matrix."""

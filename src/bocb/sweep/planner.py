@@ -221,6 +221,11 @@ def _tried_full_budget(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> p
                 & is_search_stage(rows["stage"])]
 
 
+def _done_full_budget(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> pd.DataFrame:
+    tried = _tried_full_budget(spec, pair, rows)
+    return tried[tried["state"] == "done"] if len(tried) else tried
+
+
 def _choice_of(pair: Pair, row: pd.Series) -> Choice:
     hparams = json.loads(row["hparams_json"] or "{}")
     searched = {k: hparams[k] for k, _ in pair.extras if k in hparams}
@@ -229,8 +234,7 @@ def _choice_of(pair: Pair, row: pd.Series) -> Choice:
 
 def _best(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> Choice | None:
     """The pair's best configuration so far by the selection metric (validation top-1)."""
-    tried = _tried_full_budget(spec, pair, rows)
-    done = tried[tried["state"] == "done"] if len(tried) else tried
+    done = _done_full_budget(spec, pair, rows)
     metric = selection_metric(spec)
     if not len(done) or done[metric].isna().all():
         return None
@@ -246,8 +250,7 @@ def _failure_candidates(spec: BenchmarkSpec, cells: list[Pair], rows: pd.DataFra
     metric = selection_metric(spec)
     scores: dict[tuple[str, str], float] = {}
     for pair in cells:
-        tried = _tried_full_budget(spec, pair, _of_pair(rows, pair))
-        done = tried[tried["state"] == "done"] if len(tried) else tried
+        done = _done_full_budget(spec, pair, _of_pair(rows, pair))
         scores[pair.names] = float(done[metric].max()) if len(done) and done[metric].notna().any() else -math.inf
     chosen = []
     for pair in cells:
