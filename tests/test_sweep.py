@@ -50,7 +50,7 @@ def _finished(db: Path) -> pd.DataFrame:
     try:
         with engine.connect() as conn:
             return pd.read_sql("SELECT key, state, finished_at, attempts FROM trials", conn)
-    except sa.exc.OperationalError:  # tables not created yet
+    except (sa.exc.OperationalError, pd.errors.DatabaseError):  # tables not created yet, or a write holds the lock
         return pd.DataFrame()
     finally:
         engine.dispose()
