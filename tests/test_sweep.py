@@ -69,10 +69,10 @@ def test_sigkill_mid_sweep_then_resume(tmp_path: Path, capsys) -> None:
         time.sleep(0.5)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
+    time.sleep(1.0)  # the orphaned worker dies with its parent (PR_SET_PDEATHSIG)
     before = _finished(db)
     done_before = before[before["state"] == "done"].set_index("key")
     assert 2 <= len(done_before) < 6, "the kill must land mid-sweep"
-    time.sleep(1.0)  # the orphaned worker dies with its parent (PR_SET_PDEATHSIG)
     code, _, err = bocb_main("run", str(spec), "--out", str(out), "--workers", "1", "--no-report", capsys=capsys)
     assert code == 0, err
     after = _finished(db).set_index("key")
