@@ -13,8 +13,10 @@ from conftest import TINY_SPEC
 
 from bocb.analysis import select_cells
 from bocb.spec import parse_spec
-from bocb.store import PlannedTrial
+from bocb.store import PlannedTrial, Store
+from bocb.sweep import plan_benchmark
 from bocb.sweep.planner import next_stage, stage_names
+from bocb.sweep.worker import StageWatch
 
 
 def _spec(**changes):
@@ -149,3 +151,16 @@ def test_reseed_only_failure_candidates() -> None:
     results = _run_all(spec, val=lambda c: val[c["optimizer"]])
     reseeded = results[results["stage"] == "seeds"]
     assert sorted(reseeded["optimizer"]) == ["adamw", "lamb", "sgd"] and set(reseeded["seed"]) == {1}
+
+
+def test_stage_watch_waits_without_replanning_yet_never_misses_the_last_finish(tmp_path) -> None:
+    spec = _spec(seeds=[0, 1], search={"lr_points": 2, "wd_points": 1})
+    run = plan_benchmark(spec, tmp_path)
+    store = Store(run.store_url)
+    watch = StageWatch(store, run.benchmark_id, spec)
+    first, second = (store.claim(f"remote-host:{i}:w", run.benchmark_id) for i in (1, 2))
+    store.finish(first.key, "remote-host:1:w", {"state": "done", "val_top1": 50.0}, None)
+    assert watch.advance() == "waiting" and watch.advance() == "waiting"
+    store.finish(second.key, "remote-host:2:w", {"state": "done", "val_top1": 60.0}, None)
+    assert watch.advance() == "planned"
+    assert set(store.trials_frame(run.benchmark_id)["stage"]) == {"search", "seeds"}

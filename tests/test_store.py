@@ -88,3 +88,20 @@ def test_epochs_are_recorded_once_even_when_rerun(store_url: str) -> None:
         store.record_epoch(claimed.key, {"epoch": epoch, "train_loss": 1.0 / (epoch + 1), "test_top1": epoch})
     epochs = store.epochs_frame("b")
     assert epochs["epoch"].tolist() == [0, 1, 2]
+
+
+def test_progress_signature_moves_when_trials_are_planned_or_finish_only(store_url: str) -> None:
+    store = Store(store_url)
+    store.register_benchmark("b", "bench", {})
+    store.add_trials("b", _planned(2))
+    planned = store.progress_signature("b")
+    assert planned == (2, 0, None)
+    claimed = store.claim("remote-host:1:a", "b")
+    store.heartbeat(claimed.key, "remote-host:1:a")
+    store.record_epoch(claimed.key, {"epoch": 0, "train_loss": 1.0})
+    assert store.progress_signature("b") == planned  # claims, heartbeats and epochs leave the plan alone
+    store.finish(claimed.key, "remote-host:1:a", {"state": "diverged"}, None)
+    finished = store.progress_signature("b")
+    assert finished[:2] == (2, 1) and finished[2] == store.trials_frame("b")["finished_at"].max()
+    store.add_trials("b", _planned(3))
+    assert store.progress_signature("b") == (3, 1, finished[2])

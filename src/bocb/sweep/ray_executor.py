@@ -15,7 +15,7 @@ from rich.console import Console
 from bocb.errors import BocbError
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store, new_worker_id
-from bocb.sweep.worker import WorkerOptions, advance, execute, load_benchmark
+from bocb.sweep.worker import StageWatch, WorkerOptions, execute, load_benchmark
 
 
 def run_claimed_trial(store_url: str, benchmark_id: str, key: str, options: WorkerOptions) -> str | None:
@@ -40,8 +40,9 @@ def run_ray(store_url: str, benchmark_id: str, spec: BenchmarkSpec, options: Wor
     task = ray.remote(run_claimed_trial).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
     store = Store(store_url)
     inflight: dict[str, Any] = {}
+    watch = StageWatch(store, benchmark_id, spec)
     while True:
-        status = advance(store, benchmark_id, spec)
+        status = watch.advance()
         for key in store.claimable_keys(benchmark_id, options.stale_after_s):
             if key not in inflight:
                 inflight[key] = task.remote(store_url, benchmark_id, key, options)

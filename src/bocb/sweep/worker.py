@@ -43,6 +43,29 @@ def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec) -> str:
     return "waiting"
 
 
+class StageWatch:
+    """Calls the planner only when the benchmark's trials changed since it last said 'waiting'.
+
+    Planning reads every trial of the benchmark; a worker waiting for the stragglers of a stage
+    would otherwise do so every poll, which at tens of thousands of trials and many workers is the
+    store's heaviest load. The signature is read before planning, so a trial finishing meanwhile
+    only costs one extra plan, never a missed one.
+    """
+
+    def __init__(self, store: Store, benchmark_id: str, spec: BenchmarkSpec) -> None:
+        self.store, self.benchmark_id, self.spec = store, benchmark_id, spec
+        self._waiting_at: tuple[int, int, float | None] | None = None
+
+    def advance(self) -> str:
+        """As :func:`advance`, but 'waiting' without planning while nothing has changed."""
+        signature = self.store.progress_signature(self.benchmark_id)
+        if signature == self._waiting_at:
+            return "waiting"
+        status = advance(self.store, self.benchmark_id, self.spec)
+        self._waiting_at = signature if status == "waiting" else None
+        return status
+
+
 class _Heartbeat:
     """Refreshes a claim in the background while the trial trains."""
 
@@ -109,15 +132,15 @@ def worker_loop(store_url: str, benchmark_id: str | None, options: WorkerOptions
     worker = new_worker_id()
     ran = 0
     pending = [benchmark_id] if benchmark_id else store.benchmark_ids()
-    specs = {b: load_benchmark(store, b) for b in pending}
+    watches = {b: StageWatch(store, b, load_benchmark(store, b)) for b in pending}
     while pending and (options.max_trials is None or ran < options.max_trials):
         current = pending[0]
         claimed = store.claim(worker, current, options.stale_after_s)
         if claimed is not None:
-            execute(store, claimed, specs[current], worker, options)
+            execute(store, claimed, watches[current].spec, worker, options)
             ran += 1
             continue
-        status = advance(store, current, specs[current])
+        status = watches[current].advance()
         if status == "complete":
             pending.pop(0)
         elif status == "waiting":
