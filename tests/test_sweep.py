@@ -104,3 +104,36 @@ def test_every_optimizer_trains_through_the_cli(tmp_path: Path, capsys) -> None:
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert sorted(results["optimizer"]) == sorted(names)
     assert set(results["state"]) <= {"done", "diverged"}, results.loc[results["state"] == "failed", "error"].tolist()
+
+
+def _status_rows(out: str) -> dict[str, list[str]]:
+    """The stage table's rows: stage -> counts per state (rich draws cells between '┃' in the header, '│' below)."""
+    cells = [[c.strip() for c in line.replace("┃", "│").split("│")[1:-1]] for line in out.splitlines()
+             if line[:1] in ("│", "┃")]
+    return {row[0]: row[1:] for row in cells if row and row[0] in ("stage", "search", "seeds")}
+
+
+def test_status_shows_stages_running_epochs_stale_claims_and_errors(tmp_path: Path, capsys) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd", "adamw"], epochs=3,
+                      search={"lr_points": 2, "wd_points": 1})
+    out = tmp_path / "out"
+    code, _, err = bocb_main("run", str(spec), "--out", str(out), "--plan-only", capsys=capsys)
+    assert code == 0, err
+    store = Store(out / "bocb.db")
+    benchmark = store.benchmark_ids()[0]
+    running = store.claim("remote-host:1:a", benchmark)
+    store.record_epoch(running.key, {"epoch": 0, "train_loss": 2.0})
+    broken = store.claim("remote-host:2:b", benchmark)
+    store.finish(broken.key, "remote-host:2:b", {"state": "failed", "error": "RuntimeError: boom\nmore"}, None)
+    time.sleep(1.5)
+    code, printed, err = bocb_main("status", str(out / "bocb.db"), "--stale-after", "1", capsys=capsys)
+    assert code == 0, err
+    rows = _status_rows(printed)
+    assert rows["stage"] == ["pending", "running", "done", "diverged", "failed"]
+    assert rows["search"] == ["2", "1", "0", "0", "1"]
+    assert "1 of 4 trials finished" in printed
+    running_line = next(line for line in printed.splitlines() if running.key[:10] in line)
+    assert "1/3" in running_line and "remote-host:1:a" in running_line and "stale" in running_line
+    assert f"failed {broken.key[:10]} resnet50 + " in printed and printed.rstrip().endswith("RuntimeError: boom")
+    code, _, err = bocb_main("status", str(out / "bocb.db"), "--benchmark", "zzz", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and "--benchmark" in err

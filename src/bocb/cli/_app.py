@@ -1,11 +1,19 @@
-"""The typer app and the one place user errors become a line on stderr and exit code 2."""
+"""The typer app, the one place user errors become a line on stderr and exit code 2, and what the
+commands share: opening a store, choosing its benchmark, printing a table."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from bocb.errors import BocbError
+from bocb.errors import BocbError, SpecError, unknown_name_message
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from bocb.store import Store
 
 app = typer.Typer(
     name="bocb",
@@ -28,3 +36,33 @@ def main() -> None:
     except BocbError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def print_table(table: Table) -> None:
+    from rich.console import Console
+
+    # piped output: wide enough that rich does not truncate names to 80 columns
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def open_store(store: str) -> Store:
+    """An existing store (a missing SQLite file is an error, not a new empty store)."""
+    from bocb.store import Store, normalise_url
+
+    url = normalise_url(store)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise SpecError("STORE", f"no such store file: {store}")
+    return Store(url)
+
+
+def benchmark_id_of(db: Store, requested: str | None) -> str:
+    """The benchmark whose id starts with ``requested``; the latest one when None."""
+    ids = db.benchmark_ids()
+    if not ids:
+        raise SpecError("STORE", "the store holds no benchmark")
+    if requested is None:
+        return ids[-1]
+    matches = [i for i in ids if i.startswith(requested)]
+    if len(matches) != 1:
+        raise SpecError("--benchmark", unknown_name_message("benchmark", requested, ids))
+    return matches[0]

@@ -1,13 +1,10 @@
 """`bocb list ...`: what is registered (backbones here; optimizers, datasets, recipes beside it)."""
 from __future__ import annotations
 
-import sys
-
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from bocb.cli._app import app
+from bocb.cli._app import app, print_table
 
 list_app = typer.Typer(help="List registered backbones, optimizers, datasets, recipes.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
@@ -15,11 +12,6 @@ app.add_typer(list_app, name="list")
 
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f} M"
-
-
-def _print(table: Table) -> None:
-    # piped output: wide enough that rich does not truncate names to 80 columns
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 # --- backbones ---------------------------------------------------------------------------------
@@ -49,7 +41,7 @@ def backbones(
                 model = build_backbone(name, size=size, num_classes=100, img_size=img)
                 row.append(_millions(sum(p.numel() for p in model.parameters())))
         table.add_row(*row)
-    _print(table)
+    print_table(table)
 
 
 # --- optimizers (added by the optimizer module) ---------------------------------------------------
@@ -64,7 +56,7 @@ def optimizers() -> None:
         table.add_row(row["name"], row["paper_name"], row["category"], row["source"], row["class"],
                       f"{row['classical_lr']:g} / {row['classical_wd']:g}",
                       f"{row['modern_lr']:g} / {row['modern_wd']:g}")
-    _print(table)
+    print_table(table)
 
 
 @list_app.command("datasets")
@@ -75,7 +67,7 @@ def datasets() -> None:
     table = Table("name", "classes", "native size", "description")
     for info in DATASETS:
         table.add_row(info.name, str(info.num_classes), str(info.native_size), info.description)
-    _print(table)
+    print_table(table)
 
 
 @list_app.command("recipes")
@@ -86,4 +78,4 @@ def recipes() -> None:
     table = Table("name", "family", "description")
     for recipe in RECIPES:
         table.add_row(recipe.name, recipe.family, recipe.description)
-    _print(table)
+    print_table(table)

@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bocb.cli._app import app
+from bocb.cli._app import app, benchmark_id_of, open_store
 from bocb.errors import SpecError, unknown_name_message
 from bocb.spec import BenchmarkSpec, load_preset, load_spec, parse_spec
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bocb.store import Store
 
 EXECUTORS = ("local", "ray")
 
@@ -109,30 +108,9 @@ def results(
 
     if fmt not in FORMATS:
         raise SpecError("--format", unknown_name_message("format", fmt, FORMATS))
-    db = _open_existing(store)
-    trials = db.trials_frame(_benchmark_id(db, benchmark))
+    db = open_store(store)
+    trials = db.trials_frame(benchmark_id_of(db, benchmark))
     typer.echo(format_matrix(matrix(select_cells(trials), value), fmt), nl=False)
-
-
-def _open_existing(store: str) -> Store:
-    from bocb.store import Store, normalise_url
-
-    url = normalise_url(store)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise SpecError("STORE", f"no such store file: {store}")
-    return Store(url)
-
-
-def _benchmark_id(db: Store, requested: str | None) -> str:
-    ids = db.benchmark_ids()
-    if not ids:
-        raise SpecError("STORE", "the store holds no benchmark")
-    if requested is None:
-        return ids[-1]
-    matches = [i for i in ids if i.startswith(requested)]
-    if len(matches) != 1:
-        raise SpecError("--benchmark", unknown_name_message("benchmark", requested, ids))
-    return matches[0]
 
 
 @app.command()
@@ -150,9 +128,9 @@ def worker(
     from bocb.sweep import artifact_root_for
     from bocb.sweep.worker import WorkerOptions, load_benchmark, worker_loop
 
-    db = _open_existing(store)
-    chosen = _benchmark_id(db, benchmark) if benchmark else None
-    root = artifact_root or artifact_root_for(load_benchmark(db, chosen or _benchmark_id(db, None)), db.url)
+    db = open_store(store)
+    chosen = benchmark_id_of(db, benchmark) if benchmark else None
+    root = artifact_root or artifact_root_for(load_benchmark(db, chosen or benchmark_id_of(db, None)), db.url)
     options = WorkerOptions(artifact_root=root, threads=threads, device=device, stale_after_s=stale_after,
                             heartbeat_s=heartbeat, max_trials=max_trials)
     ran = worker_loop(db.url, chosen, options)
