@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 from conftest import bocb_main, write_spec
 
@@ -44,12 +45,17 @@ def test_tiny_benchmark_end_to_end(tmp_path: Path, capsys) -> None:
 
 
 def _finished(db: Path) -> pd.DataFrame:
+    return _query(db, "SELECT key, state, finished_at, attempts FROM trials")
+
+
+def _query(db: Path, sql: str) -> pd.DataFrame:
+    """Read the store of a process under test without creating anything in it."""
     if not db.exists():
         return pd.DataFrame()
     engine = sa.create_engine(f"sqlite:///{db}")
     try:
         with engine.connect() as conn:
-            return pd.read_sql("SELECT key, state, finished_at, attempts FROM trials", conn)
+            return pd.read_sql(sql, conn)
     except (sa.exc.OperationalError, pd.errors.DatabaseError):  # tables not created yet, or a write holds the lock
         return pd.DataFrame()
     finally:
@@ -137,3 +143,40 @@ def test_status_shows_stages_running_epochs_stale_claims_and_errors(tmp_path: Pa
     assert f"failed {broken.key[:10]} resnet50 + " in printed and printed.rstrip().endswith("RuntimeError: boom")
     code, _, err = bocb_main("status", str(out / "bocb.db"), "--benchmark", "zzz", capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and "--benchmark" in err
+
+
+def _wait_for_first_checkpoint(db: Path, checkpoints: Path, process: subprocess.Popen) -> None:
+    deadline = time.time() + 400
+    while not (any(checkpoints.glob("*.pt")) and len(_query(db, "SELECT epoch FROM epochs")) >= 1):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c on bocb run", "sigterm to bocb worker"])
+def test_stopped_run_releases_its_trial_which_resumes_from_its_checkpoint(tmp_path: Path, capsys, how: str) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=3,
+                      checkpoint_every=1, search={"lr_points": 1, "wd_points": 1})
+    out = tmp_path / "out"
+    db = out / "bocb.db"
+    if how.startswith("ctrl-c"):  # a terminal's Ctrl-C reaches the whole process group: parent and workers
+        command = ["run", str(spec), "--out", str(out), "--workers", "1", "--no-report"]
+    else:  # a scheduler preempting one worker
+        assert bocb_main("run", str(spec), "--out", str(out), "--plan-only", capsys=capsys)[0] == 0
+        command = ["worker", "--store", str(db), "--artifact-root", str(out / "artifacts")]
+    process = subprocess.Popen([sys.executable, "-m", "bocb", *command], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_first_checkpoint(db, out / "artifacts" / "checkpoints", process)
+    if how.startswith("ctrl-c"):
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.terminate()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished trials are stored")
+    released = Store(db).trials_frame().iloc[0]
+    assert released["state"] == "pending" and pd.isna(released["worker"]) and released["attempts"] == 1
+    code, _, err = bocb_main("run", str(spec), "--out", str(out), "--workers", "1", "--no-report", capsys=capsys)
+    assert code == 0, err
+    resumed = Store(db).trials_frame().iloc[0]
+    assert resumed["state"] == "done" and resumed["attempts"] == 2 and resumed["resumed_from_epoch"] >= 1

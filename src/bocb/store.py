@@ -270,6 +270,14 @@ class Store:
                                                       trials.c.state == "running")
                                 .values(heartbeat_at=time.time())).rowcount == 1
 
+    def release(self, key: str, worker: str) -> bool:
+        """Hand back a trial whose worker was stopped: pending again at once, so whoever claims it next
+        resumes it from its checkpoint (instead of waiting for the heartbeat to go stale)."""
+        with self.engine.begin() as conn:
+            return conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
+                                                      trials.c.state == "running")
+                                .values(state="pending", worker=None, heartbeat_at=None)).rowcount == 1
+
     def record_epoch(self, key: str, record: Mapping[str, Any]) -> None:
         """Store one epoch's metrics; a resumed trial's re-run epoch replaces the earlier row."""
         values = {c.name: record.get(c.name) for c in epochs.columns if c.name != "trial_key"}

@@ -3,6 +3,8 @@ commands share: opening a store, choosing its benchmark, printing a table."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,3 +68,14 @@ def benchmark_id_of(db: Store, requested: str | None) -> str:
     if len(matches) != 1:
         raise SpecError("--benchmark", unknown_name_message("benchmark", requested, ids))
     return matches[0]
+
+
+@contextmanager
+def resumable_on_interrupt() -> Iterator[None]:
+    """Ctrl-C while trials run: one line saying what is kept, exit code 130, no traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished trials are stored and trials in flight resume from their last "
+                   "checkpoint; run the same command again to go on", err=True)
+        raise typer.Exit(code=130) from None

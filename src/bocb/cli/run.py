@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bocb.cli._app import app, benchmark_id_of, open_store
+from bocb.cli._app import app, benchmark_id_of, open_store, resumable_on_interrupt
 from bocb.errors import SpecError, unknown_name_message
 from bocb.spec import BenchmarkSpec, load_preset, load_spec, parse_spec
 
@@ -66,7 +66,8 @@ def run(
         typer.echo(f"planned benchmark {planned.benchmark_id} in {planned.store_url}; "
                    f"start workers with: bocb worker --store {planned.store_url}")
         return
-    done = run_benchmark(spec, out, store, workers=workers, address=address)
+    with resumable_on_interrupt():
+        done = run_benchmark(spec, out, store, workers=workers, address=address)
     _print_and_write(done.store_url, done.benchmark_id, done.out_dir, report)
     typer.echo(f"finished in {time.perf_counter() - started:.0f} s; results in {done.out_dir}/")
 
@@ -133,5 +134,6 @@ def worker(
     root = artifact_root or artifact_root_for(load_benchmark(db, chosen or benchmark_id_of(db, None)), db.url)
     options = WorkerOptions(artifact_root=root, threads=threads, device=device, stale_after_s=stale_after,
                             heartbeat_s=heartbeat, max_trials=max_trials)
-    ran = worker_loop(db.url, chosen, options)
+    with resumable_on_interrupt():
+        ran = worker_loop(db.url, chosen, options)
     typer.echo(f"worker ran {ran} trial(s)")

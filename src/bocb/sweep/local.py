@@ -7,6 +7,7 @@ The parent only watches the store and draws progress; it trains nothing.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import time
 
 from rich.console import Console
@@ -18,7 +19,11 @@ from bocb.sweep.worker import WorkerOptions, die_with_parent, worker_loop
 
 def _worker_main(store_url: str, benchmark_id: str, options: WorkerOptions) -> None:
     die_with_parent()
-    worker_loop(store_url, benchmark_id, options)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
+    try:
+        worker_loop(store_url, benchmark_id, options)
+    except KeyboardInterrupt:
+        pass  # stopped by the parent (SIGTERM): the trial in hand was released
 
 
 def _best_so_far(store: Store, benchmark_id: str) -> str:
@@ -48,9 +53,13 @@ def run_local(store_url: str, benchmark_id: str, workers: int, options: WorkerOp
                 _update(progress, task, store, benchmark_id)
                 time.sleep(2.0)
             _update(progress, task, store, benchmark_id)
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.terminate()  # each releases its trial in hand, which resumes from its checkpoint next run
+        raise
     finally:
         for proc in procs:
-            proc.join(timeout=5)
+            proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
 

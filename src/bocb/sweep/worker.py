@@ -12,6 +12,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -102,8 +104,13 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
         checkpoint_every=spec.checkpoint_every, channels_last=spec.gpu.channels_last, compile=spec.gpu.compile,
         non_blocking=spec.gpu.non_blocking,
     )
-    with _Heartbeat(store, claimed.key, worker, options.heartbeat_s):
-        outcome = run_trial(config, runtime, on_epoch=lambda record: store.record_epoch(claimed.key, asdict(record)))
+    try:
+        with _Heartbeat(store, claimed.key, worker, options.heartbeat_s):
+            outcome = run_trial(config, runtime,
+                                on_epoch=lambda record: store.record_epoch(claimed.key, asdict(record)))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_sigterm)
+        store.release(claimed.key, worker)
+        raise
     store.finish(claimed.key, worker, _result(outcome), outcome.layer_table)
     if outcome.state != "failed":
         ckpt.unlink(missing_ok=True)
@@ -133,19 +140,38 @@ def worker_loop(store_url: str, benchmark_id: str | None, options: WorkerOptions
     ran = 0
     pending = [benchmark_id] if benchmark_id else store.benchmark_ids()
     watches = {b: StageWatch(store, b, load_benchmark(store, b)) for b in pending}
-    while pending and (options.max_trials is None or ran < options.max_trials):
-        current = pending[0]
-        claimed = store.claim(worker, current, options.stale_after_s)
-        if claimed is not None:
-            execute(store, claimed, watches[current].spec, worker, options)
-            ran += 1
-            continue
-        status = watches[current].advance()
-        if status == "complete":
-            pending.pop(0)
-        elif status == "waiting":
-            time.sleep(options.poll_s)
+    with stop_on_sigterm():
+        while pending and (options.max_trials is None or ran < options.max_trials):
+            current = pending[0]
+            claimed = store.claim(worker, current, options.stale_after_s)
+            if claimed is not None:
+                execute(store, claimed, watches[current].spec, worker, options)
+                ran += 1
+                continue
+            status = watches[current].advance()
+            if status == "complete":
+                pending.pop(0)
+            elif status == "waiting":
+                time.sleep(options.poll_s)
     return ran
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within: SIGTERM (a scheduler's preemption, the local executor stopping its workers) stops this
+    process as Ctrl-C does, so the trial in hand is released, not left to go stale."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def die_with_parent() -> None:
