@@ -40,12 +40,24 @@ def run_ray(store_url: str, benchmark_id: str, spec: BenchmarkSpec, options: Wor
     task = ray.remote(run_claimed_trial).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
     store = Store(store_url)
     inflight: dict[str, Any] = {}
-    watch = StageWatch(store, benchmark_id, spec)
+    try:
+        _drive(ray, task, store, StageWatch(store, benchmark_id, spec), inflight, options, console)
+    except KeyboardInterrupt:
+        for ref in inflight.values():
+            ray.cancel(ref)  # raises KeyboardInterrupt in the task, which releases its trial
+        ray.wait(list(inflight.values()), num_returns=len(inflight), timeout=30)
+        raise
+
+
+def _drive(ray: Any, task: Any, store: Store, watch: StageWatch, inflight: dict[str, Any], options: WorkerOptions,
+           console: Console) -> None:
+    """Plan stages and keep one task in flight per claimable trial until the benchmark is complete."""
+    benchmark_id = watch.benchmark_id
     while True:
         status = watch.advance()
         for key in store.claimable_keys(benchmark_id, options.stale_after_s):
             if key not in inflight:
-                inflight[key] = task.remote(store_url, benchmark_id, key, options)
+                inflight[key] = task.remote(store.url, benchmark_id, key, options)
         if not inflight:
             if status == "complete":
                 break
@@ -54,5 +66,4 @@ def run_ray(store_url: str, benchmark_id: str, spec: BenchmarkSpec, options: Wor
         ready, _ = ray.wait(list(inflight.values()), num_returns=1, timeout=options.poll_s * 4)
         for key in [k for k, ref in inflight.items() if ref in ready]:
             ray.get(inflight.pop(key))
-        counts = store.counts(benchmark_id)
-        console.print(f"trials: {counts}", end="\r")
+        console.print(f"trials: {store.counts(benchmark_id)}", end="\r")
