@@ -53,6 +53,9 @@ def test_unknown_preset_and_store(tmp_path: Path, capsys) -> None:
                         "did you mean 'quick'")
     _assert_clean_error(*_code_err(bocb_main("results", str(tmp_path / "none.db"), capsys=capsys)), "STORE",
                         "no such store file")
+    (tmp_path / "notes.db").write_text("not a database")
+    _assert_clean_error(*_code_err(bocb_main("status", str(tmp_path / "notes.db"), capsys=capsys)),
+                        "store: cannot open", "file is not a database")
 
 
 def _code_err(result: tuple[int, str, str]) -> tuple[int, str]:

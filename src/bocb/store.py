@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from bocb.errors import BocbError
 
@@ -165,7 +165,7 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             metadata.create_all(self.engine)
-        except OperationalError as exc:
+        except sa.exc.DatabaseError as exc:  # unreachable server, bad credentials, a file that is no database
             raise BocbError(f"store: cannot open '{url}': {exc.orig}") from None
 
     # -- planning -----------------------------------------------------------------------------------------
