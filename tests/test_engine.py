@@ -269,3 +269,9 @@ def test_schedule_free_evaluates_with_batchnorm_statistics_of_its_averaged_weigh
     hook.remove()
     torch.testing.assert_close(evaluated_with, torch.stack(batch_means).mean(0))
     assert not torch.allclose(evaluated_with, gathered_in_training, atol=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_cannot_run_fails_the_trial_not_the_worker() -> None:
+    outcome = run_trial(RESUMABLE, Runtime(device="cuda", layer_table=False))
+    assert outcome.state == "failed" and outcome.error.startswith("RuntimeError") and outcome.epochs == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_SPEC, bocb_command, bocb_main, write_spec
 
 from bocb.errors import SpecError
@@ -56,6 +57,20 @@ def test_unknown_preset_and_store(tmp_path: Path, capsys) -> None:
     (tmp_path / "notes.db").write_text("not a database")
     _assert_clean_error(*_code_err(bocb_main("status", str(tmp_path / "notes.db"), capsys=capsys)),
                         "store: cannot open", "file is not a database")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_refused_before_anything_is_stored(tmp_path: Path, capsys) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", device="cuda")
+    out = tmp_path / "out"
+    _assert_clean_error(*_code_err(bocb_main("run", str(spec), "--out", str(out), capsys=capsys)), "device:",
+                        "no CUDA device", "valid choices here: auto, cpu")
+    assert not (out / "bocb.db").exists()
+    assert bocb_main("run", str(spec), "--out", str(out), "--plan-only", capsys=capsys)[0] == 0  # for GPU workers
+    _assert_clean_error(*_code_err(bocb_main("worker", "--store", str(out / "bocb.db"), capsys=capsys)),
+                        "device:", "no CUDA device")
+    _assert_clean_error(*_code_err(bocb_main("worker", "--store", str(out / "bocb.db"), "--device", "tpu",
+                                             capsys=capsys)), "--device:", "valid choices: auto, cpu, cuda")
 
 
 def _code_err(result: tuple[int, str, str]) -> tuple[int, str]:

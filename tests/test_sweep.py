@@ -186,3 +186,21 @@ def test_stopped_run_releases_its_trial_which_resumes_from_its_checkpoint(tmp_pa
     assert code == 0, err
     resumed = Store(db).trials_frame().iloc[0]
     assert resumed["state"] == "done" and resumed["attempts"] == 2 and resumed["resumed_from_epoch"] >= 1
+
+
+def test_a_rerun_trains_with_its_own_execution_fields_not_the_stored_ones(tmp_path: Path, capsys) -> None:
+    """Device, checkpointing and the like do not change a benchmark, so a store planned for GPU workers
+    can be finished on a CPU: the run's own spec must reach its workers."""
+    planned_for_gpu = write_spec(tmp_path / "gpu.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=1,
+                                 search={"lr_points": 2, "wd_points": 1}, device="cuda", checkpoint_every=0)
+    here = write_spec(tmp_path / "cpu.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=1,
+                      search={"lr_points": 2, "wd_points": 1}, device="cpu", checkpoint_every=1)
+    out = tmp_path / "out"
+    assert bocb_main("run", str(planned_for_gpu), "--out", str(out), "--plan-only", capsys=capsys)[0] == 0
+    code, _, err = bocb_main("run", str(here), "--out", str(out), "--workers", "1", "--no-report", capsys=capsys)
+    assert code == 0, err
+    store = Store(out / "bocb.db")
+    trials = store.trials_frame()
+    assert len(trials) == 2 and set(trials["state"]) == {"done"} and set(trials["device"]) == {"cpu"}
+    stored = store.benchmark_spec(store.benchmark_ids()[0])
+    assert stored["device"] == "cpu" and stored["checkpoint_every"] == 1  # `bocb worker` follows the latest

@@ -31,6 +31,7 @@ from timm.utils import ModelEmaV3
 from bocb.backbones import build_backbone
 from bocb.checkpoint import discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bocb.data import build_loaders
+from bocb.devices import resolve_device
 from bocb.memory import PeakMemory, tensor_megabytes
 from bocb.optim import OPTIMIZERS, build_optimizer
 from bocb.provenance import environment
@@ -83,12 +84,6 @@ class TrialOutcome:
     @property
     def last(self) -> EpochRecord | None:
         return self.epochs[-1] if self.epochs else None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -336,22 +331,27 @@ def run_trial(config: TrialConfig, runtime: Runtime = Runtime(),
     """Train and evaluate one trial; resumes from ``runtime.checkpoint_path`` when a valid one exists."""
     torch.set_flush_denormal(True)  # denormals made some optimizer/backbone pairs 2.5-32x slower on CPU
     torch.set_num_threads(runtime.threads)
-    outcome = TrialOutcome(state="failed")
-    with PeakMemory(resolve_device(runtime.device)) as memory:
-        try:
-            trial, outcome.resumed_from_epoch = start_trial(config, runtime)
-            outcome.provenance = _provenance(config, runtime, trial)
-            outcome.state = train(trial, on_epoch)
-            outcome.optimizer_state_mb = _optimizer_state_megabytes(trial.handle.optimizer)
-            outcome.epochs, outcome.time_s = trial.records, trial.elapsed
-            if outcome.state == "done" and runtime.layer_table:
-                from bocb.weights import layer_table
-
-                outcome.layer_table = layer_table(trial.model)
-        except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded as failed; the sweep goes on
-            outcome.state, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
-    outcome.peak_mem_mb = memory.peak_mb
+    outcome, memory = TrialOutcome(state="failed"), None
+    try:  # the device itself may fail (a CUDA error): that too is this trial's failure, not the sweep's
+        with PeakMemory(resolve_device(runtime.device)) as memory:
+            _run(config, runtime, on_epoch, outcome)
+    except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded as failed; the sweep goes on
+        outcome.state, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
+    outcome.peak_mem_mb = memory.peak_mb if memory else None
     return outcome
+
+
+def _run(config: TrialConfig, runtime: Runtime, on_epoch: Callable[[EpochRecord], None] | None,
+         outcome: TrialOutcome) -> None:
+    trial, outcome.resumed_from_epoch = start_trial(config, runtime)
+    outcome.provenance = _provenance(config, runtime, trial)
+    outcome.state = train(trial, on_epoch)
+    outcome.optimizer_state_mb = _optimizer_state_megabytes(trial.handle.optimizer)
+    outcome.epochs, outcome.time_s = trial.records, trial.elapsed
+    if outcome.state == "done" and runtime.layer_table:
+        from bocb.weights import layer_table
+
+        outcome.layer_table = layer_table(trial.model)
 
 
 def _provenance(config: TrialConfig, runtime: Runtime, trial: Trial) -> dict[str, Any]:

@@ -170,14 +170,19 @@ class Store:
 
     # -- planning -----------------------------------------------------------------------------------------
     def register_benchmark(self, benchmark_id: str, name: str, spec: Mapping[str, Any]) -> None:
+        """Add the benchmark, or, if it is stored, keep the spec of this latest registration: the two can
+        differ only in execution fields (device, workers, ...), and `bocb worker` should follow the latest."""
         row = {"id": benchmark_id, "name": name, "spec_json": json.dumps(spec, sort_keys=True),
                "created_at": time.time()}
+        stored = benchmarks.c.id == benchmark_id
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(benchmarks.c.id).where(benchmarks.c.id == benchmark_id)).first() is None:
-                try:
-                    conn.execute(benchmarks.insert().values(**row))
-                except IntegrityError:
-                    pass  # registered concurrently by another process
+            if conn.execute(sa.select(benchmarks.c.id).where(stored)).first() is not None:
+                conn.execute(benchmarks.update().where(stored).values(spec_json=row["spec_json"]))
+                return
+            try:
+                conn.execute(benchmarks.insert().values(**row))
+            except IntegrityError:
+                pass  # registered concurrently by another process
 
     def benchmark_spec(self, benchmark_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:

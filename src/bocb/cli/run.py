@@ -66,6 +66,10 @@ def run(
         typer.echo(f"planned benchmark {planned.benchmark_id} in {planned.store_url}; "
                    f"start workers with: bocb worker --store {planned.store_url}")
         return
+    if spec.executor == "local":  # Ray workers have their own devices; this machine may have none
+        from bocb.devices import check_device
+
+        check_device(spec.device)
     with resumable_on_interrupt():
         done = run_benchmark(spec, out, store, workers=workers, address=address)
     _print_and_write(done.store_url, done.benchmark_id, done.out_dir, report)
@@ -126,12 +130,15 @@ def worker(
     max_trials: int | None = typer.Option(None, "--max-trials", min=1, help="stop after this many trials"),
 ) -> None:
     """Claim and run trials of a planned benchmark until it is complete (one process; start many)."""
+    from bocb.devices import check_device
     from bocb.sweep import artifact_root_for
     from bocb.sweep.worker import WorkerOptions, load_benchmark, worker_loop
 
     db = open_store(store)
     chosen = benchmark_id_of(db, benchmark) if benchmark else None
-    root = artifact_root or artifact_root_for(load_benchmark(db, chosen or benchmark_id_of(db, None)), db.url)
+    stored = load_benchmark(db, chosen or benchmark_id_of(db, None))
+    check_device(device or stored.device, "--device" if device else "device")
+    root = artifact_root or artifact_root_for(stored, db.url)
     options = WorkerOptions(artifact_root=root, threads=threads, device=device, stale_after_s=stale_after,
                             heartbeat_s=heartbeat, max_trials=max_trials)
     with resumable_on_interrupt():

@@ -56,5 +56,6 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", sto
     else:
         from bocb.sweep.local import run_local
 
-        run_local(run.store_url, run.benchmark_id, workers or spec.workers or os.cpu_count() or 1, options, console)
+        run_local(run.store_url, spec, run.benchmark_id, workers or spec.workers or os.cpu_count() or 1, options,
+                  console)
     return run

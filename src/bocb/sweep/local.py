@@ -13,15 +13,16 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bocb.spec import BenchmarkSpec
 from bocb.store import FINISHED, Store
 from bocb.sweep.worker import WorkerOptions, die_with_parent, worker_loop
 
 
-def _worker_main(store_url: str, benchmark_id: str, options: WorkerOptions) -> None:
+def _worker_main(store_url: str, spec: BenchmarkSpec, benchmark_id: str, options: WorkerOptions) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
     try:
-        worker_loop(store_url, benchmark_id, options)
+        worker_loop(store_url, benchmark_id, options, spec)
     except KeyboardInterrupt:
         pass  # stopped by the parent (SIGTERM): the trial in hand was released
 
@@ -34,12 +35,12 @@ def _best_so_far(store: Store, benchmark_id: str) -> str:
     return ""
 
 
-def run_local(store_url: str, benchmark_id: str, workers: int, options: WorkerOptions,
+def run_local(store_url: str, spec: BenchmarkSpec, benchmark_id: str, workers: int, options: WorkerOptions,
               console: Console | None = None) -> None:
     """Run the benchmark to completion with ``workers`` processes."""
     console = console or Console(stderr=True)
     ctx = mp.get_context("spawn")  # no forked torch/BLAS state
-    procs = [ctx.Process(target=_worker_main, args=(store_url, benchmark_id, options), daemon=True)
+    procs = [ctx.Process(target=_worker_main, args=(store_url, spec, benchmark_id, options), daemon=True)
              for _ in range(workers)]
     for proc in procs:
         proc.start()

@@ -15,17 +15,18 @@ from rich.console import Console
 from bocb.errors import BocbError
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store, new_worker_id
-from bocb.sweep.worker import StageWatch, WorkerOptions, execute, load_benchmark
+from bocb.sweep.worker import StageWatch, WorkerOptions, execute
 
 
-def run_claimed_trial(store_url: str, benchmark_id: str, key: str, options: WorkerOptions) -> str | None:
-    """Body of one Ray task: claim ``key`` and run it; None if someone else holds it."""
+def run_claimed_trial(store_url: str, spec: BenchmarkSpec, key: str, options: WorkerOptions) -> str | None:
+    """Body of one Ray task: claim ``key`` and run it as the driver's ``spec`` says; None if someone else
+    holds it."""
     store = Store(store_url)
     worker = new_worker_id()
     claimed = store.claim_key(key, worker, options.stale_after_s)
     if claimed is None:
         return None
-    return execute(store, claimed, load_benchmark(store, benchmark_id), worker, options)
+    return execute(store, claimed, spec, worker, options)
 
 
 def run_ray(store_url: str, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
@@ -57,7 +58,7 @@ def _drive(ray: Any, task: Any, store: Store, watch: StageWatch, inflight: dict[
         status = watch.advance()
         for key in store.claimable_keys(benchmark_id, options.stale_after_s):
             if key not in inflight:
-                inflight[key] = task.remote(store.url, benchmark_id, key, options)
+                inflight[key] = task.remote(store.url, watch.spec, key, options)
         if not inflight:
             if status == "complete":
                 break
