@@ -73,6 +73,17 @@ def test_a_device_this_machine_lacks_is_refused_before_anything_is_stored(tmp_pa
                                              capsys=capsys)), "--device:", "valid choices: auto, cpu, cuda")
 
 
+def test_an_output_path_that_cannot_be_a_directory(tmp_path: Path, capsys) -> None:
+    spec, csv = write_spec(tmp_path / "spec.yaml"), tmp_path / "results.csv"
+    csv.write_text("backbone,optimizer,test_top1\nresnet50,sgd,90\n")
+    _assert_clean_error(*_code_err(bocb_main("run", str(spec), "--out", str(spec), capsys=capsys)), "--out:",
+                        "is a file")
+    _assert_clean_error(*_code_err(bocb_main("report", str(csv), "-o", str(spec), capsys=capsys)), "--out:",
+                        "is a file")
+    _assert_clean_error(*_code_err(bocb_main("report", str(csv), "-o", str(spec / "sub"), capsys=capsys)),
+                        str(spec / "sub"), "Not a directory")
+
+
 def _code_err(result: tuple[int, str, str]) -> tuple[int, str]:
     return result[0], result[2]
 

@@ -26,18 +26,21 @@ app = typer.Typer(
 )
 
 
-def fail(message: str) -> typer.Exit:
-    """Print a one-line error and return the Exit to raise (code 2)."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
 def main() -> None:
     try:
         app()
     except BocbError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # a path that cannot be written, a full disk: the user's to fix, in one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
+
+
+def check_output_dir(path: Path, field: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise SpecError(field, f"{path} is a file; give a directory (it is created if missing)")
 
 
 def print_table(table: Table) -> None:

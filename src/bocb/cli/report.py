@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from bocb.cli._app import app
+from bocb.cli._app import app, check_output_dir
 from bocb.errors import SpecError
 
 
@@ -26,6 +26,7 @@ def report(
         raise SpecError("--gamma", f"must be > 0, got {gamma:g}")
     if n_boot < 1:
         raise SpecError("--n-boot", f"must be >= 1, got {n_boot}")
+    check_output_dir(out, "--out")
     table = check_table(paper_table, (1, 2)) if compare_paper else None
     page = write_report(source, out, gamma=gamma, compare_paper=table, n_boot=n_boot)
     typer.echo(f"report written: {page}")

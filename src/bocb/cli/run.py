@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bocb.cli._app import app, benchmark_id_of, open_store, resumable_on_interrupt
+from bocb.cli._app import app, benchmark_id_of, check_output_dir, open_store, resumable_on_interrupt
 from bocb.errors import SpecError, unknown_name_message
 from bocb.spec import BenchmarkSpec, load_preset, load_spec, parse_spec
 
@@ -58,6 +58,7 @@ def run(
     if extend_edges is not None:
         overrides["search.extend_edges"] = extend_edges
     spec = _spec_from_args(spec_path, preset, overrides)
+    check_output_dir(out, "--out")
     from bocb.sweep import plan_benchmark, run_benchmark
 
     started = time.perf_counter()
