@@ -1,6 +1,7 @@
 """Bad input: one line on stderr naming the field (and the choices), exit code 2, no traceback."""
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,14 @@ def test_unknown_preset_and_store(tmp_path: Path, capsys) -> None:
     (tmp_path / "notes.db").write_text("not a database")
     _assert_clean_error(*_code_err(bocb_main("status", str(tmp_path / "notes.db"), capsys=capsys)),
                         "store: cannot open", "file is not a database")
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text)")
+    before = foreign.read_bytes()
+    for command in (("status", str(foreign)), ("results", str(foreign)), ("report", str(foreign), "-o",
+                                                                          str(tmp_path / "report"))):
+        _assert_clean_error(*_code_err(bocb_main(*command, capsys=capsys)), "holds no bocb store")
+    assert foreign.read_bytes() == before  # reading commands leave a database that is not theirs untouched
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -152,21 +152,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Store:
-    def __init__(self, url: str | os.PathLike[str]) -> None:
+    def __init__(self, url: str | os.PathLike[str], existing: bool = False) -> None:
+        """Open (creating it unless ``existing``) the store at ``url``; ``existing`` refuses a database
+        that holds no bocb store, and leaves it untouched."""
         self.url = normalise_url(url)
         try:
             self.engine = sa.create_engine(self.url, future=True, pool_pre_ping=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise BocbError(f"store: cannot open '{url}': {exc}") from None
-        if self.engine.dialect.name == "sqlite":
-            path = self.engine.url.database
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            metadata.create_all(self.engine)
+            if existing and not self._holds_a_store():
+                raise BocbError(f"store: '{url}' holds no bocb store (no 'benchmarks' table)")
+            if self.engine.dialect.name == "sqlite":
+                path = self.engine.url.database
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)  # an older bocb's store gains the tables added since
         except sa.exc.DatabaseError as exc:  # unreachable server, bad credentials, a file that is no database
             raise BocbError(f"store: cannot open '{url}': {exc.orig}") from None
+
+    def _holds_a_store(self) -> bool:
+        found = sa.inspect(self.engine).has_table("benchmarks")
+        self.engine.dispose()  # later connections get the SQLite pragmas, set on connect
+        return found
 
     # -- planning -----------------------------------------------------------------------------------------
     def register_benchmark(self, benchmark_id: str, name: str, spec: Mapping[str, Any]) -> None:
@@ -434,7 +443,7 @@ def is_search_stage(stages: pd.Series) -> pd.Series:
 def load_frames(url_or_path: str | os.PathLike[str],
                 benchmark_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) frames of one benchmark of a store (default: the latest), for analysis and reports."""
-    store = Store(url_or_path)
+    store = Store(url_or_path, existing=True)
     ids = store.benchmark_ids()
     if not ids:
         raise BocbError(f"store: {store.url} holds no benchmark")

@@ -57,7 +57,7 @@ def open_store(store: str) -> Store:
     url = normalise_url(store)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise SpecError("STORE", f"no such store file: {store}")
-    return Store(url)
+    return Store(url, existing=True)
 
 
 def benchmark_id_of(db: Store, requested: str | None) -> str:
