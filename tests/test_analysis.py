@@ -180,6 +180,16 @@ def test_seed_aware_rule_needs_a_significant_shortfall():
     assert flags["seed_aware"].tolist() == [False, True, False]
 
 
+@pytest.mark.filterwarnings("error")
+def test_seed_aware_rule_takes_a_cell_whose_seeds_all_sit_at_chance_quietly():
+    from bocb.analysis import seed_aware_flags
+
+    per_seed = pd.DataFrame({"backbone": "a", "optimizer": ["x"] * 2 + ["y"] * 2, "seed": [0, 1] * 2,
+                             "top1": [96.1, 97.2, 10.0, 10.0]})
+    flags = seed_aware_flags(per_seed, gamma=3).set_index("optimizer")
+    assert flags["seed_aware"].tolist() == [False, True]
+
+
 # --- robustness, ranking ----------------------------------------------------------------------------
 
 def test_hp_distance_to_mode():
