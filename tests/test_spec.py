@@ -66,6 +66,9 @@ def test_unknown_preset_and_store(tmp_path: Path, capsys) -> None:
                                                                           str(tmp_path / "report"))):
         _assert_clean_error(*_code_err(bocb_main(*command, capsys=capsys)), "holds no bocb store")
     assert foreign.read_bytes() == before  # reading commands leave a database that is not theirs untouched
+    _assert_clean_error(*_code_err(bocb_main("weights", "abc", "--store", str(tmp_path / "missing.db"),
+                                             capsys=capsys)), "no such store file")
+    assert not (tmp_path / "missing.db").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

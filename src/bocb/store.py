@@ -161,8 +161,8 @@ class Store:
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise BocbError(f"store: cannot open '{url}': {exc}") from None
         try:
-            if existing and not self._holds_a_store():
-                raise BocbError(f"store: '{url}' holds no bocb store (no 'benchmarks' table)")
+            if existing:
+                self._require_a_store(url)
             if self.engine.dialect.name == "sqlite":
                 path = self.engine.url.database
                 if path and path != ":memory:":
@@ -172,10 +172,14 @@ class Store:
         except sa.exc.DatabaseError as exc:  # unreachable server, bad credentials, a file that is no database
             raise BocbError(f"store: cannot open '{url}': {exc.orig}") from None
 
-    def _holds_a_store(self) -> bool:
+    def _require_a_store(self, url: str | os.PathLike[str]) -> None:
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if path and path != ":memory:" and not Path(path).is_file():  # connecting would create the file
+            raise BocbError(f"store: no such store file: {url}")
         found = sa.inspect(self.engine).has_table("benchmarks")
         self.engine.dispose()  # later connections get the SQLite pragmas, set on connect
-        return found
+        if not found:
+            raise BocbError(f"store: '{url}' holds no bocb store (no 'benchmarks' table)")
 
     # -- planning -----------------------------------------------------------------------------------------
     def register_benchmark(self, benchmark_id: str, name: str, spec: Mapping[str, Any]) -> None:
