@@ -14,7 +14,6 @@ from bocb.spec import BenchmarkSpec, load_preset, load_spec, parse_spec
 if TYPE_CHECKING:
     import pandas as pd
 
-
 EXECUTORS = ("local", "ray")
 
 

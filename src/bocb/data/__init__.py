@@ -25,9 +25,9 @@ __all__ = [
 def build_loaders(spec: DatasetSpec, *, image_size: int, batch_size: int, recipe: dict, seed: int,
                   device: torch.device | str = "cpu") -> Loaders:
     """Train / val / test batches for ``spec`` at ``image_size``, augmented as ``recipe`` says
-    (crop_padding, crop_padding_mode, hflip, randaugment, random_erasing, repeated_aug, train_image_size; mixup
-    and cutmix
-    are the engine's). ``seed`` drives the shuffle and augmentation; ``spec.split_seed`` the val split."""
+    (crop_padding, crop_padding_mode, hflip, randaugment, random_erasing, repeated_aug, train_image_size;
+    mixup and cutmix are the engine's). ``seed`` drives the shuffle and augmentation; ``spec.split_seed``
+    the val split."""
     info = DATASETS.get(spec.name, field="dataset.name")
     info.check(spec)
     device = torch.device(device)
