@@ -146,11 +146,63 @@ def test_waiting_while_a_stage_is_unfinished() -> None:
 def test_reseed_only_failure_candidates() -> None:
     spec = parse_spec({**TINY_SPEC, "backbones": ["resnet50"], "optimizers": ["sgd", "adam", "adamw", "lamb"],
                        "seeds": [0, 1], "search": {"lr_points": 1, "wd_points": 1},
-                       "reseed": "failure_candidates", "failure_gap": 3.0})
-    val = {"sgd": 90.0, "adam": 88.5, "adamw": 80.0, "lamb": 86.9}  # best, within 3, > 3 below, > 3 below
-    results = _run_all(spec, val=lambda c: val[c["optimizer"]])
+                       "reseed": "failure_candidates", "rules": {"gamma": 3.0}})
+    # Eq. 1 on test top-1: threshold = 90 - min(IQR 3.7, gamma 3) = 87; adamw and lamb flagged, sgd the best
+    test = {"sgd": 90.0, "adam": 88.5, "adamw": 80.0, "lamb": 86.9}
+    results = _run_all(spec, val=lambda c: 50.0, test=lambda c: test[c["optimizer"]])
     reseeded = results[results["stage"] == "seeds"]
     assert sorted(reseeded["optimizer"]) == ["adamw", "lamb", "sgd"] and set(reseeded["seed"]) == {1}
+
+
+def test_reseed_candidates_are_exactly_the_cells_the_failure_rule_needs() -> None:
+    """Planner and analysis read one rule: after the search, the cells planned for a second seed are
+    those bocb.protocol.cells_needing_seeds names, and the analysis calls exactly their Eq.-1 flags
+    undecided; after re-seeding, none is undecided."""
+    from bocb.analysis import analyse
+    from bocb.protocol import cells_needing_seeds
+
+    optimizers = ["sgd", "adam", "adamw", "lamb", "adagrad"]
+    spec = parse_spec({**TINY_SPEC, "backbones": ["resnet50", "deit_s"], "optimizers": optimizers,
+                       "seeds": [0, 1], "search": {"lr_points": 2, "wd_points": 1}, "reseed": "failure_candidates"})
+    test = {"sgd": 70.0, "adam": 88.0, "adamw": 90.0, "lamb": 60.0, "adagrad": 87.5}
+    search = next_stage(spec, pd.DataFrame())
+
+    def top1(c):  # deit_s 5 points lower; the second seed 0.2 higher
+        return test[c["optimizer"]] - (5 if c["backbone"] == "deit_s" else 0) + c["seed"] * 0.2
+
+    rows = _rows(search.planned, val=lambda c: 50 + 100 * c["lr"], test=top1).assign(num_classes=10, test_size=1000)
+    seeds = next_stage(spec, rows)
+    planned = sorted({(t.config["backbone"], t.config["optimizer"]) for t in seeds.planned})
+    needed = cells_needing_seeds(rows, spec.rules.gamma)
+    assert planned == sorted(zip(needed["backbone"], needed["optimizer"]))
+    cells = analyse(rows, n_boot=10).cells
+    undecided = cells[cells["undecided"]]
+    assert set(zip(undecided["backbone"], undecided["optimizer"])) == set(planned) - {
+        (b, "adamw") for b in ("resnet50", "deit_s")}  # the best cells are compared, not flagged
+    after = pd.concat([rows, _rows(seeds.planned, val=lambda c: 50 + 100 * c["lr"], test=top1)], ignore_index=True)
+    assert not analyse(after.assign(num_classes=10, test_size=1000), n_boot=10).cells["undecided"].any()
+
+
+def test_reseeding_runs_in_rounds_until_the_rule_needs_no_more_seeds() -> None:
+    """A second seed can move a cell's mean so that Eq. 1 flags another cell: that cell gets its seeds in
+    a second round, planned only once the first round has finished."""
+    spec = parse_spec({**TINY_SPEC, "backbones": ["resnet50"], "optimizers": ["sgd", "adam", "adamw", "lamb"],
+                       "seeds": [0, 1], "search": {"lr_points": 1, "wd_points": 1}, "reseed": "failure_candidates"})
+    first = {"sgd": 90.0, "adam": 88.0, "adamw": 80.0, "lamb": 87.5}  # threshold 87: adamw flagged, sgd best
+    second = {"sgd": 96.0, "adamw": 80.0}  # sgd's mean rises to 93: the threshold to 90, which flags adam, lamb
+    search = next_stage(spec, pd.DataFrame())
+    rows = _rows(search.planned, val=lambda c: 50.0, test=lambda c: first[c["optimizer"]])
+    round1 = next_stage(spec, rows)
+    assert sorted(t.config["optimizer"] for t in round1.planned) == ["adamw", "sgd"]
+    running = pd.concat([rows, _rows(round1.planned, val=lambda c: 50.0, test=lambda c: second[c["optimizer"]])
+                         .assign(state=["done", "running"])], ignore_index=True)
+    assert next_stage(spec, running).waiting  # no second round while the first runs
+    finished = running.assign(state="done")
+    round2 = next_stage(spec, finished)
+    assert round2.name == "seeds" and sorted(t.config["optimizer"] for t in round2.planned) == ["adam", "lamb"]
+    done = pd.concat([finished, _rows(round2.planned, val=lambda c: 50.0, test=lambda c: first[c["optimizer"]])],
+                     ignore_index=True)
+    assert next_stage(spec, done) is None
 
 
 def test_stage_watch_waits_without_replanning_yet_never_misses_the_last_finish(tmp_path) -> None:

@@ -119,6 +119,15 @@ class BudgetCheckSpec(StrictModel):
         return values
 
 
+class RulesSpec(StrictModel):
+    """The parameters of the protocol's rules (bocb.protocol), stored with the benchmark so that every
+    report of it reads the same ones."""
+
+    gamma: float = Field(3.0, gt=0, description="Eq. 1's gamma in top-1 points: 3 for CIFAR-100 and COCO, "
+                                                "1 for ImageNet-1K")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of 'below the best beyond seed noise'")
+
+
 class GpuSpec(StrictModel):
     channels_last: bool = False
     amp: Literal["none", "bf16"] = "none"
@@ -140,8 +149,8 @@ class BenchmarkSpec(StrictModel):
     batch_size: int | None = Field(None, gt=0)
     reseed: Literal["all", "failure_candidates"] = Field(
         "all", description="cells re-run at the remaining seeds: all, or only those the seed-aware failure rule "
-                           "tests (more than failure_gap below their backbone's best, plus that best)")
-    failure_gap: float = Field(3.0, gt=0, description="top-1 points; Eq. 1's gamma for CIFAR-100")
+                           "compares (each backbone's best and every cell Eq. 1 flags; bocb.protocol)")
+    rules: RulesSpec = Field(default_factory=lambda: RulesSpec())
     budget_check: BudgetCheckSpec | None = None
     weight_decay_policy: Literal["no_decay_1d", "decay_all"] = "no_decay_1d"
     grad_clip: float | None = Field(None, gt=0, description="overrides the recipe's clip-grad norm")

@@ -29,8 +29,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bocb.errors import BocbError
+from bocb.protocol import FINISHED, UNFINISHED, TrialState, is_search_stage, with_config
 
-FINISHED = ("done", "diverged", "failed")
+FINISHED_VALUES = tuple(s.value for s in FINISHED)
+UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
 metadata = sa.MetaData()
 
 benchmarks = sa.Table(
@@ -222,7 +224,7 @@ class Store:
             "key": item.key, "config_json": json.dumps(cfg, sort_keys=True), "backbone": cfg["backbone"],
             "size": cfg["size"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
             "hparams_json": json.dumps(cfg.get("hparams", {}), sort_keys=True), "seed": cfg["seed"],
-            "epochs": cfg["epochs"], "created_at": time.time(), "state": "pending", "attempts": 0,
+            "epochs": cfg["epochs"], "created_at": time.time(), "state": TrialState.PENDING.value, "attempts": 0,
         }
         link = {"benchmark_id": benchmark_id, "trial_key": item.key, "stage": item.stage, "budget": item.budget}
         added = 0
@@ -240,12 +242,12 @@ class Store:
         """Pending trials and abandoned running ones (stale heartbeat, or a dead process on this host)."""
         now = time.time()
         query = sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at).where(
-            trials.c.state.in_(("pending", "running")))
+            trials.c.state.in_(UNFINISHED_VALUES))
         if benchmark_id:
             query = query.where(trials.c.key.in_(_planned_keys(benchmark_id)))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(trials.c.created_at, trials.c.key)).all()
-        return [r for r in rows if r.state == "pending" or _abandoned(r, now, stale_after)]
+        return [r for r in rows if r.state == TrialState.PENDING or _abandoned(r, now, stale_after)]
 
     def claimable_keys(self, benchmark_id: str | None = None, stale_after: float = 120.0) -> list[str]:
         return [r.key for r in self._candidates(benchmark_id, stale_after)]
@@ -263,18 +265,18 @@ class Store:
         with self.engine.connect() as conn:
             cand = conn.execute(sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at)
                                 .where(trials.c.key == key)).first()
-        if cand is None or cand.state in FINISHED or (
-                cand.state == "running" and not _abandoned(cand, time.time(), stale_after)):
+        if cand is None or cand.state in FINISHED_VALUES or (
+                cand.state == TrialState.RUNNING and not _abandoned(cand, time.time(), stale_after)):
             return None
         return self._take(cand, worker, time.time())
 
     def _take(self, cand: Any, worker: str, now: float) -> ClaimedTrial | None:
         guard = sa.and_(trials.c.key == cand.key, trials.c.state == cand.state)
-        if cand.state == "running":
+        if cand.state == TrialState.RUNNING:
             guard = sa.and_(guard, trials.c.worker == cand.worker, trials.c.heartbeat_at == cand.heartbeat_at)
         with self.engine.begin() as conn:
             done = conn.execute(trials.update().where(guard).values(
-                state="running", worker=worker, heartbeat_at=now, attempts=trials.c.attempts + 1,
+                state=TrialState.RUNNING.value, worker=worker, heartbeat_at=now, attempts=trials.c.attempts + 1,
                 started_at=sa.func.coalesce(trials.c.started_at, now), error=None)).rowcount
             if done != 1:
                 return None
@@ -285,7 +287,7 @@ class Store:
         """Refresh the claim; False when the trial is no longer this worker's."""
         with self.engine.begin() as conn:
             return conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
-                                                      trials.c.state == "running")
+                                                      trials.c.state == TrialState.RUNNING.value)
                                 .values(heartbeat_at=time.time())).rowcount == 1
 
     def release(self, key: str, worker: str) -> bool:
@@ -293,8 +295,16 @@ class Store:
         resumes it from its checkpoint (instead of waiting for the heartbeat to go stale)."""
         with self.engine.begin() as conn:
             return conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
-                                                      trials.c.state == "running")
-                                .values(state="pending", worker=None, heartbeat_at=None)).rowcount == 1
+                                                      trials.c.state == TrialState.RUNNING.value)
+                                .values(state=TrialState.PENDING.value, worker=None, heartbeat_at=None)).rowcount == 1
+
+    def retry_crashed(self, benchmark_id: str) -> int:
+        """Make the benchmark's crashed (failed) trials pending again, so the next run retries them; a crash
+        is no result. Diverged trials stay finished: divergence is an outcome. Returns how many."""
+        crashed = sa.and_(trials.c.state == TrialState.FAILED.value, trials.c.key.in_(_planned_keys(benchmark_id)))
+        with self.engine.begin() as conn:
+            return conn.execute(trials.update().where(crashed)
+                                .values(state=TrialState.PENDING.value, worker=None, heartbeat_at=None)).rowcount
 
     def record_epoch(self, key: str, record: Mapping[str, Any]) -> None:
         """Store one epoch's metrics; a resumed trial's re-run epoch replaces the earlier row."""
@@ -311,12 +321,12 @@ class Store:
         values["provenance_json"] = json.dumps(result.get("provenance", {}), sort_keys=True, default=str)
         with self.engine.begin() as conn:
             updated = conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
-                                                         trials.c.state == "running")
+                                                         trials.c.state == TrialState.RUNNING.value)
                                    .values(finished_at=time.time(), **values)).rowcount
             if updated != 1:
                 return False
             last = conn.execute(sa.select(sa.func.max(epochs.c.epoch)).where(epochs.c.trial_key == key)).scalar()
-            if last is not None and result.get("state") == "done":
+            if last is not None and result.get("state") == TrialState.DONE:
                 # epochs beyond the final one (from an older, longer attempt) cannot exist: keep rows tidy
                 conn.execute(epochs.delete().where(epochs.c.trial_key == key, epochs.c.epoch > last))
             if layer_table is not None:
@@ -337,7 +347,7 @@ class Store:
         """(trials planned, trials finished, last finish time): changes exactly when the planner's view of
         the benchmark can have changed (a claim or a heartbeat leaves it alone), at the cost of one
         aggregate query instead of reading every trial."""
-        finished = trials.c.state.in_(FINISHED)
+        finished = trials.c.state.in_(FINISHED_VALUES)
         query = sa.select(sa.func.count(), sa.func.count().filter(finished),
                           sa.func.max(trials.c.finished_at).filter(finished)) \
             .join(plan, plan.c.trial_key == trials.c.key).where(plan.c.benchmark_id == benchmark_id)
@@ -349,7 +359,7 @@ class Store:
         """The finished trial with the highest ``metric`` (cheap: for progress displays)."""
         column = trials.c[metric]
         query = sa.select(trials.c.backbone, trials.c.optimizer, column).join(plan, plan.c.trial_key == trials.c.key) \
-            .where(plan.c.benchmark_id == benchmark_id, trials.c.state == "done", column.is_not(None)) \
+            .where(plan.c.benchmark_id == benchmark_id, trials.c.state == TrialState.DONE.value, column.is_not(None)) \
             .order_by(column.desc()).limit(1)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
@@ -395,19 +405,12 @@ class Store:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _config_label(row: pd.Series) -> str:
-    extras = json.loads(row["hparams_json"] or "{}")
-    parts = [f"lr={row['lr']:g}", f"wd={row['weight_decay']:g}"] + [f"{k}={extras[k]}" for k in sorted(extras)]
-    return ",".join(parts)
-
-
 def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     prov = frame["provenance_json"].fillna("{}").map(json.loads)
     opt = prov.map(lambda p: p.get("optimizer", {}) if isinstance(p.get("optimizer"), dict) else {})
-    frame = frame.assign(
-        config=frame.apply(_config_label, axis=1),
+    frame = with_config(frame).assign(
         optimizer_library=opt.map(lambda o: o.get("library")),
         optimizer_class=opt.map(lambda o: o.get("class")),
         device=prov.map(lambda p: p.get("device")),
@@ -415,7 +418,8 @@ def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
         bocb_version=prov.map(lambda p: p.get("bocb")),
         torch_version=prov.map(lambda p: p.get("torch")),
         timm_version=prov.map(lambda p: p.get("timm")),
-        num_classes=prov.map(lambda p: p.get("num_classes")),  # a failed trial scores chance in analyses
+        num_classes=prov.map(lambda p: p.get("num_classes")),  # a diverged trial scores chance in analyses
+        test_size=prov.map(lambda p: p.get("test_size")),  # how far from chance is noise (protocol.did_not_learn)
     )
     return _with_grids(frame)
 
@@ -431,17 +435,9 @@ def _with_grids(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.merge(grids, on=["benchmark", "backbone", "optimizer"], how="left")
 
 
-SEARCH_STAGE_PREFIXES = ("search", "rung", "edges")  # the planner's search, rungN and edgesN stages
-
-
 def _planned_keys(benchmark_id: str) -> sa.Select:
     """The keys of the trials a benchmark planned (a sub-select)."""
     return sa.select(plan.c.trial_key).where(plan.c.benchmark_id == benchmark_id)
-
-
-def is_search_stage(stages: pd.Series) -> pd.Series:
-    """True for trials that searched a configuration (not seed re-runs or budget re-runs)."""
-    return stages.str.startswith(SEARCH_STAGE_PREFIXES)
 
 
 def load_frames(url_or_path: str | os.PathLike[str],

@@ -5,10 +5,10 @@ Imports no training code: it runs on a CSV on a machine without torch models.
 from __future__ import annotations
 
 from bocb.analysis._analyse import Analysis, analyse
-from bocb.analysis._cells import FORMATS, format_matrix, markdown_table, matrix, select_cells
+from bocb.analysis._cells import FORMATS, format_matrix, markdown_table, matrix, missing_cells, select_cells
 from bocb.analysis._curves import budget_check, curve_stats, curve_summary
 from bocb.analysis._decompose import decompose, interaction_shares, performance_profiles
-from bocb.analysis._frame import read_results, selection_column, tidy
+from bocb.analysis._frame import read_results, tidy
 from bocb.analysis._ranking import WEIGHTS, ranking_components, weighted_ranking
 from bocb.analysis._robustness import hp_distances, hp_robustness, one_hot_codes
 from bocb.analysis._stats import (
@@ -21,9 +21,10 @@ from bocb.analysis._stats import (
     summary_without_worst,
     top_k,
 )
+from bocb.analysis._verdict import verdicts
 
 __all__ = ["FORMATS", "RULES", "WEIGHTS", "Analysis", "analyse", "backbone_summary", "budget_check",
            "curve_stats", "curve_summary", "decompose", "failure_flags", "failure_threshold", "flag_cells",
            "format_matrix", "hp_distances", "hp_robustness", "interaction_shares", "markdown_table", "matrix",
            "one_hot_codes", "performance_profiles", "ranking_components", "read_results", "seed_aware_flags",
-           "select_cells", "selection_column", "summary_without_worst", "tidy", "top_k", "weighted_ranking"]
+           "missing_cells", "select_cells", "summary_without_worst", "tidy", "top_k", "verdicts", "weighted_ranking"]

@@ -5,20 +5,26 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bocb.analysis._cells import matrix, select_cells
-from bocb.analysis._curves import budget_check, chosen_trials, curve_stats
+from bocb.analysis._cells import matrix, missing_cells, select_cells
+from bocb.analysis._curves import budget_check, curve_stats
 from bocb.analysis._decompose import decompose, interaction_shares, performance_profiles
 from bocb.analysis._frame import tidy
 from bocb.analysis._ranking import ranking_components, weighted_ranking
 from bocb.analysis._robustness import hp_distances
 from bocb.analysis._stats import backbone_summary, flag_cells, seed_aware_flags
+from bocb.analysis._verdict import learned_backbones, verdicts
+from bocb.protocol import CELL, chosen_seeds
+
+FLAG_COLUMNS = ("eq1", "tukey", "gap", "seed_aware", "undecided")
 
 
 @dataclass
 class Analysis:
     trials: pd.DataFrame
-    cells: pd.DataFrame          # select_cells + eq1/tukey/gap/seed_aware/top4 flags
-    matrix: pd.DataFrame         # optimizer x backbone test top-1
+    cells: pd.DataFrame          # select_cells + learned, eq1/tukey/gap/seed_aware/undecided/top4 flags
+    matrix: pd.DataFrame         # optimizer x backbone test top-1 (cells without a result empty)
+    verdicts: pd.DataFrame       # per backbone: the answer (see analysis._verdict)
+    missing: pd.DataFrame        # cells with no result: every trial crashed
     summary: pd.DataFrame        # per backbone: flags, top-4, mean/std/range without the worst
     ranking: pd.DataFrame        # per optimizer: components, score, overall
     hp_backbone: pd.DataFrame    # distances to the per-backbone mode
@@ -29,41 +35,79 @@ class Analysis:
     curves: pd.DataFrame
     budget: pd.DataFrame
     gamma: float = 3.0
+    alpha: float = 0.05
     notes: list[str] = field(default_factory=list)
 
     @property
     def selected_on(self) -> str:
         return str(self.cells["selected_on"].iloc[0])
 
+    @property
+    def crashed(self) -> pd.DataFrame:
+        """The crashed trials (no results), with their errors."""
+        return self.trials[self.trials["crashed"]]
+
 
 def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: float = 3.0, gap: float = 3.0,
             k: int = 4, alpha: float = 0.05, n_boot: int = 1000, bocb_rule: str = "tukey") -> Analysis:
-    """Run every statistic on a trial frame; see docs/analysis.md for each definition."""
+    """Run every statistic on a trial frame; see docs/analysis.md for each definition.
+
+    Backbones that did not learn (bocb.protocol.did_not_learn) are shown but left out of failure flags,
+    ranking, robustness and the interaction decomposition: there is nothing to compare optimizers on.
+    """
     trials = tidy(frame)
     cells = select_cells(trials)
-    long = cells.rename(columns={"test_top1": "top1"})
-    cells = flag_cells(long, gamma, gap, k).rename(columns={"top1": "test_top1"})
-    per_seed = chosen_trials(trials, cells)[["backbone", "optimizer", "seed", "test_top1"]].rename(
-        columns={"test_top1": "top1"})
-    seed_flags = seed_aware_flags(per_seed, gamma, alpha)
-    cells = cells.merge(seed_flags[["backbone", "optimizer", "seed_aware"]], on=["backbone", "optimizer"])
+    per_seed = chosen_seeds(trials, cells)[CELL + ["seed", "top1"]]
+    learned = learned_backbones(per_seed, trials)
+    cells["learned"] = cells["backbone"].map(learned).astype(bool)
+    judged, judged_seeds = cells[cells["learned"]], per_seed[per_seed["backbone"].map(learned).astype(bool)]
+    cells = _with_flags(cells, judged, judged_seeds, gamma, gap, k, alpha)
+    notes = _notes(cells, learned)
+    missing = missing_cells(trials)
+    table = matrix(cells, missing=missing)
+    judged_table = matrix(judged) if len(judged) else table.iloc[0:0, 0:0]
+    decomposition = shares = profiles = None
+    if judged_table.shape[0] >= 2 and judged_table.shape[1] >= 2:
+        decomposition = decompose(judged_table)
+        shares = interaction_shares(judged_seeds, n_boot=n_boot)
+        profiles = performance_profiles(judged_table)
+    else:
+        notes.append("The decomposition and profiles need >= 2 backbones that learned and >= 2 optimizers.")
+    judged = cells[cells["learned"]]
+    has_curves = epochs is not None and not epochs.empty and "trial_key" in trials
+    long = judged.rename(columns={"test_top1": "top1"})
+    return Analysis(
+        trials=trials, cells=cells, matrix=table, verdicts=verdicts(per_seed, trials, shares, gamma, alpha),
+        missing=missing, summary=backbone_summary(long, gamma, gap, k) if len(long) else pd.DataFrame(),
+        ranking=weighted_ranking(ranking_components(judged, bocb_rule, gamma)) if len(judged) else pd.DataFrame(),
+        hp_backbone=hp_distances(judged, "backbone"), hp_optimizer=hp_distances(judged, "optimizer"),
+        decomposition=decomposition, shares=shares, profiles=profiles,
+        curves=curve_stats(trials, epochs, cells) if has_curves else pd.DataFrame(),
+        budget=budget_check(trials, judged, judged["eq1"], "eq1", gamma), gamma=gamma, alpha=alpha, notes=notes)
+
+
+def _with_flags(cells: pd.DataFrame, judged: pd.DataFrame, judged_seeds: pd.DataFrame, gamma: float, gap: float,
+                k: int, alpha: float) -> pd.DataFrame:
+    """Every failure rule's flag and top-k on the cells of learned backbones; False elsewhere."""
+    columns = [*FLAG_COLUMNS, f"top{k}"]
+    if judged.empty:
+        return cells.assign(**{c: False for c in columns})
+    flagged = flag_cells(judged.rename(columns={"test_top1": "top1"}), gamma, gap, k)
+    seed_flags = seed_aware_flags(judged_seeds, gamma, alpha)
+    flags = flagged[CELL + ["eq1", "tukey", "gap", f"top{k}"]].merge(
+        seed_flags[CELL + ["seed_aware", "undecided"]], on=CELL)
+    out = cells.merge(flags, on=CELL, how="left")
+    out[columns] = out[columns].fillna(False).astype(bool)
+    return out
+
+
+def _notes(cells: pd.DataFrame, learned: pd.Series) -> list[str]:
     notes = []
     if cells["selected_on"].iloc[0] != "val_top1":
         notes.append("No validation results: configurations were chosen on test top-1, which overstates "
                      "every number (selection and evaluation on the same split).")
-    table = matrix(cells)
-    decomposition = shares = profiles = None
-    if table.shape[0] >= 2 and table.shape[1] >= 2:
-        decomposition = decompose(table)
-        shares = interaction_shares(per_seed, n_boot=n_boot)
-        profiles = performance_profiles(table)
-    else:
-        notes.append("The decomposition and profiles need >= 2 backbones and >= 2 optimizers.")
-    has_curves = epochs is not None and not epochs.empty and "trial_key" in trials
-    return Analysis(
-        trials=trials, cells=cells, matrix=table, summary=backbone_summary(long, gamma, gap, k),
-        ranking=weighted_ranking(ranking_components(cells, bocb_rule, gamma)),
-        hp_backbone=hp_distances(cells, "backbone"), hp_optimizer=hp_distances(cells, "optimizer"),
-        decomposition=decomposition, shares=shares, profiles=profiles,
-        curves=curve_stats(trials, epochs, cells) if has_curves else pd.DataFrame(),
-        budget=budget_check(trials, cells, cells["eq1"], "eq1", gamma), gamma=gamma, notes=notes)
+    unlearned = [b for b, ok in learned.items() if not ok]
+    if unlearned:
+        notes.append(f"Did not learn at this budget (best cell within noise of chance; left out of failure "
+                     f"flags, ranking and interaction): {', '.join(unlearned)}.")
+    return notes

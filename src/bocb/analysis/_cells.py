@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from bocb.analysis._frame import check_choice, main_budget, parse_grid, selection_column, tidy
+from bocb.analysis._frame import check_choice, parse_grid, tidy
 from bocb.errors import SpecError
+from bocb.protocol import choose_configs, chosen_seeds, main_budget
 
 FORMATS = ("table", "csv", "markdown", "json")
 KEYS = ["backbone", "optimizer"]
@@ -44,53 +45,57 @@ def cell_grid(trials: pd.DataFrame, column: str) -> list[float]:
     return sorted(trials[column].dropna().unique().tolist())
 
 
-def config_means(trials: pd.DataFrame) -> pd.DataFrame:
-    """Mean/std over seeds per (backbone, optimizer, config) of the main-budget trials."""
-    selected_on = selection_column(trials)
-    grouped = main_budget(trials).groupby(KEYS + ["config"], sort=False)
-    out = grouped.agg(
-        lr=("lr", "first"), weight_decay=("weight_decay", "first"),
-        select_top1=(selected_on, "mean"), val_top1=("val_top1", "mean"),
-        test_top1=("test_top1", "mean"), test_top1_std=("test_top1", "std"),
-        n_seeds=("seed", "nunique"), n_failed=("failed", "sum"),
-        time_s=("time_s", "mean"), peak_mem_mb=("peak_mem_mb", "mean"),
-    ).reset_index()
-    out["selected_on"] = selected_on
-    return out
-
-
 def select_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (backbone, optimizer): the configuration with the best mean selection top-1.
+    """One row per (backbone, optimizer) with a result: the configuration chosen by the protocol's rule
+    (:func:`bocb.protocol.choose_configs`: validation top-1 on the seeds every configuration shares; test
+    never chooses unless the frame has no validation results, which ``selected_on`` then says).
 
-    Selection uses ``val_top1`` (test never chooses) or, when the frame has no validation results,
-    ``test_top1``; the ``selected_on`` column says which. Columns: backbone, optimizer, config, lr,
-    weight_decay, val_top1, test_top1 (mean over seeds), test_top1_std (sample std), n_seeds,
-    n_failed, time_s, peak_mem_mb, selected_on, and per hyper-parameter (lr, wd) the chosen value's
-    index in its searched grid (lr_pos, wd_pos), the grid size (lr_points, wd_points) and the
-    edge label (lr_edge, wd_edge: 'low'/'high'/''); ``edge`` is True when either is at an edge.
+    Columns: backbone, optimizer, config, lr, weight_decay, val_top1, test_top1 (means over the chosen
+    configuration's seeds), test_top1_std (sample std), n_seeds, n_diverged, time_s, peak_mem_mb,
+    selected_on, and per hyper-parameter (lr, wd) the chosen value's index in its searched grid (lr_pos,
+    wd_pos), the grid size (lr_points, wd_points) and the edge label (lr_edge, wd_edge: 'low'/'high'/'');
+    ``edge`` is True when either is at an edge. Cells whose every trial crashed have no row
+    (:func:`missing_cells` lists them).
     """
     trials = tidy(frame)
-    means = config_means(trials)
-    if means.empty:
-        raise SpecError("results", "no finished main-budget trials to select from")
-    # Best mean; among equals the one with fewer failed seeds, then the config name (deterministic).
-    means["_neg_failed"] = -means["n_failed"]
-    ranked = means.sort_values(["select_top1", "_neg_failed", "config"], ascending=[False, False, True],
-                               kind="stable", na_position="last")
-    cells = ranked.groupby(KEYS, sort=False).head(1).drop(columns=["_neg_failed", "select_top1"])
+    chosen = choose_configs(trials)
+    if chosen.empty:
+        crashed = int(trials["crashed"].sum())
+        raise SpecError("results", "no finished main-budget trials to select from"
+                        + (f" ({crashed} crashed: a crash is no result)" if crashed else ""))
+    per_seed = chosen_seeds(trials, chosen)
+    cells = per_seed.groupby(KEYS + ["config"], sort=False).agg(
+        lr=("lr", "first"), weight_decay=("weight_decay", "first"), val_top1=("val_top1", "mean"),
+        test_top1=("test_top1", "mean"), test_top1_std=("test_top1", "std"), n_seeds=("seed", "nunique"),
+        n_diverged=("diverged", "sum"), time_s=("time_s", "mean"), peak_mem_mb=("peak_mem_mb", "mean"),
+    ).reset_index().merge(chosen[KEYS + ["selected_on"]], on=KEYS)
     positions = []
     for (backbone, optimizer), group in main_budget(trials).groupby(KEYS, sort=False):
-        chosen = cells[(cells.backbone == backbone) & (cells.optimizer == optimizer)].iloc[0]
+        picked = cells[(cells.backbone == backbone) & (cells.optimizer == optimizer)]
+        if picked.empty:
+            continue
         row = {"backbone": backbone, "optimizer": optimizer}
         for column, short in (("lr", "lr"), ("weight_decay", "wd")):
             grid = cell_grid(group, column)
-            position = grid_position(chosen[column], grid)
+            position = grid_position(picked.iloc[0][column], grid)
             row |= {f"{short}_pos": position, f"{short}_points": len(grid),
                     f"{short}_edge": edge_label(position, len(grid))}
         positions.append(row)
     cells = cells.merge(pd.DataFrame(positions), on=KEYS)
     cells["edge"] = (cells["lr_edge"] != "") | (cells["wd_edge"] != "")
     return _in_order(cells, trials).reset_index(drop=True)
+
+
+def missing_cells(trials: pd.DataFrame) -> pd.DataFrame:
+    """Cells of a tidy frame with no scored result (every trial crashed): backbone, optimizer, crashed
+    (how many trials) and error (the first one's message)."""
+    scored_cells = set(map(tuple, choose_configs(trials)[KEYS].to_numpy()))
+    crashed = trials[trials["crashed"]]
+    if "error" not in crashed:
+        crashed = crashed.assign(error="")
+    rows = [{"backbone": b, "optimizer": o, "crashed": len(g), "error": str(g["error"].fillna("").iloc[0])}
+            for (b, o), g in crashed.groupby(KEYS, sort=False) if (b, o) not in scored_cells]
+    return pd.DataFrame(rows, columns=KEYS + ["crashed", "error"])
 
 
 def _in_order(cells: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
@@ -101,12 +106,15 @@ def _in_order(cells: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return cells.iloc[np.argsort(key.to_numpy(), kind="stable")]
 
 
-def matrix(cells: pd.DataFrame, value: str = "test_top1") -> pd.DataFrame:
-    """Optimizers as rows, backbones as columns, in the order they appear in ``cells``."""
+def matrix(cells: pd.DataFrame, value: str = "test_top1", missing: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Optimizers as rows, backbones as columns, in the order they appear in ``cells``; the cells of
+    ``missing`` (no result: every trial crashed) are shown empty, never as a number."""
     if value not in cells:
         raise SpecError("value", f"unknown column '{value}'; valid choices: {', '.join(map(str, cells.columns))}")
     table = cells.pivot(index="optimizer", columns="backbone", values=value)
-    table = table.reindex(index=pd.unique(cells["optimizer"]), columns=pd.unique(cells["backbone"]))
+    extra = missing if missing is not None else pd.DataFrame(columns=KEYS)
+    table = table.reindex(index=pd.unique(pd.concat([cells["optimizer"], extra["optimizer"]])),
+                          columns=pd.unique(pd.concat([cells["backbone"], extra["backbone"]])))
     table.index.name, table.columns.name = "optimizer", None
     return table
 

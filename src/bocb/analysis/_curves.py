@@ -4,15 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bocb.analysis._frame import main_budget
-from bocb.analysis._stats import failure_threshold
+from bocb.protocol import chosen_seeds, failure_threshold
 
 KEYS = ["backbone", "optimizer"]
-
-
-def chosen_trials(trials: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """The main-budget trials of each cell's chosen configuration (one row per seed)."""
-    return main_budget(trials).merge(cells[KEYS + ["config"]], on=KEYS + ["config"])
 
 
 def curve_summary(epoch: np.ndarray, value: np.ndarray) -> tuple[float, float]:
@@ -35,7 +29,7 @@ def curve_stats(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame)
     falls back to the test curve when the epochs frame has no validation values.
     """
     column = "val_top1" if "val_top1" in epochs and epochs["val_top1"].notna().any() else "test_top1"
-    joined = chosen_trials(trials, cells)[KEYS + ["trial_key"]].merge(epochs, on="trial_key")
+    joined = chosen_seeds(trials, cells)[KEYS + ["trial_key"]].merge(epochs, on="trial_key")
     rows = []
     for (backbone, optimizer), group in joined.groupby(KEYS, sort=False):
         curve = group.groupby("epoch")[column].mean().dropna()

@@ -1,7 +1,8 @@
 """Turn a results frame (from the store or a user CSV) into the tidy trial frame the analysis uses.
 
 Tidy columns: backbone, optimizer, seed, config, lr, weight_decay, val_top1, test_top1, state,
-failed, budget, epochs, time_s, peak_mem_mb, lr_grid, wd_grid (and trial_key when known).
+diverged, crashed, budget, epochs, time_s, peak_mem_mb, lr_grid, wd_grid (and trial_key when known).
+Crashed trials stay in the frame (the report lists them) but are never scored: bocb.protocol.scored.
 """
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from bocb.errors import DataError, SpecError
+from bocb.protocol import FINISHED, UNFINISHED, TrialState, chance_level, with_config
 
 REQUIRED = ("backbone", "optimizer")
-# States that are not results yet: dropped, not counted as failures.
-UNFINISHED = frozenset({"pending", "running", "queued"})
+QUEUED = "queued"  # a state some schedulers write into exported CSVs: not a result yet, like pending
 # Aliases a user CSV may use for our column names.
 ALIASES = {"top1": "test_top1", "wd": "weight_decay", "time": "time_s", "memory": "peak_mem_mb",
            "mem": "peak_mem_mb", "peak_mem": "peak_mem_mb"}
@@ -41,21 +42,6 @@ def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return load_frames(url)
 
 
-def chance_level(frame: pd.DataFrame) -> pd.Series:
-    """Top-1 of a failed trial: 100 / num_classes when the frame says, else 0."""
-    if "num_classes" in frame:
-        return 100.0 / pd.to_numeric(frame["num_classes"], errors="coerce").fillna(np.inf)
-    return pd.Series(0.0, index=frame.index)
-
-
-def _config_label(frame: pd.DataFrame) -> pd.Series:
-    known = [c for c in ("lr", "weight_decay") if frame[c].notna().any()]
-    if not known:
-        return pd.Series("default", index=frame.index)
-    short = {"lr": "lr", "weight_decay": "wd"}
-    return frame.apply(lambda row: ",".join(f"{short[c]}={row[c]:g}" for c in known), axis=1)
-
-
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Validate and normalise a trial frame; raises DataError naming the bad column."""
     frame = frame.rename(columns={k: v for k, v in ALIASES.items() if k in frame and v not in frame}).copy()
@@ -65,7 +51,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
                         f"(or test_top1); got: {', '.join(map(str, frame.columns))}")
     if "test_top1" not in frame:
         raise DataError(f"results: missing column 'top1' (or 'test_top1'); got: {', '.join(map(str, frame.columns))}")
-    defaults = {"seed": 0, "lr": np.nan, "weight_decay": np.nan, "val_top1": np.nan, "state": "done",
+    defaults = {"seed": 0, "lr": np.nan, "weight_decay": np.nan, "val_top1": np.nan, "state": TrialState.DONE.value,
                 "budget": 1, "epochs": np.nan, "time_s": np.nan, "peak_mem_mb": np.nan,
                 "lr_grid": "", "wd_grid": "", "stage": ""}
     for column, value in defaults.items():
@@ -79,38 +65,27 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = values
     frame["backbone"] = frame["backbone"].astype(str)
     frame["optimizer"] = frame["optimizer"].astype(str)
-    frame["state"] = frame["state"].fillna("done").astype(str)
-    frame = frame[~frame["state"].isin(UNFINISHED)].copy()
+    frame["state"] = frame["state"].fillna(TrialState.DONE.value).astype(str)
+    frame = frame[~frame["state"].isin([*(s.value for s in UNFINISHED), QUEUED])].copy()
+    unknown = sorted(set(frame["state"]) - {s.value for s in FINISHED})
+    if unknown:
+        raise DataError(f"results: unknown state '{unknown[0]}' in column 'state'; valid choices: "
+                        f"{', '.join(s.value for s in (*FINISHED, *UNFINISHED))}, {QUEUED}")
     for column in ("lr_grid", "wd_grid", "stage"):
         frame[column] = frame[column].fillna("").astype(str)
     # The budget re-runs may be marked by stage ('budget_2x') instead of a budget column.
     staged = pd.to_numeric(frame["stage"].astype(str).str.extract(r"^budget_(\d+)x$")[0], errors="coerce")
     frame["budget"] = staged.fillna(frame["budget"]).fillna(1)
-    if "config" not in frame:
-        frame["config"] = _config_label(frame)
-    frame["config"] = frame["config"].astype(str)
-    # A diverged/failed trial scores the chance level on both splits (see docs/analysis.md).
-    frame["failed"] = frame["state"] != "done"
+    frame = with_config(frame)
+    # A diverged trial scores the chance level on both splits (as the paper does); a crashed one is no
+    # result and keeps no score (see docs/analysis.md).
+    frame["diverged"] = frame["state"] == TrialState.DIVERGED
+    frame["crashed"] = frame["state"] == TrialState.FAILED
     chance = chance_level(frame)
     for column in ("val_top1", "test_top1"):
-        frame.loc[frame["failed"], column] = chance[frame["failed"]]
+        frame.loc[frame["diverged"], column] = chance[frame["diverged"]]
+        frame.loc[frame["crashed"], column] = np.nan
     return frame.reset_index(drop=True)
-
-
-def selection_column(frame: pd.DataFrame) -> str:
-    """'val_top1' when the frame has validation results, else 'test_top1' (the report warns)."""
-    done = frame[~frame["failed"]]
-    return "val_top1" if done["val_top1"].notna().any() else "test_top1"
-
-
-def main_budget(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the main search: budget 1 (not a budget re-run), at each cell's full epochs."""
-    rows = frame[frame["budget"] == 1]
-    if rows["epochs"].isna().all():
-        return rows
-    # Successive-halving rungs train fewer epochs; only full-length trials compete.
-    full = rows.groupby(["backbone", "optimizer"])["epochs"].transform("max")
-    return rows[(rows["epochs"] == full) | full.isna()]
 
 
 def parse_grid(text: str) -> list[float]:

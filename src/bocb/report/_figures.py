@@ -22,7 +22,7 @@ def _size(n_cols: int, n_rows: int) -> tuple[float, float]:
 
 
 def heatmap(result: Analysis) -> plt.Figure:
-    """Test top-1 per cell; Eq.-1 failures in grey italics, top-4 bold, '†' where a chosen config had failed seeds."""
+    """Test top-1 per cell; Eq.-1 failures in grey italics, top-4 bold, '†' where a chosen config had diverged seeds."""
     table = result.matrix
     cells = result.cells.set_index(["optimizer", "backbone"])
     fig, ax = plt.subplots(figsize=_size(table.shape[1], table.shape[0]))
@@ -35,13 +35,13 @@ def heatmap(result: Analysis) -> plt.Figure:
                 ax.text(j + 0.5, i + 0.5, "n/a", ha="center", va="center", fontsize=7)
                 continue
             cell = cells.loc[(optimizer, backbone)]
-            label = f"{cell.test_top1:.1f}" + ("†" if cell.n_failed else "")
+            label = f"{cell.test_top1:.1f}" + ("†" if cell.n_diverged else "")
             ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=7,
                     color="#bbbbbb" if cell.eq1 else "white", fontweight="bold" if cell.top4 else "normal",
                     fontstyle="italic" if cell.eq1 else "normal")
     ax.set_xlabel("backbone")
     ax.set_ylabel("optimizer")
-    ax.set_title(f"Test top-1; grey = Eq. 1 failure (γ={result.gamma:g}), bold = top-4, † = failed seeds")
+    ax.set_title(f"Test top-1; grey = Eq. 1 failure (γ={result.gamma:g}), bold = top-4, † = diverged seeds")
     return fig
 
 

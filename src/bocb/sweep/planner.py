@@ -14,8 +14,8 @@ returns; keys make duplicates impossible.
   direction, one step per stage;
 - ``seeds``: each pair's best configuration re-run at the remaining seeds;
 - ``budget``: with ``budget_check``, chosen cells re-run at 2x and 4x epochs.
-Choosing always uses validation top-1 (test top-1 only when the dataset has no
-validation split); a diverged or failed trial ranks last.
+Which configuration a pair has chosen, which cells are re-seeded and the stage
+names come from :mod:`bocb.protocol`, the same rules the analysis applies.
 """
 from __future__ import annotations
 
@@ -29,9 +29,24 @@ import pandas as pd
 
 from bocb.backbones import get_backbone, input_size
 from bocb.optim import search_space
+from bocb.protocol import (
+    CELL,
+    FINISHED,
+    StageKind,
+    TrialState,
+    cells_needing_seeds,
+    choose_configs,
+    is_search_stage,
+    main_budget,
+    selection_metric,
+    stage_index,
+    stage_kind,
+    stage_name,
+    with_config,
+)
 from bocb.recipes import resolve_recipe
 from bocb.spec import BackboneEntry, BenchmarkSpec, OptimizerEntry, TrialConfig
-from bocb.store import FINISHED, PlannedTrial, is_search_stage
+from bocb.store import PlannedTrial
 
 
 @dataclass(frozen=True)
@@ -100,36 +115,36 @@ def grid(pair: Pair) -> list[tuple[float, float, dict[str, Any]]]:
 
 
 def stage_names(spec: BenchmarkSpec) -> list[str]:
-    search = ["search"] if spec.search.method == "grid" else [f"rung{i}" for i in range(len(spec.search.rungs))]
-    edges = [f"edges{i}" for i in range(1, spec.search.extend_edges + 1)]
-    return search + edges + ["seeds"] + (["budget"] if spec.budget_check else [])
+    search = ([stage_name(StageKind.SEARCH)] if spec.search.method == "grid"
+              else [stage_name(StageKind.RUNG, i) for i in range(len(spec.search.rungs))])
+    edges = [stage_name(StageKind.EDGES, i) for i in range(1, spec.search.extend_edges + 1)]
+    budget = [stage_name(StageKind.BUDGET)] if spec.budget_check else []
+    return search + edges + [stage_name(StageKind.SEEDS)] + budget
 
 
 def rung_epochs(spec: BenchmarkSpec, pair: Pair, rung: int) -> int:
     return max(1, round(spec.search.rungs[rung] * pair.recipe["epochs"]))
 
 
-def selection_metric(spec: BenchmarkSpec) -> str:
-    return "val_top1" if spec.dataset.val_fraction > 0 else "test_top1"
-
-
 def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
     """The first stage with trials to add or to wait for; None when the benchmark is complete.
 
-    ``results`` is the store's trials frame of this benchmark (trial_key, stage, state,
-    backbone, size, optimizer, lr, weight_decay, hparams_json, seed, epochs,
-    val_top1, test_top1). Each stage sees only the results of the stages before
-    it, so what it wants never changes once planned.
+    ``results`` is the store's trials frame of this benchmark (trial_key, stage, budget, state, backbone,
+    size, optimizer, config, lr, weight_decay, hparams_json, seed, epochs, val_top1, test_top1, train_loss,
+    num_classes). Each stage sees only the results of the stages before it, so what it wants never
+    changes once planned; the one exception is the re-seed stage with ``reseed: failure_candidates``,
+    which runs in rounds (see :func:`_reseed_cells`).
     """
     stored = set(results["trial_key"]) if len(results) else set()
     unfinished = set(results.loc[~results["state"].isin(FINISHED), "trial_key"]) if len(results) else set()
     names, every_pair = stage_names(spec), pairs(spec)
     for i, name in enumerate(names):
-        earlier = results[results["stage"].isin(names[:i])] if len(results) else results
+        earlier = _of_stages(results, names[:i])
         cells = every_pair
-        if name == "seeds" and spec.reseed == "failure_candidates":
-            cells = _failure_candidates(spec, cells, earlier)
-        wanted = [t for pair in cells for t in _planned(spec, pair, name, _of_pair(earlier, pair))]
+        if stage_kind(name) == StageKind.SEEDS and spec.reseed == "failure_candidates":
+            cells = _reseed_cells(spec, every_pair, earlier, _of_stages(results, [name]), unfinished)
+        chosen = _Chosen(earlier)
+        wanted = [t for pair in cells for t in _planned(spec, pair, name, chosen)]
         missing = [t for t in wanted if t.key not in stored]
         if missing:
             return Stage(name, missing, waiting=False)
@@ -138,38 +153,75 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
     return None
 
 
-def _of_pair(results: pd.DataFrame, pair: Pair) -> pd.DataFrame:
-    if not len(results):
-        return results
-    backbone, optimizer = pair.names
-    return results[(results["backbone"] == backbone) & (results["optimizer"] == optimizer)
-                   & (results["size"] == pair.size)]
+def _of_stages(results: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    return results[results["stage"].isin(names)] if len(results) else results
 
 
-def _planned(spec: BenchmarkSpec, pair: Pair, stage: str, rows: pd.DataFrame) -> list[PlannedTrial]:
-    return [PlannedTrial(cfg.key(), cfg.model_dump(mode="json"), stage, budget)
-            for cfg, budget in _pair_stage(spec, pair, stage, rows)]
+def _reseed_cells(spec: BenchmarkSpec, every_pair: list[Pair], earlier: pd.DataFrame, reseeded: pd.DataFrame,
+                  unfinished: set[str]) -> list[Pair]:
+    """The cells to re-seed: exactly those the seed-aware failure rule compares
+    (:func:`bocb.protocol.cells_needing_seeds`), decided in rounds. Re-seeding moves seed means, which can
+    change which cells Eq. 1 flags or which is best; so once a round has finished, the cells the rule now
+    needs join those already re-seeded. A round in progress is waited for, so the trials planned depend on
+    results only, never on timing."""
+    cells = set(zip(reseeded["backbone"], reseeded["optimizer"])) if len(reseeded) else set()
+    if not (len(reseeded) and reseeded["trial_key"].isin(unfinished).any()):
+        seen = pd.concat([earlier, reseeded]) if len(reseeded) else earlier
+        needed = cells_needing_seeds(seen, spec.rules.gamma) if len(seen) else pd.DataFrame(columns=CELL)
+        cells |= set(zip(needed["backbone"], needed["optimizer"]))
+    return [pair for pair in every_pair if pair.names in cells]
 
 
 Choice = tuple[float, float, dict[str, Any]]  # lr, weight decay, searched extras
 
 
-def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, rows: pd.DataFrame) -> list[tuple[TrialConfig, int]]:
-    seed0, epochs = spec.seeds[0], pair.recipe["epochs"]
-    if stage == "search":
+class _Chosen:
+    """Each pair's configuration chosen by the protocol's one rule on the results of earlier stages, and
+    the pair's own rows; computed once per stage, on first use."""
+
+    def __init__(self, earlier: pd.DataFrame) -> None:
+        self.earlier = with_config(earlier) if len(earlier) else earlier
+        self._configs: dict[tuple[str, str], str] | None = None
+        self._rows: dict[tuple[str, str, str], pd.DataFrame] | None = None
+
+    def rows(self, pair: Pair) -> pd.DataFrame:
+        if self._rows is None:
+            groups = self.earlier.groupby(["backbone", "optimizer", "size"], sort=False) if len(self.earlier) else []
+            self._rows = {key: group for key, group in groups}
+        return self._rows.get((*pair.names, pair.size), self.earlier.iloc[0:0])
+
+    def best(self, pair: Pair) -> Choice | None:
+        if self._configs is None:
+            chosen = choose_configs(self.earlier) if len(self.earlier) else pd.DataFrame(columns=CELL + ["config"])
+            self._configs = {(b, o): c for b, o, c in zip(chosen["backbone"], chosen["optimizer"], chosen["config"])}
+        config = self._configs.get(pair.names)
+        if config is None:
+            return None
+        rows = self.rows(pair)
+        return _choice_of(pair, rows[rows["config"] == config].iloc[0])
+
+
+def _planned(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) -> list[PlannedTrial]:
+    return [PlannedTrial(cfg.key(), cfg.model_dump(mode="json"), stage, budget)
+            for cfg, budget in _pair_stage(spec, pair, stage, chosen)]
+
+
+def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) -> list[tuple[TrialConfig, int]]:
+    seed0, epochs, kind = spec.seeds[0], pair.recipe["epochs"], stage_kind(stage)
+    if kind == StageKind.SEARCH:
         choices = grid(pair)
-    elif stage.startswith("rung"):
-        rung = int(stage[4:])
+    elif kind == StageKind.RUNG:
+        rung = stage_index(stage)
         configs = grid(pair)
         return [(trial_config(spec, pair, *configs[i], seed0, rung_epochs(spec, pair, rung)), 1)
-                for i in _survivors(spec, pair, rung, rows)]
-    elif stage.startswith("edges"):
-        choices = _edge_steps(spec, pair, rows)
+                for i in _survivors(spec, pair, rung, chosen.rows(pair))]
+    elif kind == StageKind.EDGES:
+        choices = _edge_steps(spec, pair, chosen)
     else:
-        best = _best(spec, pair, rows)
+        best = chosen.best(pair)
         if best is None:
             return []
-        if stage == "seeds":
+        if kind == StageKind.SEEDS:
             return [(trial_config(spec, pair, *best, s, epochs), 1) for s in spec.seeds[1:]]
         return [(trial_config(spec, pair, *best, seed0, epochs * m), m) for m in _budget_multipliers(spec, pair)]
     return [(trial_config(spec, pair, *c, seed0, epochs), 1) for c in choices]
@@ -184,13 +236,14 @@ def _budget_multipliers(spec: BenchmarkSpec, pair: Pair) -> list[int]:
     return list(check.multipliers)
 
 
-def _score(spec: BenchmarkSpec, rows: pd.DataFrame, cfg: TrialConfig) -> tuple[float, float]:
-    """(selection metric, -train loss) of a finished trial: ties on a coarse validation split (all at chance
-    after a short rung, say) go to the lower training loss. (-inf, -inf) for diverged, failed or missing ones."""
-    hit = rows[(rows["trial_key"] == cfg.key()) & (rows["state"] == "done")] if len(rows) else rows
+def _score(rows: pd.DataFrame, cfg: TrialConfig) -> tuple[float, float]:
+    """(selection metric, -train loss) of a finished rung trial: ties on a coarse validation split (all at
+    chance after a short rung, say) go to the lower training loss. (-inf, -inf) for diverged, crashed or
+    missing ones."""
+    hit = rows[(rows["trial_key"] == cfg.key()) & (rows["state"] == TrialState.DONE)] if len(rows) else rows
     if not len(hit):
         return -math.inf, -math.inf
-    value, loss = hit.iloc[0][selection_metric(spec)], hit.iloc[0]["train_loss"]
+    value, loss = hit.iloc[0][selection_metric(rows)], hit.iloc[0]["train_loss"]
     return (float(value) if pd.notna(value) else -math.inf), (-float(loss) if pd.notna(loss) else -math.inf)
 
 
@@ -205,25 +258,12 @@ def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -
     alive = _survivors(spec, pair, rung - 1, rows)
     keep = max(1, math.ceil(len(alive) * spec.search.keep_fraction))
     configs, seed0, epochs = grid(pair), spec.seeds[0], rung_epochs(spec, pair, rung - 1)
-    scores = {i: _score(spec, rows, trial_config(spec, pair, *configs[i], seed0, epochs)) for i in alive}
+    scores = {i: _score(rows, trial_config(spec, pair, *configs[i], seed0, epochs)) for i in alive}
     ranked = sorted(alive, key=lambda i: (-scores[i][0], -scores[i][1], i))
     last_kept = scores[ranked[keep - 1]][0]
     while spec.search.keep_ties and keep < len(ranked) and scores[ranked[keep]][0] == last_kept > -math.inf:
         keep += 1
     return ranked[:keep]
-
-
-def _tried_full_budget(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> pd.DataFrame:
-    """Search-type trials of the pair at the first seed and the full epoch budget."""
-    if not len(rows):
-        return rows
-    return rows[(rows["seed"] == spec.seeds[0]) & (rows["epochs"] == pair.recipe["epochs"])
-                & is_search_stage(rows["stage"])]
-
-
-def _done_full_budget(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> pd.DataFrame:
-    tried = _tried_full_budget(spec, pair, rows)
-    return tried[tried["state"] == "done"] if len(tried) else tried
 
 
 def _choice_of(pair: Pair, row: pd.Series) -> Choice:
@@ -232,46 +272,18 @@ def _choice_of(pair: Pair, row: pd.Series) -> Choice:
     return float(row["lr"]), float(row["weight_decay"]), searched
 
 
-def _best(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> Choice | None:
-    """The pair's best configuration so far by the selection metric (validation top-1)."""
-    done = _done_full_budget(spec, pair, rows)
-    metric = selection_metric(spec)
-    if not len(done) or done[metric].isna().all():
-        return None
-    ranked = done.sort_values([metric, "train_loss"], ascending=[False, True], kind="stable")
-    return _choice_of(pair, ranked.iloc[0])
-
-
-def _failure_candidates(spec: BenchmarkSpec, cells: list[Pair], rows: pd.DataFrame) -> list[Pair]:
-    """Pairs whose best selection top-1 is more than failure_gap below their backbone's best, and that best.
-
-    These are the cells the seed-aware failure rule compares, so only they need more seeds.
-    """
-    metric = selection_metric(spec)
-    scores: dict[tuple[str, str], float] = {}
-    for pair in cells:
-        done = _done_full_budget(spec, pair, _of_pair(rows, pair))
-        scores[pair.names] = float(done[metric].max()) if len(done) and done[metric].notna().any() else -math.inf
-    chosen = []
-    for pair in cells:
-        peers = [scores[p.names] for p in cells if p.backbone.name == pair.backbone.name]
-        best = max(peers)
-        if scores[pair.names] == best or scores[pair.names] < best - spec.failure_gap:
-            chosen.append(pair)
-    return chosen
-
-
 def round_sig(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def _edge_steps(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> list[Choice]:
-    """One more grid point past each edge at which the pair's best configuration sits."""
-    best = _best(spec, pair, rows)
+def _edge_steps(spec: BenchmarkSpec, pair: Pair, chosen: _Chosen) -> list[Choice]:
+    """One more grid point past each edge at which the pair's chosen configuration sits."""
+    best = chosen.best(pair)
     if best is None:
         return []
     lr, wd, extras = best
-    tried = _tried_full_budget(spec, pair, rows)
+    tried = main_budget(chosen.rows(pair))
+    tried = tried[is_search_stage(tried["stage"])]
     steps: list[Choice] = []
     if len(pair.lr) >= 2:
         lrs = tried["lr"]

@@ -1,0 +1,341 @@
+"""The protocol's rules, each defined once: stage and trial-state names, how a cell's configuration is
+chosen from what is stored, what counts as a failure, which cells get more seeds, when a backbone learned
+nothing, and when one result is below another beyond seed noise.
+
+The planner, the store, the analysis, the report and the CLI import these; none keeps a copy. Pure:
+pandas, numpy and scipy only (no torch), so the same rules run on a CSV on a machine without models.
+
+A *trial frame* here has one row per trial with the columns backbone, optimizer, config (a label of the
+searched configuration), seed, state, budget (1, or the epoch multiplier of a budget re-run), epochs,
+val_top1, test_top1 and optionally train_loss, num_classes and test_size.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from enum import Enum
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bocb.errors import SpecError, unknown_name_message
+
+CELL = ["backbone", "optimizer"]
+
+
+class _Name(str, Enum):
+    """A name stored as its plain string (in the store, in CSVs, in f-strings)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class TrialState(_Name):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    DIVERGED = "diverged"  # non-finite loss: an optimizer outcome, scored at chance as the paper does
+    FAILED = "failed"      # crashed (code, data, environment): never scored; a rerun of the spec retries it
+
+
+FINISHED = (TrialState.DONE, TrialState.DIVERGED, TrialState.FAILED)  # a worker is done with it
+SCORED = (TrialState.DONE, TrialState.DIVERGED)                       # it is a result
+UNFINISHED = (TrialState.PENDING, TrialState.RUNNING)
+
+
+class StageKind(_Name):
+    SEARCH = "search"  # the whole lr x wd (x extras) grid at the first seed
+    RUNG = "rung"      # successive halving: rung0, rung1, ...
+    EDGES = "edges"    # grid points past an edge best: edges1, edges2, ...
+    SEEDS = "seeds"    # the chosen configuration at the remaining seeds
+    BUDGET = "budget"  # the chosen configuration at more epochs
+
+
+SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES)  # stages that try configurations
+
+
+def stage_name(kind: StageKind, index: int | None = None) -> str:
+    """'search', 'seeds', 'budget'; 'rung0', 'edges1', ... for the numbered kinds."""
+    return f"{kind}{index}" if kind in (StageKind.RUNG, StageKind.EDGES) else str(kind)
+
+
+def stage_kind(name: str) -> StageKind:
+    """The kind of a stage name ('rung2' -> RUNG); ValueError for a name no planner gives."""
+    for kind in (StageKind.RUNG, StageKind.EDGES):
+        if name.startswith(kind.value) and name[len(kind.value):].isdigit():
+            return kind
+    return StageKind(name)
+
+
+def stage_index(name: str) -> int:
+    return int(name.removeprefix(stage_kind(name).value))
+
+
+def is_search_stage(stages: pd.Series) -> pd.Series:
+    """True for trials that searched a configuration (not seed re-runs or budget re-runs)."""
+    return stages.astype(str).str.startswith(tuple(k.value for k in SEARCH_KINDS))
+
+
+# -- configurations --------------------------------------------------------------------------------------
+
+def config_label(lr: float, weight_decay: float, hparams: dict | None = None) -> str:
+    """The name of a searched configuration: 'lr=0.001,wd=0.05' plus any optimizer arguments, sorted."""
+    extras = hparams or {}
+    return ",".join([f"lr={lr:g}", f"wd={weight_decay:g}"] + [f"{k}={extras[k]}" for k in sorted(extras)])
+
+
+def with_config(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``config`` column: as given, else from lr, weight_decay and hparams_json (a CSV
+    without lr or weight decay gets 'default': one configuration per cell)."""
+    if "config" in frame:
+        return frame.assign(config=frame["config"].astype(str))
+    if not {"lr", "weight_decay"} <= set(frame) or frame[["lr", "weight_decay"]].isna().all().all():
+        return frame.assign(config="default")
+    hparams = frame["hparams_json"].fillna("{}").map(json.loads) if "hparams_json" in frame else [None] * len(frame)
+    labels = [config_label(lr, wd, h) for lr, wd, h in zip(frame["lr"], frame["weight_decay"], hparams)]
+    return frame.assign(config=pd.Series(labels, index=frame.index, dtype=object))
+
+
+# -- scoring ---------------------------------------------------------------------------------------------
+
+def chance_level(frame: pd.DataFrame) -> pd.Series:
+    """Top-1 of a model that learned nothing: 100 / num_classes where the frame says, else 0."""
+    if "num_classes" in frame:
+        return 100.0 / pd.to_numeric(frame["num_classes"], errors="coerce").fillna(np.inf)
+    return pd.Series(0.0, index=frame.index)
+
+
+def scored(frame: pd.DataFrame) -> pd.DataFrame:
+    """The trials that are results: done ones as measured, diverged ones at chance on both splits.
+
+    A crashed (failed) trial is no result and is dropped; so are unfinished ones.
+    """
+    rows = frame[frame["state"].isin(SCORED)].copy()
+    diverged = rows["state"] == TrialState.DIVERGED
+    chance = chance_level(rows)
+    for column in ("val_top1", "test_top1"):
+        rows[column] = pd.to_numeric(rows[column], errors="coerce").astype(float)
+        rows.loc[diverged, column] = chance[diverged]
+    return rows
+
+
+def main_budget(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials at budget 1 and at their cell's full epochs (halving rungs train fewer and do not compete).
+
+    The full epochs of a cell are the most any budget-1 trial of it was planned with, crashed ones
+    included, so a cell whose full-budget trials all crashed does not fall back to a short rung.
+    """
+    rows = frame[frame["budget"] == 1]
+    if rows.empty or rows["epochs"].isna().all():
+        return rows
+    full = rows.groupby(CELL, sort=False)["epochs"].transform("max")
+    return rows[(rows["epochs"] == full) | full.isna()]
+
+
+def selection_metric(frame: pd.DataFrame) -> str:
+    """'val_top1' when any finished trial has a validation score, else 'test_top1' (reports warn)."""
+    done = frame[frame["state"] == TrialState.DONE]
+    return "val_top1" if "val_top1" in done and done["val_top1"].notna().any() else "test_top1"
+
+
+def choose_configs(frame: pd.DataFrame) -> pd.DataFrame:
+    """THE rule that chooses each cell's configuration from what is stored.
+
+    Candidates are the cell's scored main-budget trials. Configurations are compared on the seeds they
+    all share (the search seed under bocb's protocol, since only the chosen one is re-run at other
+    seeds; every seed when a full grid was run at each), so re-seeding a choice never changes it. A
+    configuration scores the mean selection metric (validation top-1) over those seeds; a diverged seed
+    scores minus infinity. Ties go to the lower mean training loss, then to the configuration label.
+
+    Returns one row per cell: backbone, optimizer, config, score, selected_on. Cells with no scored
+    trial are absent.
+    """
+    metric = selection_metric(frame)
+    rows = main_budget(scored(with_config(frame)))
+    columns = CELL + ["config", "score", "selected_on"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    done = rows["state"] == TrialState.DONE
+    rows = rows.assign(
+        _score=rows[metric].where(done & rows[metric].notna(), -math.inf),
+        _loss=(pd.to_numeric(rows["train_loss"], errors="coerce") if "train_loss" in rows
+               else pd.Series(np.nan, index=rows.index)).where(done).fillna(math.inf))
+    chosen = []
+    for cell, group in rows.groupby(CELL, sort=False):
+        common = set.intersection(*(set(seeds) for _, seeds in group.groupby("config", sort=False)["seed"]))
+        compared = group[group["seed"].isin(common)] if common else group
+        per_config = compared.groupby("config", sort=False).agg(score=("_score", "mean"), loss=("_loss", "mean"))
+        per_config = per_config.reset_index().sort_values(["score", "loss", "config"],
+                                                          ascending=[False, True, True], kind="stable")
+        best = per_config.iloc[0]
+        chosen.append([*cell, best["config"], float(best["score"]), metric])
+    return pd.DataFrame(chosen, columns=columns)
+
+
+def chosen_seeds(frame: pd.DataFrame, chosen: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The scored main-budget trials of each cell's chosen configuration, one row per seed, with
+    ``top1`` = test top-1 (chance for a diverged seed): the values every failure rule reads."""
+    chosen = choose_configs(frame) if chosen is None else chosen
+    rows = main_budget(scored(with_config(frame))).merge(chosen[CELL + ["config"]], on=CELL + ["config"])
+    return rows.assign(top1=rows["test_top1"])
+
+
+def cell_means(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: top1 (mean over seeds), n_seeds, sd (sample std; NaN with one seed)."""
+    grouped = per_seed.groupby(CELL, sort=False)["top1"]
+    return pd.DataFrame({"top1": grouped.mean(), "n_seeds": grouped.count(), "sd": grouped.std(ddof=1)}).reset_index()
+
+
+# -- failure rules ---------------------------------------------------------------------------------------
+
+RULES = ("eq1", "tukey", "gap")
+
+
+def iqr(values: pd.Series) -> float:
+    return float(values.quantile(0.75) - values.quantile(0.25))
+
+
+def failure_threshold(values: pd.Series, rule: str = "eq1", gamma: float = 3.0, gap: float = 3.0) -> float:
+    """The top-1 below which a result counts as a failure, for one backbone's results.
+
+    eq1:   max(R) - min(Q75(R) - Q25(R), gamma)   (paper Eq. 1, as printed; quartiles interpolate linearly)
+    tukey: Q25(R) - 1.5 * IQR(R)                  (Tukey's lower fence)
+    gap:   max(R) - gap                           (a fixed distance to the best)
+    """
+    if rule not in RULES:
+        raise SpecError("rule", unknown_name_message("failure rule", rule, RULES))
+    values = values.dropna()
+    if rule == "eq1":
+        return float(values.max() - min(iqr(values), gamma))
+    if rule == "tukey":
+        return float(values.quantile(0.25) - 1.5 * iqr(values))
+    return float(values.max() - gap)
+
+
+def failure_flags(long: pd.DataFrame, rule: str = "eq1", gamma: float = 3.0, gap: float = 3.0) -> pd.Series:
+    """True where a cell's top1 is strictly below its backbone's threshold (``long``: backbone, top1)."""
+    threshold = long.groupby("backbone", sort=False)["top1"].transform(
+        lambda r: failure_threshold(r, rule, gamma, gap))
+    return long["top1"] < threshold
+
+
+def best_cells(means: pd.DataFrame) -> pd.Series:
+    """True for each backbone's best cell (the first in order among equals)."""
+    best = means.groupby("backbone", sort=False)["top1"].idxmax()
+    return means.index.isin(best.to_numpy())
+
+
+def cells_needing_seeds(frame: pd.DataFrame, gamma: float) -> pd.DataFrame:
+    """The cells the seed-aware failure rule compares, and so must have more than one seed: each
+    backbone's best cell and every cell Eq. 1 flags (on seed means of the chosen configurations).
+
+    Returns backbone, optimizer, n_seeds. The planner re-seeds exactly these; the analysis calls a
+    flag 'undecided' while one of them still has a single seed.
+    """
+    means = cell_means(chosen_seeds(frame))
+    if means.empty:
+        return means[CELL + ["n_seeds"]]
+    wanted = failure_flags(means, "eq1", gamma) | best_cells(means)
+    return means.loc[wanted, CELL + ["n_seeds"]].reset_index(drop=True)
+
+
+# -- seed noise ------------------------------------------------------------------------------------------
+
+MIN_NOISE_DF = 3  # fewer within-cell degrees of freedom on one backbone: pool over all backbones
+
+
+def pooled_noise(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone: the seed-to-seed standard deviation of a cell's top-1, pooled over the cells with
+    several seeds (sd, df, scope). A backbone with fewer than MIN_NOISE_DF degrees of freedom gets the
+    value pooled over every backbone (scope 'all'); none anywhere gives sd = NaN, df = 0."""
+    means = cell_means(per_seed)
+    means["ss"] = means["sd"].fillna(0.0) ** 2 * (means["n_seeds"] - 1)
+    means["df"] = means["n_seeds"] - 1
+    total_ss, total_df = float(means["ss"].sum()), int(means["df"].sum())
+    overall = math.sqrt(total_ss / total_df) if total_df else math.nan
+    rows = []
+    for backbone, group in means.groupby("backbone", sort=False):
+        df = int(group["df"].sum())
+        if df >= MIN_NOISE_DF:
+            rows.append((backbone, math.sqrt(float(group["ss"].sum()) / df), df, "backbone"))
+        else:
+            rows.append((backbone, overall, total_df, "all"))
+    return pd.DataFrame(rows, columns=["backbone", "sd", "df", "scope"])
+
+
+def below_beyond_noise(cell: np.ndarray, best: np.ndarray, sd: float, df: int, alpha: float = 0.05) -> bool:
+    """One-sided test that a cell's seeds lie below the best cell's seeds beyond seed noise.
+
+    Both replicated (>= 2 seeds each): Welch's t-test on their own seeds, so an unstable cell's spread
+    counts against its own evidence only. Otherwise: a t-test with the pooled seed noise ``sd`` (``df``
+    degrees of freedom, from :func:`pooled_noise`); False when no noise was measured. Exact data (no
+    spread) are below whenever smaller.
+    """
+    cell, best = np.asarray(cell, float), np.asarray(best, float)
+    if best.mean() <= cell.mean():
+        return False
+    if len(cell) >= 2 and len(best) >= 2:
+        if np.var(cell) == 0 and np.var(best) == 0:
+            return True
+        with warnings.catch_warnings():  # one constant group (all seeds at chance) is exact data, not lost precision
+            warnings.filterwarnings("ignore", "Precision loss occurred in moment calculation", RuntimeWarning)
+            return bool(stats.ttest_ind(cell, best, equal_var=False, alternative="less").pvalue < alpha)
+    if math.isnan(sd) or df < 1:
+        return False
+    if sd == 0:
+        return True
+    t = (best.mean() - cell.mean()) / (sd * math.sqrt(1 / len(cell) + 1 / len(best)))
+    return bool(stats.t.sf(t, df) < alpha)
+
+
+def detectable_gap(sd: float, df: int, n_best: int, alpha: float = 0.05) -> float:
+    """The smallest shortfall of a one-seed cell to the best that :func:`below_beyond_noise` detects with
+    the pooled noise."""
+    if math.isnan(sd) or df < 1:
+        return math.inf
+    return float(stats.t.isf(alpha, df) * sd * math.sqrt(1 + 1 / n_best))
+
+
+def seed_aware_flags(per_seed: pd.DataFrame, gamma: float = 3.0, alpha: float = 0.05) -> pd.DataFrame:
+    """Eq. 1 on seed means, kept only where the shortfall to the best is beyond seed noise.
+
+    One row per cell: backbone, optimizer, top1 (mean), n_seeds, eq1, seed_aware (True/False) and
+    undecided (an Eq.-1 flag that cannot be tested yet: the cell or the best has one seed).
+    """
+    means = cell_means(per_seed)
+    means["eq1"] = failure_flags(means, "eq1", gamma)
+    noise = pooled_noise(per_seed).set_index("backbone")
+    seeds = {cell: group["top1"].to_numpy(float) for cell, group in per_seed.groupby(CELL, sort=False)}
+    best = means[best_cells(means)].set_index("backbone")["optimizer"]
+    aware, undecided = [], []
+    for row in means.itertuples():
+        mine, top = seeds[(row.backbone, row.optimizer)], seeds[(row.backbone, best[row.backbone])]
+        replicated = len(mine) >= 2 and len(top) >= 2
+        aware.append(bool(row.eq1 and replicated and below_beyond_noise(
+            mine, top, noise.at[row.backbone, "sd"], int(noise.at[row.backbone, "df"]), alpha)))
+        undecided.append(bool(row.eq1 and not replicated))
+    return means.assign(seed_aware=aware, undecided=undecided).drop(columns=["sd"])
+
+
+# -- did the backbone learn? -----------------------------------------------------------------------------
+
+def chance_margin(chance: float, test_size: float, noise_sd: float) -> float:
+    """How far above chance a backbone's best must be to show it learned: three binomial standard errors
+    of an accuracy at chance on the test set (when its size is known), or two seed-noise standard
+    deviations, whichever is larger, and never under half a point."""
+    margins = [0.5]
+    if test_size and not math.isnan(test_size) and 0 < chance < 100:
+        margins.append(3 * 100 * math.sqrt(chance / 100 * (1 - chance / 100) / test_size))
+    if not math.isnan(noise_sd):
+        margins.append(2 * noise_sd)
+    return max(margins)
+
+
+def did_not_learn(best_top1: float, chance: float, test_size: float, noise_sd: float) -> bool:
+    """True when a backbone's best cell is within noise of chance: nothing to compare optimizers on."""
+    return best_top1 <= chance + chance_margin(chance, test_size, noise_sd)
