@@ -23,6 +23,16 @@ from scipy import stats
 from bocb.errors import SpecError, unknown_name_message
 
 CELL = ["backbone", "optimizer"]
+DEFAULT_GAMMA = 3.0   # Eq. 1's gamma for CIFAR-100 and COCO (1 for ImageNet-1K)
+DEFAULT_ALPHA = 0.05  # significance level of "below the best beyond seed noise"
+
+
+def rule_parameters(stored_spec: dict) -> tuple[float, float]:
+    """(gamma, alpha) of a benchmark's stored spec; specs stored before the rules section named gamma
+    ``failure_gap``."""
+    rules = stored_spec.get("rules") or {}
+    return (float(rules.get("gamma", stored_spec.get("failure_gap", DEFAULT_GAMMA))),
+            float(rules.get("alpha", DEFAULT_ALPHA)))
 
 
 class _Name(str, Enum):

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bocb.errors import SpecError
+from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters
 
 Size = Literal["paper", "tiny"]
 
@@ -123,9 +124,10 @@ class RulesSpec(StrictModel):
     """The parameters of the protocol's rules (bocb.protocol), stored with the benchmark so that every
     report of it reads the same ones."""
 
-    gamma: float = Field(3.0, gt=0, description="Eq. 1's gamma in top-1 points: 3 for CIFAR-100 and COCO, "
-                                                "1 for ImageNet-1K")
-    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of 'below the best beyond seed noise'")
+    gamma: float = Field(DEFAULT_GAMMA, gt=0, description="Eq. 1's gamma in top-1 points: 3 for CIFAR-100 and "
+                                                          "COCO, 1 for ImageNet-1K")
+    alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1,
+                         description="significance level of 'below the best beyond seed noise'")
 
 
 class GpuSpec(StrictModel):
@@ -248,6 +250,15 @@ def _validation_message(exc: ValidationError) -> SpecError:
         return SpecError(field, "unknown field")
     msg = err["msg"].removeprefix("Value error, ")
     return SpecError(field, msg)
+
+
+def upgrade_stored_spec(data: dict[str, Any]) -> dict[str, Any]:
+    """A spec stored by an earlier bocb, in today's fields (``failure_gap`` became ``rules.gamma``)."""
+    if "failure_gap" not in data:
+        return data
+    gamma, alpha = rule_parameters(data)
+    upgraded = {k: v for k, v in data.items() if k != "failure_gap"}
+    return {**upgraded, "rules": {"gamma": gamma, "alpha": alpha}}
 
 
 def parse_spec(data: Any) -> BenchmarkSpec:

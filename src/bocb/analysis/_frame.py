@@ -13,6 +13,7 @@ import pandas as pd
 
 from bocb.errors import DataError, SpecError
 from bocb.protocol import FINISHED, UNFINISHED, TrialState, chance_level, with_config
+from bocb.store import StoredResults
 
 REQUIRED = ("backbone", "optimizer")
 QUEUED = "queued"  # a state some schedulers write into exported CSVs: not a result yet, like pending
@@ -21,25 +22,22 @@ ALIASES = {"top1": "test_top1", "wd": "weight_decay", "time": "time_s", "memory"
            "mem": "peak_mem_mb", "peak_mem": "peak_mem_mb"}
 
 
-def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(trials, epochs) from a CSV file or a store (a .db path or an SQLAlchemy URL)."""
+def read_results(path: str | Path) -> StoredResults:
+    """The trials (and, from a store, epochs, layer tables and spec) of a CSV file or a store (a .db path
+    or an SQLAlchemy URL)."""
     text = str(path)
     if text.lower().endswith(".csv"):
         if not Path(text).is_file():
             raise DataError(f"results: file not found: {text}")
         try:
-            return pd.read_csv(text), None
+            return StoredResults(pd.read_csv(text))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise DataError(f"results: cannot read CSV {text}: {str(exc).splitlines()[0]}") from None
     if "://" not in text and not Path(text).exists():
         raise DataError(f"results: no such CSV file or store: {text}")
-    try:
-        from bocb.store import load_frames
-    except ImportError:
-        raise DataError(f"results: reading a store needs bocb.store.load_frames; pass a CSV instead of {text}") \
-            from None
-    url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
-    return load_frames(url)
+    from bocb.store import load_results
+
+    return load_results(text if "://" in text else f"sqlite:///{Path(text).resolve()}")
 
 
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:

@@ -109,8 +109,8 @@ def _verdict(row: dict, learned: bool, gamma: float) -> tuple[str, str]:
     if high < SHARE_LINE:
         return SHARED_EFFECT, (f"{row['worse']} below the best beyond seed noise ({noise}), but these optimizers "
                                f"lag on the other backbones too ({share})")
-    return UNCERTAIN, (f"{row['worse']} below the best beyond seed noise ({noise}); the interaction share "
-                       f"({share}) straddles {SHARE_LINE:g}")
+    return UNCERTAIN, (f"{row['worse']} below the best beyond seed noise ({noise}); its {share} straddles "
+                       f"{SHARE_LINE:g}")
 
 
 def _share_text(row: dict) -> str:

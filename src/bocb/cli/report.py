@@ -13,7 +13,8 @@ from bocb.errors import SpecError
 def report(
     source: str = typer.Argument(..., help="results CSV, a store's .db file, or an SQLAlchemy URL"),
     out: Path = typer.Option(..., "-o", "--out", help="output directory"),
-    gamma: float = typer.Option(3.0, help="Eq. 1 gamma: 3 for CIFAR-100 and COCO, 1 for ImageNet"),
+    gamma: float | None = typer.Option(None, help="Eq. 1 gamma: 3 for CIFAR-100 and COCO, 1 for ImageNet; "
+                                                  "default: the store's benchmark's, 3 for a CSV"),
     compare_paper: bool = typer.Option(False, "--compare-paper", help="put the paper's numbers beside ours"),
     paper_table: int = typer.Option(1, help="the paper table to compare with: 1 (CIFAR-100) or 2 (ImageNet)"),
     n_boot: int = typer.Option(1000, help="bootstrap replicates for the interaction shares' CIs"),
@@ -22,7 +23,7 @@ def report(
     from bocb.paper import check_table
     from bocb.report import write_report
 
-    if gamma <= 0:
+    if gamma is not None and gamma <= 0:
         raise SpecError("--gamma", f"must be > 0, got {gamma:g}")
     if n_boot < 1:
         raise SpecError("--n-boot", f"must be >= 1, got {n_boot}")

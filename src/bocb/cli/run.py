@@ -9,10 +9,13 @@ import typer
 
 from bocb.cli._app import app, benchmark_id_of, check_output_dir, open_store, resumable_on_interrupt
 from bocb.errors import SpecError, unknown_name_message
+from bocb.protocol import TrialState
 from bocb.spec import BenchmarkSpec, load_preset, load_spec, parse_spec
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from bocb.sweep import BenchmarkRun
 
 EXECUTORS = ("local", "ray")
 
@@ -63,6 +66,7 @@ def run(
     started = time.perf_counter()
     if plan_only:
         planned = plan_benchmark(spec, out, store)
+        _say_retried(planned.retried)
         typer.echo(f"planned benchmark {planned.benchmark_id} in {planned.store_url}; "
                    f"start workers with: bocb worker --store {planned.store_url}")
         return
@@ -71,26 +75,73 @@ def run(
 
         check_device(spec.device)
     with resumable_on_interrupt():
-        done = run_benchmark(spec, out, store, workers=workers, address=address)
-    _print_and_write(done.store_url, done.benchmark_id, done.out_dir, report)
+        done = run_benchmark(spec, out, store, workers=workers, address=address,
+                             on_planned=lambda planned: _say_retried(planned.retried))
+    code = _print_and_write(done, spec, report)
     typer.echo(f"finished in {time.perf_counter() - started:.0f} s; results in {done.out_dir}/")
+    if code:
+        raise typer.Exit(code)
 
 
-def _print_and_write(store_url: str, benchmark_id: str, out_dir: Path, report: bool) -> None:
-    from bocb.analysis import format_matrix, matrix, select_cells
+EXIT_CRASHED = 3  # the run finished, but some trials crashed (no result): rerunning the command retries them
+
+
+def _say_retried(retried: int) -> None:
+    if retried:
+        typer.echo(f"retrying {retried} crashed trial(s) of an earlier run", err=True)
+
+
+def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> int:
+    """Print the matrix, the verdicts and the trial count, write results.csv and the report; returns the
+    exit code (EXIT_CRASHED when any trial crashed)."""
+    from bocb.analysis import analyse, format_matrix
     from bocb.store import Store
 
-    db = Store(store_url)
-    trials = db.trials_frame(benchmark_id)
-    results_csv(trials).to_csv(out_dir / "results.csv", index=False)
-    cells = select_cells(trials)
-    typer.echo(f"top-1 (test) of the configuration with the best {cells['selected_on'].iloc[0]}:")
-    typer.echo(format_matrix(matrix(cells), "table"))
-    if report:
-        from bocb.report import write_report
+    db = Store(done.store_url)
+    trials = db.trials_frame(done.benchmark_id)
+    results_csv(trials).to_csv(done.out_dir / "results.csv", index=False)
+    counts = trials["state"].value_counts()
+    n_crashed = int(counts.get(TrialState.FAILED.value, 0))
+    result = None
+    if counts.get(TrialState.DONE.value, 0) + counts.get(TrialState.DIVERGED.value, 0):
+        result = analyse(trials, db.epochs_frame(done.benchmark_id), gamma=spec.rules.gamma, alpha=spec.rules.alpha)
+        typer.echo(f"top-1 (test) of the configuration with the best {result.selected_on}:")
+        typer.echo(format_matrix(result.matrix, "table"))
+        typer.echo(verdict_text(result.verdicts))
+        for note in result.notes:
+            typer.echo(f"note: {note}")
+    typer.echo(count_line(counts))
+    if n_crashed:
+        errors = trials.loc[trials["state"] == TrialState.FAILED.value, "error"].fillna("").str.split("\n").str[0]
+        typer.echo(f"first crash: {errors.iloc[0]} (`bocb status {done.store_url}` lists them all)", err=True)
+    if report and result is not None:
+        from bocb.report import render_report
 
-        write_report(trials, out_dir / "report", epochs=db.epochs_frame(benchmark_id),
-                     layers=db.layers_frame(benchmark_id))
+        typer.echo("writing the report ...", err=True)
+        page = render_report(result, done.out_dir / "report", layers=db.layers_frame(done.benchmark_id))
+        typer.echo(f"report: {page}")
+    return EXIT_CRASHED if n_crashed else 0
+
+
+def count_line(counts: pd.Series) -> str:
+    """'110 trials: 108 done, 2 diverged (scored at chance), 0 crashed'."""
+    get = lambda state: int(counts.get(state.value, 0))  # noqa: E731
+    crashed = get(TrialState.FAILED)
+    line = (f"{int(counts.sum())} trials: {get(TrialState.DONE)} done, {get(TrialState.DIVERGED)} diverged "
+            f"(scored at chance), {crashed} crashed")
+    if crashed:
+        line += f" (not scored; exit code {EXIT_CRASHED}; run the same command again to retry them)"
+    return line
+
+
+def verdict_text(verdicts: pd.DataFrame) -> str:
+    """The per-backbone verdict as a few aligned lines: backbone, verdict, optimizers to use, and why."""
+    width = max(len(b) for b in verdicts["backbone"])
+    lines = ["verdict per backbone (use = the best optimizer and those tied with it within seed noise):"]
+    for row in verdicts.itertuples():
+        lines.append(f"  {row.backbone:<{width}}  {row.verdict:<34} use: {row.recommended}")
+        lines.append(f"  {'':<{width}}  {row.explanation}")
+    return "\n".join(lines)
 
 
 RAW_COLUMNS = ("config_json", "provenance_json")
@@ -109,13 +160,13 @@ def results(
     value: str = typer.Option("test_top1", "--value", help="cell value: test_top1, val_top1, test_top1_std, ..."),
 ) -> None:
     """Print the top-1 matrix of a store (optimizers as rows, backbones as columns)."""
-    from bocb.analysis import FORMATS, format_matrix, matrix, select_cells
+    from bocb.analysis import FORMATS, format_matrix, matrix, missing_cells, select_cells, tidy
 
     if fmt not in FORMATS:
         raise SpecError("--format", unknown_name_message("format", fmt, FORMATS))
     db = open_store(store)
     trials = db.trials_frame(benchmark_id_of(db, benchmark))
-    typer.echo(format_matrix(matrix(select_cells(trials), value), fmt), nl=False)
+    typer.echo(format_matrix(matrix(select_cells(trials), value, missing_cells(tidy(trials))), fmt), nl=False)
 
 
 @app.command()

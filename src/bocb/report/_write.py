@@ -7,6 +7,7 @@ import jinja2
 import pandas as pd
 
 from bocb.analysis import Analysis, analyse, format_matrix, markdown_table, read_results
+from bocb.protocol import rule_parameters
 from bocb.report._figures import all_figures, weight_figures
 from bocb.report._tables import html_matrix, latex_table, markdown_matrix
 
@@ -27,6 +28,19 @@ def _edges(result: Analysis) -> pd.DataFrame:
     return edges.assign(lr=edges["lr"].map("{:.4g}".format), weight_decay=edges["weight_decay"].map("{:.4g}".format))
 
 
+def verdict_table(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts as a reader wants them: backbone, verdict, the optimizers to use, why."""
+    return verdicts[["backbone", "verdict", "recommended", "explanation"]].rename(
+        columns={"recommended": "use (tied with the best)", "explanation": "why"})
+
+
+def _crashed(result: Analysis) -> pd.DataFrame:
+    crashed = result.crashed
+    columns = [c for c in ("backbone", "optimizer", "config", "seed", "stage", "error") if c in crashed]
+    return crashed[columns].assign(error=crashed["error"].fillna("").str.split("\n").str[0]) \
+        if "error" in crashed else crashed[columns]
+
+
 def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:
     if table is None:
         return pd.DataFrame(), ""
@@ -42,7 +56,9 @@ def render_html(result: Analysis, figures: dict[str, str], title: str, compare_p
     shares = result.shares
     comparison, compare_title = _compare(result, compare_paper)
     return env.get_template("report.html.j2").render(
-        title=title, n_trials=len(result.trials), n_backbones=result.matrix.shape[1],
+        title=title, n_trials=len(result.trials), alpha=f"{result.alpha:g}",
+        verdict_table=_html(verdict_table(result.verdicts)), crashed_table=_html(_crashed(result)),
+        n_crashed=len(result.crashed), n_backbones=result.matrix.shape[1],
         n_optimizers=result.matrix.shape[0], selected_on=result.selected_on, gamma=f"{result.gamma:g}",
         chance_text=_chance_text(result), notes=result.notes, figures=figures,
         heatmap_table=html_matrix(result), summary_table=_html(result.summary),
@@ -57,24 +73,38 @@ def render_html(result: Analysis, figures: dict[str, str], title: str, compare_p
 
 
 def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epochs: pd.DataFrame | None = None,
-                 layers: pd.DataFrame | None = None, gamma: float = 3.0, compare_paper: int | None = None,
-                 n_boot: int = 1000,
+                 layers: pd.DataFrame | None = None, gamma: float | None = None, alpha: float | None = None,
+                 compare_paper: int | None = None, n_boot: int = 1000,
                  title: str = "Backbone-optimizer coupling report") -> Path:
     """Analyse ``source`` (a trial frame, a CSV path, a .db path or a store URL) and write the report.
 
-    Writes into ``out_dir``: index.html (self-contained, figures embedded), report.md, heatmap.tex,
-    cells.csv, matrix.csv, summary.csv, ranking.csv and each figure as PNG and SVG. Returns index.html.
-    ``layers`` (the store's layer tables with backbone and optimizer columns) adds the layer-wise plots.
+    A store's report reads its epochs, layer tables and the rules' parameters (gamma, alpha) stored with
+    the benchmark; ``gamma``/``alpha`` override them (default for a frame or CSV: bocb.protocol's).
     """
+    spec: dict = {}
     if not isinstance(source, pd.DataFrame):
-        source, stored_epochs = read_results(source)
-        epochs = stored_epochs if epochs is None else epochs
-    result = analyse(source, epochs, gamma=gamma, n_boot=n_boot)
+        stored = read_results(source)
+        source, spec = stored.trials, stored.spec or {}
+        epochs = stored.epochs if epochs is None else epochs
+        layers = stored.layers if layers is None else layers
+    stored_gamma, stored_alpha = rule_parameters(spec)
+    result = analyse(source, epochs, gamma=stored_gamma if gamma is None else gamma,
+                     alpha=stored_alpha if alpha is None else alpha, n_boot=n_boot)
+    return render_report(result, out_dir, layers=layers, compare_paper=compare_paper, title=title)
+
+
+def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame | None = None,
+                  compare_paper: int | None = None, title: str = "Backbone-optimizer coupling report") -> Path:
+    """Write a finished analysis into ``out_dir``: index.html (self-contained, figures embedded), report.md,
+    heatmap.tex, cells.csv, verdicts.csv, matrix.csv, summary.csv, ranking.csv and each figure as PNG and
+    SVG. Returns index.html. ``layers`` (layer tables with backbone and optimizer columns) adds the
+    layer-wise plots."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = all_figures(result, out)
     (out / "heatmap.tex").write_text(latex_table(result))
     result.cells.to_csv(out / "cells.csv", index=False)
+    result.verdicts.to_csv(out / "verdicts.csv", index=False)
     (out / "matrix.csv").write_text(format_matrix(result.matrix, "csv"))
     result.summary.to_csv(out / "summary.csv", index=False)
     result.ranking.to_csv(out / "ranking.csv")
@@ -85,7 +115,8 @@ def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epoc
 
 
 def render_markdown(result: Analysis, title: str) -> str:
-    parts = [f"# {title}", "", f"Selected on {result.selected_on}; failures by Eq. 1 with γ = {result.gamma:g}; "
+    parts = [f"# {title}", "", "## Verdict", "", markdown_table(verdict_table(result.verdicts), index=False),
+             f"Selected on {result.selected_on}; failures by Eq. 1 with γ = {result.gamma:g}; "
              "**bold** = top-4, _italics_ = failure.", *result.notes, "", markdown_matrix(result),
              "## Per backbone", "", markdown_table(result.summary, index=False),
              "## Ranking", "", markdown_table(result.ranking)]

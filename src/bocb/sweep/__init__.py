@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ class BenchmarkRun:
     store_url: str
     out_dir: Path
     artifact_root: Path
+    retried: int = 0  # crashed trials of earlier runs made pending again
 
 
 def artifact_root_for(spec: BenchmarkSpec, store_url: str, out_dir: Path | None = None) -> Path:
@@ -32,22 +34,28 @@ def artifact_root_for(spec: BenchmarkSpec, store_url: str, out_dir: Path | None 
 
 
 def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None) -> BenchmarkRun:
-    """Register the benchmark in its store and plan its first stage (idempotent)."""
+    """Register the benchmark in its store, make its crashed trials pending again (a crash is no result:
+    rerunning the spec retries it) and plan its first stage (idempotent)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     url = normalise_url(store or spec.store or out / "bocb.db")
-    run = BenchmarkRun(spec.benchmark_id(), url, out, artifact_root_for(spec, url, out))
+    benchmark_id = spec.benchmark_id()
     db = Store(url)
-    db.register_benchmark(run.benchmark_id, spec.name, spec.model_dump(mode="json"))
-    advance(db, run.benchmark_id, spec)
-    return run
+    db.register_benchmark(benchmark_id, spec.name, spec.model_dump(mode="json"))
+    retried = db.retry_crashed(benchmark_id)
+    advance(db, benchmark_id, spec)
+    return BenchmarkRun(benchmark_id, url, out, artifact_root_for(spec, url, out), retried)
 
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None,
                   workers: int | None = None, address: str | None = None, console: Console | None = None,
-                  options: WorkerOptions | None = None) -> BenchmarkRun:
-    """Plan and run a benchmark to completion with the spec's executor; finished trials are skipped."""
+                  options: WorkerOptions | None = None,
+                  on_planned: Callable[[BenchmarkRun], None] | None = None) -> BenchmarkRun:
+    """Plan and run a benchmark to completion with the spec's executor; finished trials are skipped and
+    crashed ones retried. ``on_planned`` sees the planned run before any trial starts."""
     run = plan_benchmark(spec, out_dir, store)
+    if on_planned:
+        on_planned(run)
     options = options or WorkerOptions(artifact_root=run.artifact_root)
     if spec.executor == "ray":
         from bocb.sweep.ray_executor import run_ray

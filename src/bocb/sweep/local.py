@@ -13,8 +13,9 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bocb.protocol import FINISHED
 from bocb.spec import BenchmarkSpec
-from bocb.store import FINISHED, Store
+from bocb.store import Store
 from bocb.sweep.worker import WorkerOptions, die_with_parent, worker_loop
 
 
@@ -40,7 +41,9 @@ def run_local(store_url: str, spec: BenchmarkSpec, benchmark_id: str, workers: i
     """Run the benchmark to completion with ``workers`` processes."""
     console = console or Console(stderr=True)
     ctx = mp.get_context("spawn")  # no forked torch/BLAS state
-    procs = [ctx.Process(target=_worker_main, args=(store_url, spec, benchmark_id, options), daemon=True)
+    # Not daemonic: a daemonic process may not start children, and a folder dataset's DataLoader starts
+    # worker processes. The workers still end with us: die_with_parent, and the finally below.
+    procs = [ctx.Process(target=_worker_main, args=(store_url, spec, benchmark_id, options), daemon=False)
              for _ in range(workers)]
     for proc in procs:
         proc.start()
@@ -67,5 +70,5 @@ def run_local(store_url: str, spec: BenchmarkSpec, benchmark_id: str, workers: i
 
 def _update(progress: Progress, task: int, store: Store, benchmark_id: str) -> None:
     counts = store.counts(benchmark_id)
-    finished = sum(counts.get(s, 0) for s in FINISHED)
+    finished = sum(counts.get(s.value, 0) for s in FINISHED)
     progress.update(task, total=sum(counts.values()), completed=finished, best=_best_so_far(store, benchmark_id))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec
+from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec, upgrade_stored_spec
 from bocb.store import ClaimedTrial, Store, new_worker_id
 from bocb.sweep.planner import next_stage
 
@@ -130,7 +130,7 @@ def _result(outcome: Any) -> dict[str, Any]:
 
 
 def load_benchmark(store: Store, benchmark_id: str) -> BenchmarkSpec:
-    return parse_spec(store.benchmark_spec(benchmark_id))
+    return parse_spec(upgrade_stored_spec(store.benchmark_spec(benchmark_id)))
 
 
 def worker_loop(store_url: str, benchmark_id: str | None, options: WorkerOptions,
