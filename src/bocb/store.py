@@ -416,6 +416,7 @@ def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
         device=prov.map(lambda p: p.get("device")),
         git_commit=prov.map(lambda p: p.get("git_commit")),
         bocb_version=prov.map(lambda p: p.get("bocb")),
+        lock=prov.map(lambda p: p.get("lock")),  # the requirements.lock the trial ran under (None: no lock)
         torch_version=prov.map(lambda p: p.get("torch")),
         timm_version=prov.map(lambda p: p.get("timm")),
         num_classes=prov.map(lambda p: p.get("num_classes")),  # a diverged trial scores chance in analyses
