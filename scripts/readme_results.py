@@ -1,0 +1,79 @@
+"""Run a preset and write what it printed into the README (quick) or docs/presets.md (fashion), between
+the markers <!-- PRESET-run:start --> and <!-- PRESET-run:end -->, with the wall time, the commit, the
+torch version and the lock's hash. Numbers in prose come from here, never from typing.
+
+Usage, from a clone installed as the README says (requirements.lock):
+    python scripts/readme_results.py --preset quick [--out DIR]
+The interpreter running this script is the one whose bocb runs the preset.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"quick": ROOT / "README.md", "fashion": ROOT / "docs" / "presets.md"}
+
+
+def run_preset(preset: str, out: Path) -> tuple[str, float, int]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "bocb", "run", "--preset", preset, "--out", str(out)],
+                          capture_output=True, text=True)
+    return done.stdout, time.perf_counter() - started, done.returncode
+
+
+def environment() -> dict[str, str]:
+    code = ("from bocb.provenance import environment as e; x = e(); "
+            "print(x['git_commit'], x['torch'], x['lock'], len(x['lock_mismatches'] or []))")
+    commit, torch, lock, mismatches = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                     check=True).stdout.split()
+    return {"commit": commit[:10], "torch": torch, "lock": lock, "mismatches": mismatches}
+
+
+def block(preset: str, printed: str, seconds: float, env: dict[str, str]) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    counts = re.search(r"^(\d+ trials: .*?crashed)", printed, flags=re.MULTILINE)
+    locked = "installed from `requirements.lock`" if env["mismatches"] == "0" else \
+        f"with {env['mismatches']} package(s) differing from `requirements.lock`"
+    printed = printed.replace(str(Path.cwd()) + "/", "")
+    return (f"`bocb run --preset {preset}` on this project's reference machine (2 CPU cores, no GPU), {locked} "
+            f"(lock `{env['lock']}`, torch {env['torch']}) at commit `{env['commit']}`, took **{minutes} min "
+            f"{rest:02d} s** from the command to the report on {datetime.date.today().isoformat()} "
+            f"({counts.group(1) if counts else 'no trial count printed'}), and printed:\n\n"
+            f"```\n{printed.rstrip()}\n```\n")
+
+
+def replace_block(path: Path, preset: str, text: str) -> None:
+    start, end = f"<!-- {preset}-run:start -->", f"<!-- {preset}-run:end -->"
+    page = path.read_text()
+    if start not in page or end not in page:
+        raise SystemExit(f"{path}: markers {start} ... {end} not found")
+    head, rest = page.split(start, 1)
+    path.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(TARGETS), required=True)
+    parser.add_argument("--out", type=Path, default=None, help="results folder; default: a temporary one")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp) / "bocb-results"
+        printed, seconds, code = run_preset(args.preset, out)
+        if code != 0:
+            print(printed)
+            raise SystemExit(f"bocb run --preset {args.preset} exited {code}; README left alone")
+        replace_block(TARGETS[args.preset], args.preset, block(args.preset, printed.replace(str(out), "bocb-results"),
+                                                               seconds, environment()))
+    print(f"{TARGETS[args.preset].relative_to(ROOT)}: {args.preset} run written ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
