@@ -216,3 +216,35 @@ def test_stage_watch_waits_without_replanning_yet_never_misses_the_last_finish(t
     store.finish(second.key, "remote-host:2:w", {"state": "done", "val_top1": 60.0}, None)
     assert watch.advance() == "planned"
     assert set(store.trials_frame(run.benchmark_id)["stage"]) == {"search", "seeds"}
+
+
+def test_planner_and_analysis_choose_the_same_configuration() -> None:
+    """Seed ties, training-loss ties, a crashed configuration and a re-seed that lowers the chosen one's mean:
+    the configuration the planner re-seeds and budget-checks is the one the report shows."""
+    spec = parse_spec({**TINY_SPEC, "backbones": ["resnet50", "deit_s"], "optimizers": ["sgd", "adamw"],
+                       "seeds": [0, 1], "search": {"lr_points": 3, "wd_points": 1},
+                       "budget_check": {"multipliers": [2]}})
+    search = next_stage(spec, pd.DataFrame())
+    lrs = {o: sorted({t.config["lr"] for t in search.planned if t.config["optimizer"] == o}) for o in ("sgd", "adamw")}
+
+    def val(c):  # resnet50: every lr ties on validation; deit_s: the middle lr is best by one point
+        return 80.0 if c["backbone"] == "resnet50" else 80.0 + (c["lr"] == lrs[c["optimizer"]][1])
+
+    def loss(c):  # the training loss breaks resnet50's tie towards the largest lr
+        return 1.0 - c["lr"]
+
+    rows = _rows(search.planned, val, loss=loss)
+    crashed = (rows["backbone"] == "deit_s") & (rows["optimizer"] == "sgd") & (rows["lr"] == lrs["sgd"][1])
+    rows.loc[crashed, ["state", "val_top1", "test_top1"]] = ["failed", None, None]  # no result, not chance
+    seeds = next_stage(spec, rows)
+    assert seeds.name == "seeds"
+    # the re-seed of every chosen configuration lands far lower: the mean over seeds would now prefer another
+    reseeded = pd.concat([rows, _rows(seeds.planned, val=lambda c: 10.0, loss=loss)], ignore_index=True)
+    budget = next_stage(spec, reseeded)
+    assert budget.name == "budget"
+    planner = {(t.config["backbone"], t.config["optimizer"]): t.config["lr"] for t in seeds.planned}
+    assert planner == {(t.config["backbone"], t.config["optimizer"]): t.config["lr"] for t in budget.planned}
+    cells = select_cells(reseeded).set_index(["backbone", "optimizer"])["lr"].to_dict()
+    assert cells == planner
+    assert planner[("resnet50", "sgd")] == lrs["sgd"][2] and planner[("deit_s", "adamw")] == lrs["adamw"][1]
+    assert planner[("deit_s", "sgd")] != lrs["sgd"][1]  # the crashed configuration is never chosen
