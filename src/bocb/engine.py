@@ -34,6 +34,7 @@ from bocb.data import build_loaders
 from bocb.devices import resolve_device
 from bocb.memory import PeakMemory, tensor_megabytes
 from bocb.optim import OPTIMIZERS, build_optimizer
+from bocb.protocol import TrialState
 from bocb.provenance import environment
 from bocb.spec import TrialConfig
 
@@ -71,7 +72,7 @@ class EpochRecord:
 
 @dataclass
 class TrialOutcome:
-    state: str  # done | diverged | failed
+    state: str  # a TrialState value: done | diverged | failed (crashed)
     epochs: list[EpochRecord] = field(default_factory=list)
     time_s: float = 0.0
     peak_mem_mb: float | None = None
@@ -314,7 +315,7 @@ def train(trial: Trial, on_epoch: Callable[[EpochRecord], None] | None = None) -
         started = time.perf_counter()
         loss = trial.train_epoch(epoch)
         if loss is None:
-            return "diverged"
+            return TrialState.DIVERGED.value
         seconds = time.perf_counter() - started
         trial.elapsed += seconds
         record = trial.evaluate(epoch, loss, seconds)
@@ -323,7 +324,7 @@ def train(trial: Trial, on_epoch: Callable[[EpochRecord], None] | None = None) -
             on_epoch(record)
         if path and every and (epoch + 1) % every == 0 and epoch + 1 < trial.config.epochs:
             save_checkpoint(path, trial.state())
-    return "done"
+    return TrialState.DONE.value
 
 
 def run_trial(config: TrialConfig, runtime: Runtime = Runtime(),
@@ -331,12 +332,12 @@ def run_trial(config: TrialConfig, runtime: Runtime = Runtime(),
     """Train and evaluate one trial; resumes from ``runtime.checkpoint_path`` when a valid one exists."""
     torch.set_flush_denormal(True)  # denormals made some optimizer/backbone pairs 2.5-32x slower on CPU
     torch.set_num_threads(runtime.threads)
-    outcome, memory = TrialOutcome(state="failed"), None
+    outcome, memory = TrialOutcome(state=TrialState.FAILED.value), None
     try:  # the device itself may fail (a CUDA error): that too is this trial's failure, not the sweep's
         with PeakMemory(resolve_device(runtime.device)) as memory:
             _run(config, runtime, on_epoch, outcome)
     except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded as failed; the sweep goes on
-        outcome.state, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
+        outcome.state, outcome.error = TrialState.FAILED.value, f"{type(exc).__name__}: {exc}"
     outcome.peak_mem_mb = memory.peak_mb if memory else None
     return outcome
 
@@ -348,7 +349,7 @@ def _run(config: TrialConfig, runtime: Runtime, on_epoch: Callable[[EpochRecord]
     outcome.state = train(trial, on_epoch)
     outcome.optimizer_state_mb = _optimizer_state_megabytes(trial.handle.optimizer)
     outcome.epochs, outcome.time_s = trial.records, trial.elapsed
-    if outcome.state == "done" and runtime.layer_table:
+    if outcome.state == TrialState.DONE and runtime.layer_table:
         from bocb.weights import layer_table
 
         outcome.layer_table = layer_table(trial.model)

@@ -9,12 +9,12 @@ from rich.table import Table
 
 from bocb.cli._app import app, benchmark_id_of, open_store, print_table
 from bocb.errors import SpecError
-from bocb.store import FINISHED
+from bocb.protocol import FINISHED, UNFINISHED, TrialState
 
 if TYPE_CHECKING:
     import pandas as pd
 
-STATES = ("pending", "running", *FINISHED)
+STATES = tuple(s.value for s in (*UNFINISHED, *FINISHED))
 
 
 @app.command()
@@ -36,13 +36,13 @@ def status(
     for stage, row in counts.iterrows():
         table.add_row(stage, *(str(row[s]) for s in STATES))
     print_table(table)
-    finished = trials["state"].isin(FINISHED).sum()
+    finished = trials["state"].isin([s.value for s in FINISHED]).sum()
     typer.echo(f"{finished} of {len(trials)} trials finished")
-    running = trials[trials["state"] == "running"]
+    running = trials[trials["state"] == TrialState.RUNNING]
     if len(running):
         epochs = db.epochs_frame(benchmark_id).groupby("trial_key")["epoch"].max()
         print_table(_running_table(running, epochs, stale_after, time.time()))
-    failed = trials[trials["state"] == "failed"]
+    failed = trials[trials["state"] == TrialState.FAILED]
     for _, row in failed.iterrows():
         error = (row["error"] if isinstance(row["error"], str) else "").strip().splitlines() or ["(no message)"]
         typer.echo(f"failed {row['trial_key'][:10]} {row['backbone']} + {row['optimizer']} {row['config']}: "

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bocb.protocol import TrialState
 from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec, upgrade_stored_spec
 from bocb.store import ClaimedTrial, Store, new_worker_id
 from bocb.sweep.planner import next_stage
@@ -112,7 +113,7 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
         store.release(claimed.key, worker)
         raise
     store.finish(claimed.key, worker, _result(outcome), outcome.layer_table)
-    if outcome.state != "failed":
+    if outcome.state != TrialState.FAILED:  # a crashed trial keeps its checkpoint for the retry
         ckpt.unlink(missing_ok=True)
     return outcome.state
 
@@ -120,9 +121,9 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
 def _result(outcome: Any) -> dict[str, Any]:
     last = outcome.last
     return {
-        "state": outcome.state, "val_top1": last.val_top1 if last and outcome.state == "done" else None,
-        "test_top1": last.test_top1 if last and outcome.state == "done" else None,
-        "test_top5": last.test_top5 if last and outcome.state == "done" else None,
+        "state": outcome.state, "val_top1": last.val_top1 if last and outcome.state == TrialState.DONE else None,
+        "test_top1": last.test_top1 if last and outcome.state == TrialState.DONE else None,
+        "test_top5": last.test_top5 if last and outcome.state == TrialState.DONE else None,
         "train_loss": last.train_loss if last else None, "time_s": outcome.time_s,
         "peak_mem_mb": outcome.peak_mem_mb, "optimizer_state_mb": outcome.optimizer_state_mb,
         "resumed_from_epoch": outcome.resumed_from_epoch, "error": outcome.error, "provenance": outcome.provenance,
