@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,8 +255,29 @@ def test_missing_cifar_is_a_spec_error_naming_how_to_get_it(tmp_path):
 def test_corrupt_cifar_batch_is_a_data_error(tmp_path):
     folder = write_cifar(tmp_path, "cifar10")
     (folder / "data_batch_3").write_bytes(b"not a pickle at all")
-    with pytest.raises(DataError, match="data_batch_3: corrupt pickle"):
+    with pytest.raises(DataError, match="data_batch_3: not a CIFAR pickle"):
         DATASETS.get("cifar10").load(DatasetSpec(name="cifar10", path=str(folder)))
+
+
+class _Payload:
+    """Unpickling this calls os.system: what a crafted dataset file does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_crafted_cifar_pickle_never_executes(tmp_path):
+    folder = write_cifar(tmp_path, "cifar10")
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": _Payload(marker), b"labels": [0]}))
+    with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR pickle .*refusing posix.system"):
+        DATASETS.get("cifar10").load(DatasetSpec(name="cifar10", path=str(folder)))
+    assert not marker.exists()
 
 
 def test_cifar_batch_with_the_wrong_shape_is_a_data_error(tmp_path):

@@ -1,6 +1,7 @@
 """CIFAR-10 / CIFAR-100 from the standard python archives: the extracted folder or the .tar.gz."""
 from __future__ import annotations
 
+import io
 import pickle
 import tarfile
 from dataclasses import dataclass
@@ -75,11 +76,30 @@ def _read_members(fmt: CifarFormat, source: Path) -> dict[str, bytes]:
         raise DataError(f"{source}: not a readable {fmt.title} archive ({exc})") from None
 
 
+# What CIFAR's python pickles hold besides dicts, lists, strings and numbers: numpy arrays. Nothing else is
+# looked up while unpickling, so a crafted file cannot run code (pickle calls whatever find_class returns).
+CIFAR_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only the numpy types the CIFAR format holds (written by hand: the standard
+    library has no allow-list unpickler, and torch's weights_only loader reads torch's zip format only)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing {module}.{name}: not a type a CIFAR file holds")
+        return super().find_class(module, name)
+
+
 def _unpickle(blob: bytes, where: str) -> dict[str, Any]:
     try:
-        entry = pickle.loads(blob, encoding="bytes")
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise DataError(f"{where}: corrupt pickle ({type(exc).__name__}: {exc})") from None
+        entry = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt (or crafted) file
+        raise DataError(f"{where}: not a CIFAR pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(entry, dict):
         raise DataError(f"{where}: expected a dict, found {type(entry).__name__}")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
