@@ -5,6 +5,8 @@ trial in a child Python process and kills it after its first checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -14,10 +16,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from bocb.checkpoint import load_checkpoint, save_checkpoint
+from bocb.checkpoint import FORMAT, MAGIC, load_checkpoint, save_checkpoint
 from bocb.engine import EpochRecord, Runtime, Trial, run_trial, start_trial, train
 from bocb.recipes import resolve_recipe
 from bocb.spec import DatasetSpec, TrialConfig
@@ -185,17 +188,31 @@ class _Touch:
 
 
 def corrupt_by_code(path: Path) -> None:
-    torch.save({"format": "bocb-checkpoint-2", "payload": _Touch(path.with_suffix(".pwned"))}, path)
+    """A pickle that runs code, behind a header whose digest matches: the weights-only load must refuse it."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "payload": _Touch(path.with_suffix(".pwned"))}, buffer)
+    payload = buffer.getvalue()
+    path.write_bytes(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def corrupt_by_random_bytes(path: Path) -> None:
+    """A few random bytes written into the middle (a bad disk, a partial copy): still a loadable zip, maybe,
+    but not the state that was saved."""
+    blob = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    for offset in rng.integers(len(blob) // 2, len(blob) - 64, size=4):
+        blob[offset] ^= 0xFF
+    path.write_bytes(bytes(blob))
 
 
 def retarget_to_another_trial(path: Path) -> None:
-    state = torch.load(path, weights_only=True)
+    state = load_checkpoint(path, RESUMABLE.key())
     save_checkpoint(path, {**state, "trial": "someone-else"})
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's remark on the garbage bytes
 @pytest.mark.parametrize("damage", [corrupt_by_truncation, corrupt_by_garbage, corrupt_by_code,
-                                    retarget_to_another_trial])
+                                    corrupt_by_random_bytes, retarget_to_another_trial])
 def test_a_bad_checkpoint_is_discarded_and_the_trial_restarts_cleanly(tmp_path: Path, damage,
                                                                       uninterrupted: Trial) -> None:
     ckpt = tmp_path / "trial.pt"

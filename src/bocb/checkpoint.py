@@ -1,13 +1,18 @@
 """Atomic, safely loaded in-trial checkpoints.
 
 Written to a temporary file, fsynced and renamed, so a kill mid-write leaves the
-previous checkpoint intact. Loaded with ``torch.load(weights_only=True)``: only
-tensors and plain containers, never arbitrary pickled objects. A checkpoint that
-cannot be read, is not ours, or belongs to another trial is removed and reported
-as absent, so the trial restarts cleanly.
+previous checkpoint intact. The file starts with a header holding the SHA-256 of
+the rest, checked before anything is read, so a flipped byte (a bad disk, a
+partial copy) is caught rather than resumed into a different trial. Loaded with
+``torch.load(weights_only=True)``: only tensors and plain containers, never
+arbitrary pickled objects. A checkpoint that cannot be read, fails its digest, is
+not ours, or belongs to another trial is removed and reported as absent, so the
+trial restarts cleanly.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 import random
@@ -18,7 +23,9 @@ import numpy as np
 import torch
 
 REQUIRED_KEYS = ("format", "trial", "epoch", "model", "optimizer", "rng")
-FORMAT = "bocb-checkpoint-2"
+FORMAT = "bocb-checkpoint-3"
+MAGIC = b"BOCBCKPT3\n"  # then the payload's SHA-256 in hex and a newline, then torch.save's bytes
+DIGEST_LENGTH = 64
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +60,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: the old file stays whole until the new one is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    payload = buffer.getvalue()
     with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, **state}, fh)
+        fh.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+        fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -80,7 +91,7 @@ def load_checkpoint(path: Path, trial: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(_verified_payload(path.read_bytes())), map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in REQUIRED_KEYS):
             raise ValueError("not a bocb checkpoint of this format")
         if state["trial"] != trial:
@@ -89,6 +100,16 @@ def load_checkpoint(path: Path, trial: str) -> dict[str, Any] | None:
         discard_checkpoint(path, f"{type(exc).__name__}: {exc}")
         return None
     return state
+
+
+def _verified_payload(blob: bytes) -> bytes:
+    """The torch bytes of a checkpoint file whose header digest matches them; ValueError otherwise."""
+    if not blob.startswith(MAGIC):
+        raise ValueError("no bocb checkpoint header")
+    digest, payload = blob[len(MAGIC):len(MAGIC) + DIGEST_LENGTH], blob[len(MAGIC) + DIGEST_LENGTH + 1:]
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError("content does not match its digest (damaged or altered)")
+    return payload
 
 
 def discard_checkpoint(path: Path, reason: str) -> None:
