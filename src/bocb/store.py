@@ -13,9 +13,11 @@ This module imports no training code: analysis and reports read from it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -144,6 +146,26 @@ def _abandoned(row: Any, now: float, stale_after: float) -> bool:
     return (row.heartbeat_at or 0) < now - stale_after or _process_gone(row.worker)
 
 
+def check_sqlite_file(path: Path, url: str | os.PathLike[str]) -> None:
+    """Refuse, without writing to it, an SQLite file that is damaged (SQLite's quick_check), not a database,
+    or another program's database (tables, but not bocb's). A missing or empty file is a new store."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise BocbError(f"store: '{url}' is not a readable SQLite database ({exc}); nothing was written") from None
+    if problems != ["ok"]:
+        found = "; ".join(line for p in problems for line in p.splitlines() if not line.startswith("***"))
+        raise BocbError(f"store: '{url}' is damaged (SQLite quick_check: {found[:300]}); restore it from a copy "
+                        "or export what it holds with the sqlite3 shell's .recover; nothing was written")
+    if tables and "benchmarks" not in tables:
+        raise BocbError(f"store: '{url}' is another program's database (tables {', '.join(sorted(tables)[:5])}, "
+                        "none of bocb's); give a new file or a bocb store; nothing was written")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -168,6 +190,7 @@ class Store:
             if self.engine.dialect.name == "sqlite":
                 path = self.engine.url.database
                 if path and path != ":memory:":
+                    check_sqlite_file(Path(path), url)
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             metadata.create_all(self.engine)  # an older bocb's store gains the tables added since

@@ -36,6 +36,16 @@ def main() -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(2)
+    except Exception as exc:
+        if not type(exc).__module__.startswith(DATABASE_MODULES):
+            raise
+        # a store damaged inside its records, a server gone mid-query: one line, not an SQL dump
+        cause = getattr(exc, "orig", None) or exc
+        typer.echo(f"error: store: {type(cause).__name__}: {str(cause).splitlines()[0][:300]}", err=True)
+        sys.exit(2)
+
+
+DATABASE_MODULES = ("sqlalchemy", "sqlite3", "psycopg")
 
 
 def check_output_dir(path: Path, field: str) -> None:
