@@ -29,5 +29,5 @@ def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     """'unknown optimizer 'adamx'; did you mean 'adam'? valid: a, b, c'."""
     choices = sorted(choices)
     close = difflib.get_close_matches(name.lower(), choices, n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = f"; did you mean '{close[0]}'?" if close else ";"
     return f"unknown {kind} '{name}'{hint} valid choices: {', '.join(choices)}"

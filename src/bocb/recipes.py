@@ -12,6 +12,7 @@ source: docs/recipes.md.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -120,6 +121,20 @@ def _check(recipe: Recipe) -> None:
         raise SpecError("recipe_overrides.grad_clip", f"must be None or > 0, got {recipe.grad_clip!r}")
     if not recipe.train_image_ratio > 0:
         raise SpecError("recipe_overrides.train_image_ratio", f"must be > 0, got {recipe.train_image_ratio!r}")
+    if recipe.randaugment is not None:
+        _check_randaugment(recipe.randaugment)
+
+
+def _check_randaugment(config: str) -> None:
+    """timm parses the RandAugment string only when the first batch is augmented: parse it now."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    try:
+        rand_augment_transform(config, {})
+    except Exception as exc:  # noqa: BLE001 - timm raises assorted errors for a malformed string
+        raise SpecError("recipe_overrides.randaugment",
+                        f"timm cannot parse {config!r} ({type(exc).__name__}{f': {exc}' if str(exc) else ''}); "
+                        "e.g. 'rand-m9-mstd0.5-inc1'") from None
 
 
 def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -129,6 +144,20 @@ def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict[s
     for key in overrides:
         if key not in INGREDIENTS:
             raise SpecError(f"recipe_overrides.{key}", unknown_name_message("ingredient", key, INGREDIENTS))
+    for key, value in overrides.items():
+        _check_type(key, value)
     resolved = dataclasses.replace(recipe, **overrides)
     _check(resolved)
     return resolved.as_dict()
+
+
+def _check_type(key: str, value: Any) -> None:
+    """An override of the ingredient's declared type (strict: "x" is no float, "maybe" no bool, 1 no bool)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    hint = typing.get_type_hints(Recipe)[key]
+    try:
+        TypeAdapter(hint).validate_python(value, strict=True)
+    except ValidationError:
+        shown = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        raise SpecError(f"recipe_overrides.{key}", f"must be of type {shown}, got {value!r}") from None

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bocb.errors import SpecError
+from bocb.errors import SpecError, unknown_name_message
 from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters
 
 Size = Literal["paper", "tiny"]
+# Bounds that keep a value storable (a 32-bit integer column in PostgreSQL) and a trial plannable.
+MAX_SEED = 2**31 - 1
+MAX_EPOCHS = 100_000
+MAX_BATCH = 2**20
 
 
 class StrictModel(BaseModel):
@@ -84,6 +89,20 @@ class OptimizerEntry(StrictModel):
             raise ValueError("every weight_decay must be >= 0")
         return values
 
+    @model_validator(mode="after")
+    def _arguments_accepted(self) -> OptimizerEntry:
+        """Every searched extra value, with the fixed params, is built once on a tiny parameter: no trial is
+        planned that must crash on its optimizer's arguments."""
+        from bocb.optim import check_hyperparameters
+
+        check_hyperparameters(self.name, dict(self.params), f"optimizers.{self.name}.params")
+        for key, values in self.extras.items():
+            if not values:
+                raise SpecError(f"optimizers.{self.name}.extras.{key}", "give at least one value")
+            for value in values:
+                check_hyperparameters(self.name, {**self.params, key: value}, f"optimizers.{self.name}.extras.{key}")
+        return self
+
 
 class SearchSpec(StrictModel):
     method: Literal["grid", "halving"] = "grid"
@@ -146,9 +165,9 @@ class BenchmarkSpec(StrictModel):
     recipe: str = Field("paper", description="'paper': each backbone's Table A1 default; or a recipe name")
     recipe_overrides: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec = Field(default_factory=SearchSpec)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    epochs: int | None = Field(None, gt=0, description="None: the recipe's epochs")
-    batch_size: int | None = Field(None, gt=0)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: int | None = Field(None, gt=0, le=MAX_EPOCHS, description="None: the recipe's epochs")
+    batch_size: int | None = Field(None, gt=0, le=MAX_BATCH)
     reseed: Literal["all", "failure_candidates"] = Field(
         "all", description="cells re-run at the remaining seeds: all, or only those the seed-aware failure rule "
                            "compares (each backbone's best and every cell Eq. 1 flags; bocb.protocol)")
@@ -190,6 +209,19 @@ class BenchmarkSpec(StrictModel):
         from bocb.recipes import resolve_recipe
 
         resolve_recipe("torch" if self.recipe == "paper" else self.recipe, self.recipe_overrides)
+        return self
+
+    @model_validator(mode="after")
+    def _budget_check_names_in_spec(self) -> BenchmarkSpec:
+        check = self.budget_check
+        if check is None:
+            return self
+        for field, named, known in (("backbones", check.backbones, [b.name for b in self.backbones]),
+                                    ("optimizers", check.optimizers, [o.name for o in self.optimizers])):
+            for name in named or []:
+                if name not in known:
+                    raise SpecError(f"budget_check.{field}", unknown_name_message(field[:-1], name, known)
+                                    .replace("valid choices", f"the spec's {field}"))
         return self
 
     @model_validator(mode="after")
@@ -242,12 +274,13 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def _validation_message(exc: ValidationError) -> SpecError:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # 'optimisers:' before 'missing'
     if isinstance(err.get("ctx", {}).get("error"), SpecError):
         return err["ctx"]["error"]
     field = _field_path(err["loc"])
     if err["type"] == "extra_forbidden":
-        return SpecError(field, "unknown field")
+        return SpecError(field, unknown_name_message("field", str(err["loc"][-1]), _known_fields(err["loc"][:-1])))
     msg = err["msg"].removeprefix("Value error, ")
     return SpecError(field, msg)
 
@@ -259,6 +292,18 @@ def upgrade_stored_spec(data: dict[str, Any]) -> dict[str, Any]:
     gamma, alpha = rule_parameters(data)
     upgraded = {k: v for k, v in data.items() if k != "failure_gap"}
     return {**upgraded, "rules": {"gamma": gamma, "alpha": alpha}}
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model at ``loc`` in a BenchmarkSpec (list indices skipped)."""
+    model: Any = BenchmarkSpec
+    for part in loc:
+        if isinstance(part, int) or str(part).startswith("function-"):
+            continue
+        annotation = model.model_fields[part].annotation
+        inner = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = inner[0] if inner else annotation
+    return list(model.model_fields)
 
 
 def parse_spec(data: Any) -> BenchmarkSpec:
@@ -279,7 +324,9 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
     if not path.is_file():
         raise SpecError("spec", f"file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError("spec", f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

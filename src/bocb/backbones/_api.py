@@ -83,8 +83,9 @@ def _import_factory(name: str, field: str) -> BackboneInfo:
         sys.path.append(os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise SpecError(field, f"cannot import backbone factory '{name}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module may fail at import in any way (a SyntaxError too)
+        raise SpecError(field, f"cannot import backbone factory '{name}': {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not callable(factory):
         raise SpecError(field, f"backbone factory '{name}' is not callable")
     _USER[name] = _user_info(name, factory)

@@ -137,6 +137,19 @@ def _check_arguments(lr: float, weight_decay: float, family: str) -> None:
         raise SpecError("family", f"unknown recipe family '{family}'; valid choices: {', '.join(FAMILIES)}")
 
 
+def check_hyperparameters(name: str, hparams: dict[str, Any], field: str) -> None:
+    """Build optimizer ``name`` with ``hparams`` over one tiny parameter, so a spec whose arguments the class
+    refuses (an unknown name, a value of the wrong type or range) fails when it is loaded, not in every
+    planned trial."""
+    try:
+        build_optimizer(name, nn.Linear(1, 1), lr=1e-3, weight_decay=0.0, hparams=hparams)
+    except SpecError as exc:
+        raise SpecError(field, str(exc).split(": ", 1)[-1]) from None
+    except Exception as exc:  # noqa: BLE001 - the optimizer class's own argument checks, whatever they raise
+        raise SpecError(field, f"{OPTIMIZERS.get(name).cls} refuses {hparams}: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
 def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float,
                     hparams: dict[str, Any] | None = None, weight_decay_policy: str = "no_decay_1d",
                     family: str = "classical") -> OptimizerHandle:
