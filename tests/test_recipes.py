@@ -150,7 +150,7 @@ def test_overrides_apply_and_bad_ones_name_the_field() -> None:
     with pytest.raises(SpecError, match=r"recipe_overrides\.loss: unknown loss 'mse'; valid choices: bce, ce"):
         resolve_recipe("torch", {"loss": "mse"})
     with pytest.raises(SpecError, match=r"recipe_overrides\.crop_padding_mode: unknown mode 'zeros'; "
-                                        r"valid choices: reflect, constant"):
+                                        r"valid choices: constant, reflect"):
         resolve_recipe("torch", {"crop_padding_mode": "zeros"})
     with pytest.raises(SpecError, match=r"recipe: unknown recipe 'deit3'"):
         resolve_recipe("deit3")

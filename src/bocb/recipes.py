@@ -91,7 +91,6 @@ RECIPES.register(Recipe(
     randaugment="rand-m6-mstd0.5-inc1", train_image_ratio=160 / 224, **_RSB,
 ))
 
-PADDING_MODES = ("reflect", "constant")
 INGREDIENTS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "description"))
 
 # (ingredient, lowest, highest, closed above) for the numeric ingredients a typo could break silently.
@@ -110,11 +109,6 @@ def _check(recipe: Recipe) -> None:
         if not isinstance(value, (int, float)) or not low <= value <= high or (not closed and value == high):
             upper = "" if high == float("inf") else f" and {'<=' if closed else '<'} {high:g}"
             raise SpecError(f"recipe_overrides.{key}", f"must be a number >= {low:g}{upper}, got {value!r}")
-    if recipe.crop_padding_mode not in PADDING_MODES:
-        raise SpecError("recipe_overrides.crop_padding_mode",
-                        f"unknown mode {recipe.crop_padding_mode!r}; valid choices: {', '.join(PADDING_MODES)}")
-    if recipe.loss not in ("ce", "bce"):
-        raise SpecError("recipe_overrides.loss", f"unknown loss '{recipe.loss}'; valid choices: bce, ce")
     if recipe.ema_decay is not None and not 0 < recipe.ema_decay < 1:
         raise SpecError("recipe_overrides.ema_decay", f"must be None or in (0, 1), got {recipe.ema_decay!r}")
     if recipe.grad_clip is not None and not recipe.grad_clip > 0:
@@ -156,6 +150,11 @@ def _check_type(key: str, value: Any) -> None:
     from pydantic import TypeAdapter, ValidationError
 
     hint = typing.get_type_hints(Recipe)[key]
+    if typing.get_origin(hint) is Literal:
+        if value not in typing.get_args(hint):
+            raise SpecError(f"recipe_overrides.{key}", unknown_name_message(key.split("_")[-1], str(value),
+                                                                            typing.get_args(hint)))
+        return
     try:
         TypeAdapter(hint).validate_python(value, strict=True)
     except ValidationError:
