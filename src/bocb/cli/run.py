@@ -74,7 +74,9 @@ def run(
         from bocb.devices import check_device
 
         check_device(spec.device)
-    with resumable_on_interrupt():
+    from bocb.sweep.worker import stop_on_sigterm
+
+    with resumable_on_interrupt(), stop_on_sigterm():  # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does
         done = run_benchmark(spec, out, store, workers=workers, address=address,
                              on_planned=lambda planned: _say_retried(planned.retried))
     code = _print_and_write(done, spec, report)

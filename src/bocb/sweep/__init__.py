@@ -53,6 +53,15 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", sto
                   on_planned: Callable[[BenchmarkRun], None] | None = None) -> BenchmarkRun:
     """Plan and run a benchmark to completion with the spec's executor; finished trials are skipped and
     crashed ones retried. ``on_planned`` sees the planned run before any trial starts."""
+    workers = workers or spec.workers or os.cpu_count() or 1
+    if spec.executor == "local":
+        from bocb.sweep.local import check_workers
+
+        check_workers(workers)  # before anything is stored
+    elif address not in (None, "auto", "local"):
+        from bocb.sweep.ray_executor import check_reachable
+
+        check_reachable(address)
     run = plan_benchmark(spec, out_dir, store)
     if on_planned:
         on_planned(run)
@@ -64,6 +73,5 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", sto
     else:
         from bocb.sweep.local import run_local
 
-        run_local(run.store_url, spec, run.benchmark_id, workers or spec.workers or os.cpu_count() or 1, options,
-                  console)
+        run_local(run.store_url, spec, run.benchmark_id, workers, options, console)
     return run

@@ -7,12 +7,14 @@ The parent only watches the store and draws progress; it trains nothing.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bocb.errors import SpecError
 from bocb.protocol import FINISHED
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store
@@ -36,17 +38,29 @@ def _best_so_far(store: Store, benchmark_id: str) -> str:
     return ""
 
 
+def check_workers(workers: int) -> None:
+    """Each local worker trains with one thread: more workers than cores only time-slice (and a typo such
+    as 1000 would start a thousand processes)."""
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        raise SpecError("workers", f"{workers} local workers on {cores} CPU core(s); give at most {cores}")
+
+
 def run_local(store_url: str, spec: BenchmarkSpec, benchmark_id: str, workers: int, options: WorkerOptions,
               console: Console | None = None) -> None:
-    """Run the benchmark to completion with ``workers`` processes."""
+    """Run the benchmark to completion with ``workers`` processes (at most one per CPU core)."""
     console = console or Console(stderr=True)
     ctx = mp.get_context("spawn")  # no forked torch/BLAS state
     # Not daemonic: a daemonic process may not start children, and a folder dataset's DataLoader starts
     # worker processes. The workers still end with us: die_with_parent, and the finally below.
     procs = [ctx.Process(target=_worker_main, args=(store_url, spec, benchmark_id, options), daemon=False)
              for _ in range(workers)]
-    for proc in procs:
-        proc.start()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit the ignore through exec: a
+    try:                                                     # Ctrl-C while they import prints no tracebacks
+        for proc in procs:
+            proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     store = Store(store_url)
     columns = (TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[best]}"))

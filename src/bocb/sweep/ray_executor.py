@@ -7,6 +7,7 @@ claimed again once its heartbeat goes stale.
 """
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -27,6 +28,23 @@ def run_claimed_trial(store_url: str, spec: BenchmarkSpec, key: str, options: Wo
     if claimed is None:
         return None
     return execute(store, claimed, spec, worker, options)
+
+
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail in one line, within ``timeout``, when nothing listens at a Ray address ('host:port' or
+    'ray://host:port'); ray.init would otherwise retry for minutes. Called before anything is stored."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise BocbError(f"--address: '{address}' is not host:port (or ray://host:port)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BocbError(f"--address: nothing answers at {address} within {timeout:g} s ({exc.strerror or exc}); "
+                        "start the cluster there (ray start --head) or leave --address out for a local one") \
+            from None
 
 
 def run_ray(store_url: str, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
