@@ -101,7 +101,11 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
 
     db = Store(done.store_url)
     trials = db.trials_frame(done.benchmark_id)
-    results_csv(trials).to_csv(done.out_dir / "results.csv", index=False)
+    every = db.trials_frame()  # every benchmark of the store: a second spec run into the same --out loses nothing
+    results_csv(every).to_csv(done.out_dir / "results.csv", index=False)
+    if every["benchmark"].nunique() > 1:
+        typer.echo(f"results.csv holds the {every['benchmark'].nunique()} benchmarks of this store "
+                   f"(column benchmark; this one is {done.benchmark_id})", err=True)
     counts = trials["state"].value_counts()
     n_crashed = int(counts.get(TrialState.FAILED.value, 0))
     result = None
