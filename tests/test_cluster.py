@@ -95,3 +95,39 @@ def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:
     for column in ("val_top1", "test_top1", "train_loss"):
         assert (local[column] == on_ray.loc[local.index, column]).all(), column
     assert load_spec(spec_path).executor == "local"
+
+
+def test_a_worker_whose_claim_is_taken_over_stops_and_the_new_owner_resumes(tmp_path: Path, capsys) -> None:
+    """Claims are leases: once another worker holds the trial, the first one's heartbeat is refused, it stops
+    at the next epoch boundary without writing a checkpoint, and the new owner finishes from the last one."""
+    import sqlalchemy as sa
+
+    from bocb.store import trials as trials_table
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _plan(tmp_path, url, capsys, backbones=["resnet50"], optimizers=["sgd"], epochs=6, checkpoint_every=1,
+          search={"lr_points": 1, "wd_points": 1})
+    store = Store(url)
+    first = subprocess.Popen([sys.executable, "-m", "bocb", "worker", "--store", url, "--artifact-root",
+                              str(tmp_path / "artifacts"), "--heartbeat", "0.1", "--max-trials", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(store.epochs_frame()) < 2:
+        time.sleep(0.2)
+    key = store.trials_frame()["trial_key"].iloc[0]
+    with store.engine.begin() as conn:  # as if its heartbeat had gone stale and another worker had claimed it
+        conn.execute(sa.update(trials_table).where(trials_table.c.key == key).values(heartbeat_at=0.0))
+    taken = store.claim_key(key, "remote-host:1:new-owner", stale_after=1.0)
+    assert taken is not None
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert "claim lost, another worker holds it now" in err and "Traceback" not in err
+    row = store.trials_frame().iloc[0]
+    assert row["state"] == "running" and row["worker"] == "remote-host:1:new-owner"  # untouched by the first
+    stopped_at = int(store.epochs_frame()["epoch"].max())
+    assert stopped_at < 5  # it stopped early
+    assert store.release(key, "remote-host:1:new-owner")  # the new owner hands it to a real worker
+    code, _, err = bocb_main("worker", "--store", url, "--artifact-root", str(tmp_path / "artifacts"), capsys=capsys)
+    assert code == 0, err
+    row = store.trials_frame().iloc[0]
+    assert row["state"] == "done" and row["resumed_from_epoch"] >= 1 and row["attempts"] == 3

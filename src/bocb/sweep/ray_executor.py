@@ -16,7 +16,7 @@ from rich.console import Console
 from bocb.errors import BocbError
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store, new_worker_id
-from bocb.sweep.worker import StageWatch, WorkerOptions, execute
+from bocb.sweep.worker import ClaimLost, StageWatch, WorkerOptions, execute
 
 
 def run_claimed_trial(store_url: str, spec: BenchmarkSpec, key: str, options: WorkerOptions) -> str | None:
@@ -27,7 +27,10 @@ def run_claimed_trial(store_url: str, spec: BenchmarkSpec, key: str, options: Wo
     claimed = store.claim_key(key, worker, options.stale_after_s)
     if claimed is None:
         return None
-    return execute(store, claimed, spec, worker, options)
+    try:
+        return execute(store, claimed, spec, worker, options)
+    except ClaimLost:  # another worker holds the trial now; the driver sees its result when it lands
+        return None
 
 
 RAY_CONNECT_TIMEOUT_S = 10.0

@@ -8,6 +8,7 @@ planner for the next stage; any worker may do so, since planning is idempotent.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import threading
@@ -22,6 +23,8 @@ from bocb.protocol import TrialState
 from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec, upgrade_stored_spec
 from bocb.store import ClaimedTrial, Store, new_worker_id
 from bocb.sweep.planner import next_stage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,16 +72,47 @@ class StageWatch:
         return status
 
 
+class ClaimLost(BaseException):
+    """Raised at an epoch boundary when this worker no longer holds its trial. A BaseException, so it passes
+    the engine's handling of a crashing trial: losing a claim is no outcome of the trial."""
+
+    def __init__(self, message: str, store_failed: bool = False) -> None:
+        super().__init__(message)
+        self.store_failed = store_failed
+
+
+HEARTBEAT_RETRIES = 3  # consecutive database errors before a worker gives its trial up
+
+
 class _Heartbeat:
-    """Refreshes a claim in the background while the trial trains."""
+    """Refreshes a claim (a lease) in the background while the trial trains, and notes when it is lost: the
+    store refused a heartbeat (another worker took the trial over), or the store failed HEARTBEAT_RETRIES
+    times in a row (the worker cannot know whether it still holds it)."""
 
     def __init__(self, store: Store, key: str, worker: str, interval: float) -> None:
+        self.lost: str | None = None
+        self.store_failed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(store, key, worker, interval), daemon=True)
 
     def _beat(self, store: Store, key: str, worker: str, interval: float) -> None:
+        failures = 0
         while not self._stop.wait(interval):
-            store.heartbeat(key, worker)
+            try:
+                if not store.heartbeat(key, worker):
+                    self.lost = "another worker holds it now"
+                    return
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - a database error of any kind: retry, then give up
+                failures += 1
+                if failures >= HEARTBEAT_RETRIES:
+                    self.lost, self.store_failed = f"the store failed {failures} heartbeats ({exc!s:.200})", True
+                    return
+
+    def check(self, key: str) -> None:
+        if self.lost:
+            raise ClaimLost(f"trial {key[:10]}: claim lost, {self.lost}; stopped at an epoch boundary, its "
+                            "checkpoint left to the new owner", self.store_failed)
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -106,16 +140,25 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
         non_blocking=spec.gpu.non_blocking,
     )
     try:
-        with _Heartbeat(store, claimed.key, worker, options.heartbeat_s):
-            outcome = run_trial(config, runtime,
-                                on_epoch=lambda record: store.record_epoch(claimed.key, asdict(record)))
+        with _Heartbeat(store, claimed.key, worker, options.heartbeat_s) as beat:
+            outcome = run_trial(config, runtime, on_epoch=lambda record: _epoch_ended(store, claimed.key, beat,
+                                                                                     record))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_sigterm)
         store.release(claimed.key, worker)
         raise
-    store.finish(claimed.key, worker, _result(outcome), outcome.layer_table)
+    if not store.finish(claimed.key, worker, _result(outcome), outcome.layer_table):
+        raise ClaimLost(f"trial {claimed.key[:10]}: the store refused its result (another worker holds it now); "
+                        "its checkpoint is left to that worker")
     if outcome.state != TrialState.FAILED:  # a crashed trial keeps its checkpoint for the retry
         ckpt.unlink(missing_ok=True)
     return outcome.state
+
+
+def _epoch_ended(store: Store, key: str, beat: _Heartbeat, record: Any) -> None:
+    """Stream the epoch into the store while the claim holds; stop the trial (before its checkpoint is
+    written) once it is lost."""
+    beat.check(key)
+    store.record_epoch(key, asdict(record))
 
 
 def _result(outcome: Any) -> dict[str, Any]:
@@ -152,7 +195,12 @@ def worker_loop(store_url: str, benchmark_id: str | None, options: WorkerOptions
             current = pending[0]
             claimed = store.claim(worker, current, options.stale_after_s)
             if claimed is not None:
-                execute(store, claimed, watches[current].spec, worker, options)
+                try:
+                    execute(store, claimed, watches[current].spec, worker, options)
+                except ClaimLost as lost:
+                    log.warning("%s", lost)
+                    if lost.store_failed:  # the store is unreachable: stop cleanly, the trial resumes elsewhere
+                        return ran
                 ran += 1
                 continue
             status = watches[current].advance()
