@@ -1,0 +1,132 @@
+"""Hostile and mistaken input: each case is one line on stderr naming the field, exit code 2, no traceback,
+and the store it was pointed at byte-for-byte as it was (its content fingerprint unchanged)."""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY_SPEC, bocb_main
+
+
+def fingerprint(path: Path) -> str:
+    """A hash of everything the SQLite file holds (schema and rows), independent of its page layout."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return hashlib.sha256("\n".join(db.iterdump()).encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def planned_store(tmp_path_factory) -> Path:
+    """A real store with one planned benchmark (planning trains nothing)."""
+    root = tmp_path_factory.mktemp("planned")
+    spec = root / "spec.yaml"
+    spec.write_text(yaml.safe_dump(TINY_SPEC))
+    from conftest import bocb_command
+
+    done = bocb_command("run", str(spec), "--plan-only", "--store", str(root / "bocb.db"), "--out", str(root))
+    assert done.returncode == 0, done.stderr
+    return root / "bocb.db"
+
+
+def _spec_with(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _tiny(**changes) -> str:
+    return yaml.safe_dump({**TINY_SPEC, **changes})
+
+
+SPEC_CASES = {
+    "override ema_decay text": (_tiny(recipe_overrides={"ema_decay": "x"}), "recipe_overrides.ema_decay: must be"),
+    "override grad_clip text": (_tiny(recipe_overrides={"grad_clip": "x"}), "recipe_overrides.grad_clip: must be"),
+    "override hflip maybe": (_tiny(recipe_overrides={"hflip": "maybe"}),
+                             "recipe_overrides.hflip: must be of type bool"),
+    "randaugment garbage": (_tiny(recipe_overrides={"randaugment": "garbage"}),
+                            "recipe_overrides.randaugment: timm cannot parse"),
+    "extras the optimizer does not take": (_tiny(optimizers=[{"name": "sgd", "extras": {"bogus": [1]}}]),
+                                           "optimizers.sgd.extras.bogus: unknown hyper-parameter"),
+    "params of the wrong type": (_tiny(optimizers=[{"name": "sgd", "params": {"momentum": "x"}}]),
+                                 "optimizers.sgd.params: torch.optim.SGD refuses"),
+    "extras out of range": (_tiny(optimizers=[{"name": "adamw", "extras": {"beta2": [0.99, 2.0]}}]),
+                            "optimizers.adamw.extras.beta2: torch.optim.AdamW refuses {'beta2': 2.0}"),
+    "epochs beyond the store": (_tiny(epochs=10**12), "epochs: Input should be less than or equal to 100000"),
+    "seed beyond the store": (_tiny(seeds=[0, 2**40]), "seeds.1: Input should be less than or equal to 2147483647"),
+    "budget_check names a backbone not in the spec": (_tiny(budget_check={"backbones": ["vgg13_bn"]}),
+                                                      "budget_check.backbones: unknown backbone 'vgg13_bn'"),
+    "misspelt field": (_tiny(epoch=3), "epoch: unknown field 'epoch'; did you mean 'epochs'?"),
+    "misspelt required field": (yaml.safe_dump({k: v for k, v in TINY_SPEC.items() if k != "optimizers"}
+                                               | {"optimisers": ["sgd"]}),
+                                "optimisers: unknown field 'optimisers'; did you mean 'optimizers'?"),
+    "a spec that is not UTF-8": (b"backbones: [resnet50]\nname: \xff\xfe\n", "is not UTF-8 text"),
+    "factory module that raises at import": (_tiny(backbones=["hostile_raises:net"]),
+                                             "cannot import backbone factory 'hostile_raises:net': RuntimeError"),
+    "factory module with a syntax error": (_tiny(backbones=["hostile_syntax:net"]),
+                                           "cannot import backbone factory 'hostile_syntax:net': SyntaxError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPEC_CASES))
+def test_bad_spec_is_one_line_and_leaves_the_store_alone(case, tmp_path, planned_store, capsys, monkeypatch):
+    text, expected = SPEC_CASES[case]
+    (tmp_path / "hostile_raises.py").write_text("raise RuntimeError('import-time failure')\n")
+    (tmp_path / "hostile_syntax.py").write_text("def net(:\n")
+    monkeypatch.chdir(tmp_path)
+    before = fingerprint(planned_store)
+    code, out, err = bocb_main("run", str(_spec_with(tmp_path, text)), "--store", str(planned_store),
+                               "--out", str(tmp_path / "out"), capsys=capsys)
+    assert code == 2, out + err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert "Traceback" not in out + err
+    assert fingerprint(planned_store) == before
+
+
+def test_too_many_workers_and_an_unreachable_ray_address_store_nothing(tmp_path, planned_store, capsys):
+    spec = _spec_with(tmp_path, _tiny())
+    before = fingerprint(planned_store)
+    code, _, err = bocb_main("run", str(spec), "--store", str(planned_store), "--workers", "1000", capsys=capsys)
+    assert code == 2 and "workers: 1000 local workers on" in err and err.count("\n") == 1
+    code, _, err = bocb_main("run", str(spec), "--store", str(planned_store), "--executor", "ray",
+                             "--address", "127.0.0.1:9", capsys=capsys)
+    assert code == 2 and "--address: nothing answers at 127.0.0.1:9" in err and err.count("\n") == 1
+    assert fingerprint(planned_store) == before
+
+
+def _foreign(path: Path) -> Path:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.execute("INSERT INTO users VALUES ('ada')")
+    return path
+
+
+def _damaged(path: Path, planned_store: Path) -> Path:
+    """A copy of a real store with two b-tree page headers overwritten (what a bad disk does)."""
+    with sqlite3.connect(planned_store) as source, sqlite3.connect(path) as copy:
+        source.backup(copy)
+    with sqlite3.connect(path) as db:
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        db.execute("PRAGMA journal_mode=DELETE")
+    blob = bytearray(path.read_bytes())
+    for number in (3, 5):
+        blob[(number - 1) * page:(number - 1) * page + 8] = b"\x0d" + b"\xff" * 7
+    path.write_bytes(bytes(blob))
+    return path
+
+
+@pytest.mark.parametrize("command", ["run", "results", "status", "report"])
+@pytest.mark.parametrize("kind", ["foreign", "damaged"])
+def test_a_foreign_or_damaged_store_is_refused_without_a_write(command, kind, tmp_path, planned_store, capsys):
+    path = _foreign(tmp_path / "x.db") if kind == "foreign" else _damaged(tmp_path / "x.db", planned_store)
+    before = path.read_bytes()
+    args = {"run": ["run", str(_spec_with(tmp_path, _tiny())), "--store", str(path), "--out", str(tmp_path / "o")],
+            "results": ["results", str(path)], "status": ["status", str(path)],
+            "report": ["report", str(path), "-o", str(tmp_path / "r")]}[command]
+    code, out, err = bocb_main(*args, capsys=capsys)
+    assert code == 2, out + err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert ("another program's database" in err or "holds no bocb store" in err) if kind == "foreign" \
+        else "is damaged (SQLite quick_check" in err
+    assert path.read_bytes() == before
