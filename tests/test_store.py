@@ -1,11 +1,18 @@
 """The store on SQLite and PostgreSQL: unique trials, atomic claims, heartbeats, reclaiming, epochs."""
 from __future__ import annotations
 
+import json
+import shutil
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
+import pytest
+import sqlalchemy as sa
 
+from bocb.errors import BocbError
 from bocb.store import PlannedTrial, Store
 
 
@@ -105,3 +112,48 @@ def test_progress_signature_moves_when_trials_are_planned_or_finish_only(store_u
     assert finished[:2] == (2, 1) and finished[2] == store.trials_frame("b")["finished_at"].max()
     store.add_trials("b", _planned(3))
     assert store.progress_signature("b") == (3, 1, finished[2])
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_store_of_the_previous_release_opens_migrates_and_finishes(tmp_path: Path, capsys) -> None:
+    """data/store_schema1.sqlite was written by bocb at commit d4f3cab (schema 1: no version table, keys of
+    key_version 1) running data/store_schema1.yaml. Opened today, its trials take today's keys in one
+    transaction, and the same spec run against it finds both finished: nothing is trained again."""
+    from conftest import bocb_main
+
+    from bocb.protocol import trial_key
+
+    store = tmp_path / "old.sqlite"
+    shutil.copy(DATA / "store_schema1.sqlite", store)
+    code, out, err = bocb_main("run", str(DATA / "store_schema1.yaml"), "--store", str(store), "--out",
+                               str(tmp_path / "out"), "--no-report", capsys=capsys)
+    assert code == 0, err
+    assert "2 trials: 2 done, 0 diverged (scored at chance), 0 crashed" in out
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT key, config_json, state, attempts FROM trials").fetchall()
+        linked = db.execute("SELECT COUNT(*) FROM plan JOIN trials ON trials.key = plan.trial_key").fetchone()[0]
+        epochs = db.execute("SELECT COUNT(*) FROM epochs JOIN trials ON trials.key = epochs.trial_key").fetchone()[0]
+        version = db.execute("SELECT MAX(version) FROM bocb_schema").fetchone()[0]
+    assert version == 2 and len(rows) == 2 and linked == 4 and epochs == 2  # both benchmarks link both trials
+    assert all(key == trial_key(json.loads(config)) and state == "done" and attempts == 1
+               for key, config, state, attempts in rows)
+
+
+def test_trial_keys_are_pinned() -> None:
+    """A trial's key must not move between releases (a moved key re-runs the trial): pinned for the
+    previous release's SGD trial (its config as stored there)."""
+    from bocb.protocol import trial_key
+
+    with sqlite3.connect(DATA / "store_schema1.sqlite") as db:
+        configs = {json.loads(c)["optimizer"]: json.loads(c) for (c,) in db.execute("SELECT config_json FROM trials")}
+    assert trial_key(configs["sgd"]) == "cb9c7c867c50d08aa796"
+
+
+def test_a_store_of_a_newer_bocb_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new.db")
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO bocb_schema (version, migrated_at) VALUES (99, 0)"))
+    with pytest.raises(BocbError, match="made by a newer bocb"):
+        Store(tmp_path / "new.db")

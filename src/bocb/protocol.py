@@ -11,10 +11,12 @@ val_top1, test_top1 and optionally train_loss, num_classes and test_size.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,6 +91,28 @@ def stage_index(name: str) -> int:
 def is_search_stage(stages: pd.Series) -> pd.Series:
     """True for trials that searched a configuration (not seed re-runs or budget re-runs)."""
     return stages.astype(str).str.startswith(tuple(k.value for k in SEARCH_KINDS))
+
+
+# -- trial keys ------------------------------------------------------------------------------------------
+
+KEY_VERSION = 2
+# Recipe ingredients at the value that means "not used". They are left out of a trial's key, so the key
+# names only what changes the trial's numbers, and a later bocb that adds an ingredient (entered here with
+# its not-used value) keys every earlier trial as before: a store's finished trials stay finished.
+NOT_USED: dict[str, Any] = {
+    "warmup_epochs": 0, "label_smoothing": 0.0, "drop_path_rate": 0.0, "repeated_aug": 1, "grad_clip": None,
+    "randaugment": None, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "random_erasing": 0.0, "ema_decay": None,
+    "bce_target_thresh": None, "train_image_ratio": 1.0,
+}
+
+
+def trial_key(config: dict[str, Any]) -> str:
+    """The key of a trial from its config (a TrialConfig dumped to JSON types): a versioned hash of the
+    config without the recipe ingredients it does not use."""
+    recipe = {k: v for k, v in config.get("recipe", {}).items() if not (k in NOT_USED and v == NOT_USED[k])}
+    canonical = json.dumps({"key_version": KEY_VERSION, **config, "recipe": recipe}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
 # -- configurations --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bocb.errors import SpecError, unknown_name_message
-from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters
+from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters, trial_key
 
 Size = Literal["paper", "tiny"]
 # Bounds that keep a value storable (a 32-bit integer column in PostgreSQL) and a trial plannable.
@@ -264,8 +264,8 @@ class TrialConfig(StrictModel):
     precision: str = "fp32"
 
     def key(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+        """The trial's key in the store (bocb.protocol.trial_key)."""
+        return trial_key(self.model_dump(mode="json"))
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bocb.errors import BocbError
-from bocb.protocol import FINISHED, UNFINISHED, TrialState, is_search_stage, with_config
+from bocb.protocol import FINISHED, UNFINISHED, TrialState, is_search_stage, trial_key, with_config
 
 FINISHED_VALUES = tuple(s.value for s in FINISHED)
 UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
@@ -94,6 +94,12 @@ epochs = sa.Table(
     sa.Column("ema_val_top1", sa.Float),
     sa.Column("ema_test_top1", sa.Float),
 )
+schema_version = sa.Table(
+    "bocb_schema", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("migrated_at", sa.Float, nullable=False),
+)
+SCHEMA_VERSION = 2  # 1: stores of bocb before this table (trial keys of key_version 1)
 layer_tables = sa.Table(
     "layer_tables", metadata,
     sa.Column("trial_key", sa.String(40), sa.ForeignKey("trials.key"), primary_key=True),
@@ -146,6 +152,43 @@ def _abandoned(row: Any, now: float, stale_after: float) -> bool:
     return (row.heartbeat_at or 0) < now - stale_after or _process_gone(row.worker)
 
 
+def stored_schema_version(conn: sa.Connection) -> int | None:
+    """The store's schema version: None for an empty database, 1 for a store of bocb before versioning."""
+    tables = set(sa.inspect(conn).get_table_names())
+    if "bocb_schema" in tables:
+        return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+    return 1 if "benchmarks" in tables else None
+
+
+def migrate(conn: sa.Connection) -> None:
+    """Create a new store, or bring an older one to SCHEMA_VERSION; refuse one made by a newer bocb."""
+    found = stored_schema_version(conn)
+    if found is not None and found > SCHEMA_VERSION:
+        raise BocbError(f"store: made by a newer bocb (schema {found}; this one reads up to {SCHEMA_VERSION}); "
+                        "upgrade bocb")
+    metadata.create_all(conn)  # an older store gains the tables added since
+    if found == 1:
+        _rekey_trials(conn)
+    if found != SCHEMA_VERSION:
+        conn.execute(schema_version.insert().values(version=SCHEMA_VERSION, migrated_at=time.time()))
+
+
+def _rekey_trials(conn: sa.Connection) -> None:
+    """Schema 1 -> 2: each trial takes today's key (bocb.protocol.trial_key, from its stored config), and
+    its plan, epoch and layer rows follow it; so a spec rerun against the store finds its finished trials."""
+    rows = conn.execute(sa.select(trials.c.key, trials.c.config_json)).all()
+    columns = [c.name for c in trials.columns]
+    for old, config_json in rows:
+        new = trial_key(json.loads(config_json))
+        if new == old:
+            continue
+        copied = sa.select(*[sa.literal(new).label("key") if c.name == "key" else c for c in trials.columns])
+        conn.execute(trials.insert().from_select(columns, copied.where(trials.c.key == old)))
+        for child in (plan, epochs, layer_tables):
+            conn.execute(child.update().where(child.c.trial_key == old).values(trial_key=new))
+        conn.execute(trials.delete().where(trials.c.key == old))
+
+
 def check_sqlite_file(path: Path, url: str | os.PathLike[str]) -> None:
     """Refuse, without writing to it, an SQLite file that is damaged (SQLite's quick_check), not a database,
     or another program's database (tables, but not bocb's). A missing or empty file is a new store."""
@@ -193,7 +236,8 @@ class Store:
                     check_sqlite_file(Path(path), url)
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self.engine)  # an older bocb's store gains the tables added since
+            with self.engine.begin() as conn:  # one transaction: an interrupted upgrade leaves the store as it was
+                migrate(conn)
         except sa.exc.DatabaseError as exc:  # unreachable server, bad credentials, a file that is no database
             raise BocbError(f"store: cannot open '{url}': {exc.orig}") from None
 
