@@ -28,7 +28,8 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from bocb.errors import BocbError
 from bocb.protocol import FINISHED, UNFINISHED, TrialState, is_search_stage, trial_key, with_config
@@ -152,6 +153,34 @@ def _abandoned(row: Any, now: float, stale_after: float) -> bool:
     return (row.heartbeat_at or 0) < now - stale_after or _process_gone(row.worker)
 
 
+def _insert_new(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT the rows whose primary key is not stored yet (SQLite's and PostgreSQL's ON CONFLICT DO NOTHING)."""
+    if not rows:
+        return
+    dialect = {"sqlite": sqlite_dialect, "postgresql": postgresql_dialect}.get(conn.dialect.name)
+    if dialect is None:
+        raise BocbError(f"store: {conn.dialect.name} is not supported; use SQLite or PostgreSQL")
+    conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+
+
+def _insert_planned(conn: sa.Connection, benchmark_id: str, planned: list[PlannedTrial]) -> int:
+    count = sa.select(sa.func.count()).select_from(plan).where(plan.c.benchmark_id == benchmark_id)
+    before = conn.execute(count).scalar()
+    now = time.time()  # created_at keeps the planned order, which claims follow
+    _insert_new(conn, trials, [_trial_row(item, now + i * 1e-6) for i, item in enumerate(planned)])
+    _insert_new(conn, plan, [{"benchmark_id": benchmark_id, "trial_key": item.key, "stage": item.stage,
+                              "budget": item.budget} for item in planned])
+    return conn.execute(count).scalar() - before
+
+
+def _trial_row(item: PlannedTrial, now: float) -> dict[str, Any]:
+    cfg = item.config
+    return {"key": item.key, "config_json": json.dumps(cfg, sort_keys=True), "backbone": cfg["backbone"],
+            "size": cfg["size"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
+            "hparams_json": json.dumps(cfg.get("hparams", {}), sort_keys=True), "seed": cfg["seed"],
+            "epochs": cfg["epochs"], "created_at": now, "state": TrialState.PENDING.value, "attempts": 0}
+
+
 def stored_schema_version(conn: sa.Connection) -> int | None:
     """The store's schema version: None for an empty database, 1 for a store of bocb before versioning."""
     tables = set(sa.inspect(conn).get_table_names())
@@ -251,20 +280,18 @@ class Store:
             raise BocbError(f"store: '{url}' holds no bocb store (no 'benchmarks' table)")
 
     # -- planning -----------------------------------------------------------------------------------------
-    def register_benchmark(self, benchmark_id: str, name: str, spec: Mapping[str, Any]) -> None:
-        """Add the benchmark, or, if it is stored, keep the spec of this latest registration: the two can
-        differ only in execution fields (device, workers, ...), and `bocb worker` should follow the latest."""
+    def register_benchmark(self, benchmark_id: str, name: str, spec: Mapping[str, Any],
+                           planned: Iterable[PlannedTrial] = ()) -> int:
+        """Add the benchmark with the trials of its first stage, in one transaction (a failure leaves
+        nothing behind); or, if it is stored, keep the spec of this latest registration (the two can differ
+        only in execution fields: device, workers, ...; `bocb worker` should follow the latest) and add
+        ``planned``. Returns how many trials were new to the benchmark."""
         row = {"id": benchmark_id, "name": name, "spec_json": json.dumps(spec, sort_keys=True),
                "created_at": time.time()}
-        stored = benchmarks.c.id == benchmark_id
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(benchmarks.c.id).where(stored)).first() is not None:
-                conn.execute(benchmarks.update().where(stored).values(spec_json=row["spec_json"]))
-                return
-            try:
-                conn.execute(benchmarks.insert().values(**row))
-            except IntegrityError:
-                pass  # registered concurrently by another process
+            _insert_new(conn, benchmarks, [row])  # registered concurrently by another process: kept
+            conn.execute(benchmarks.update().where(benchmarks.c.id == benchmark_id).values(spec_json=row["spec_json"]))
+            return _insert_planned(conn, benchmark_id, list(planned))
 
     def benchmark_spec(self, benchmark_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -278,31 +305,10 @@ class Store:
             return list(conn.execute(sa.select(benchmarks.c.id).order_by(benchmarks.c.created_at)).scalars())
 
     def add_trials(self, benchmark_id: str, planned: Iterable[PlannedTrial]) -> int:
-        """Insert planned trials that are not stored yet; returns how many were new to this benchmark."""
-        planned = list(planned)
-        new = 0
-        for item in planned:
-            new += self._add_one(benchmark_id, item)
-        return new
-
-    def _add_one(self, benchmark_id: str, item: PlannedTrial) -> int:
-        cfg = item.config
-        row = {
-            "key": item.key, "config_json": json.dumps(cfg, sort_keys=True), "backbone": cfg["backbone"],
-            "size": cfg["size"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
-            "hparams_json": json.dumps(cfg.get("hparams", {}), sort_keys=True), "seed": cfg["seed"],
-            "epochs": cfg["epochs"], "created_at": time.time(), "state": TrialState.PENDING.value, "attempts": 0,
-        }
-        link = {"benchmark_id": benchmark_id, "trial_key": item.key, "stage": item.stage, "budget": item.budget}
-        added = 0
-        for table, values in ((trials, row), (plan, link)):
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(table.insert().values(**values))
-                added = int(table is plan)
-            except IntegrityError:
-                pass  # already there (an earlier run, or another worker planned it first)
-        return added
+        """Insert planned trials that are not stored yet, in one transaction; returns how many were new to
+        this benchmark (another process may plan the same ones at the same time: keys decide)."""
+        with self.engine.begin() as conn:
+            return _insert_planned(conn, benchmark_id, list(planned))
 
     # -- claiming and running -----------------------------------------------------------------------------
     def _candidates(self, benchmark_id: str | None, stale_after: float) -> list[Any]:

@@ -10,7 +10,8 @@ from rich.console import Console
 
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store, normalise_url
-from bocb.sweep.worker import WorkerOptions, advance
+from bocb.sweep.planner import next_stage
+from bocb.sweep.worker import WorkerOptions
 
 __all__ = ["BenchmarkRun", "artifact_root_for", "plan_benchmark", "run_benchmark"]
 
@@ -41,9 +42,9 @@ def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", st
     url = normalise_url(store or spec.store or out / "bocb.db")
     benchmark_id = spec.benchmark_id()
     db = Store(url)
-    db.register_benchmark(benchmark_id, spec.name, spec.model_dump(mode="json"))
     retried = db.retry_crashed(benchmark_id)
-    advance(db, benchmark_id, spec)
+    stage = next_stage(spec, db.trials_frame(benchmark_id))  # computed first: a failure here stores nothing
+    db.register_benchmark(benchmark_id, spec.name, spec.model_dump(mode="json"), stage.planned if stage else ())
     return BenchmarkRun(benchmark_id, url, out, artifact_root_for(spec, url, out), retried)
 
 
