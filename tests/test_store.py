@@ -157,3 +157,26 @@ def test_a_store_of_a_newer_bocb_is_refused(tmp_path: Path) -> None:
         conn.execute(sa.text("INSERT INTO bocb_schema (version, migrated_at) VALUES (99, 0)"))
     with pytest.raises(BocbError, match="made by a newer bocb"):
         Store(tmp_path / "new.db")
+
+
+def test_an_interrupted_upgrade_is_redone_on_the_next_open(tmp_path: Path, monkeypatch) -> None:
+    """SQLite commits DDL at once: an upgrade stopped after creating the version table must not leave the
+    store marked as upgraded with its trials under old keys."""
+    import bocb.store as store_module
+    from bocb.protocol import trial_key
+
+    path = tmp_path / "old.sqlite"
+    shutil.copy(DATA / "store_schema1.sqlite", path)
+    rekey = store_module._rekey_trials
+
+    def interrupted(conn):
+        rekey(conn)
+        raise KeyboardInterrupt  # after the work, before the commit
+
+    monkeypatch.setattr(store_module, "_rekey_trials", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Store(path)
+    monkeypatch.setattr(store_module, "_rekey_trials", rekey)
+    trials = Store(path).trials_frame()
+    assert len(trials) == 2 and all(k == trial_key(json.loads(c)) for k, c in zip(trials["trial_key"],
+                                                                                 trials["config_json"]))

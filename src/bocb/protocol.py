@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bocb.errors import SpecError, unknown_name_message
+from bocb.errors import DataError, SpecError, unknown_name_message
 
 CELL = ["backbone", "optimizer"]
 DEFAULT_GAMMA = 3.0   # Eq. 1's gamma for CIFAR-100 and COCO (1 for ImageNet-1K)
@@ -123,6 +123,16 @@ def config_label(lr: float, weight_decay: float, hparams: dict | None = None) ->
     return ",".join([f"lr={lr:g}", f"wd={weight_decay:g}"] + [f"{k}={extras[k]}" for k in sorted(extras)])
 
 
+def _hparams(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise DataError(f"results: column 'hparams_json' must hold JSON objects; found {text!r:.80}")
+    return value
+
+
 def with_config(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with a ``config`` column: as given, else from lr, weight_decay and hparams_json (a CSV
     without lr or weight decay gets 'default': one configuration per cell)."""
@@ -130,7 +140,7 @@ def with_config(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(config=frame["config"].astype(str))
     if not {"lr", "weight_decay"} <= set(frame) or frame[["lr", "weight_decay"]].isna().all().all():
         return frame.assign(config="default")
-    hparams = frame["hparams_json"].fillna("{}").map(json.loads) if "hparams_json" in frame else [None] * len(frame)
+    hparams = frame["hparams_json"].fillna("{}").map(_hparams) if "hparams_json" in frame else [None] * len(frame)
     labels = [config_label(lr, wd, h) for lr, wd, h in zip(frame["lr"], frame["weight_decay"], hparams)]
     return frame.assign(config=pd.Series(labels, index=frame.index, dtype=object))
 
@@ -150,12 +160,22 @@ def scored(frame: pd.DataFrame) -> pd.DataFrame:
     A crashed (failed) trial is no result and is dropped; so are unfinished ones.
     """
     rows = frame[frame["state"].isin(SCORED)].copy()
-    diverged = rows["state"] == TrialState.DIVERGED
-    chance = chance_level(rows)
+    rows["test_top1"] = pd.to_numeric(rows["test_top1"], errors="coerce")
+    rows = rows[(rows["state"] == TrialState.DIVERGED) | rows["test_top1"].notna()]  # done without a number: none
+    return at_chance_if_diverged(rows)
+
+
+def at_chance_if_diverged(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with diverged trials at chance on both splits (a diverged network predicts one class, so
+    chance is what it measures, as the paper scores it) and crashed ones without a number."""
+    frame = frame.copy()
+    diverged, crashed = frame["state"] == TrialState.DIVERGED, frame["state"] == TrialState.FAILED
+    chance = chance_level(frame)
     for column in ("val_top1", "test_top1"):
-        rows[column] = pd.to_numeric(rows[column], errors="coerce").astype(float)
-        rows.loc[diverged, column] = chance[diverged]
-    return rows
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        frame.loc[diverged, column] = chance[diverged]
+        frame.loc[crashed, column] = np.nan
+    return frame
 
 
 def main_budget(frame: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +210,7 @@ def choose_configs(frame: pd.DataFrame) -> pd.DataFrame:
     trial are absent.
     """
     metric = selection_metric(frame)
-    rows = main_budget(scored(with_config(frame)))
+    rows = scored(main_budget(with_config(frame)))
     columns = CELL + ["config", "score", "selected_on"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
@@ -215,7 +235,7 @@ def chosen_seeds(frame: pd.DataFrame, chosen: pd.DataFrame | None = None) -> pd.
     """The scored main-budget trials of each cell's chosen configuration, one row per seed, with
     ``top1`` = test top-1 (chance for a diverged seed): the values every failure rule reads."""
     chosen = choose_configs(frame) if chosen is None else chosen
-    rows = main_budget(scored(with_config(frame))).merge(chosen[CELL + ["config"]], on=CELL + ["config"])
+    rows = scored(main_budget(with_config(frame))).merge(chosen[CELL + ["config"]], on=CELL + ["config"])
     return rows.assign(top1=rows["test_top1"])
 
 

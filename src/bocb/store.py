@@ -95,6 +95,7 @@ epochs = sa.Table(
     sa.Column("ema_val_top1", sa.Float),
     sa.Column("ema_test_top1", sa.Float),
 )
+plan_by_trial = sa.Index("ix_plan_trial_key", plan.c.trial_key)  # re-keying and joins find a trial's plan rows
 schema_version = sa.Table(
     "bocb_schema", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -184,9 +185,11 @@ def _trial_row(item: PlannedTrial, now: float) -> dict[str, Any]:
 def stored_schema_version(conn: sa.Connection) -> int | None:
     """The store's schema version: None for an empty database, 1 for a store of bocb before versioning."""
     tables = set(sa.inspect(conn).get_table_names())
-    if "bocb_schema" in tables:
-        return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
-    return 1 if "benchmarks" in tables else None
+    recorded = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() \
+        if "bocb_schema" in tables else None
+    # SQLite's driver commits DDL at once: an upgrade interrupted after creating the version table leaves it
+    # empty, and the store is still of schema 1
+    return recorded if recorded is not None else (1 if "benchmarks" in tables else None)
 
 
 def migrate(conn: sa.Connection) -> None:
@@ -196,6 +199,7 @@ def migrate(conn: sa.Connection) -> None:
         raise BocbError(f"store: made by a newer bocb (schema {found}; this one reads up to {SCHEMA_VERSION}); "
                         "upgrade bocb")
     metadata.create_all(conn)  # an older store gains the tables added since
+    plan_by_trial.create(conn, checkfirst=True)  # and the index (create_all makes it for new tables only)
     if found == 1:
         _rekey_trials(conn)
     if found != SCHEMA_VERSION:
@@ -204,17 +208,21 @@ def migrate(conn: sa.Connection) -> None:
 
 def _rekey_trials(conn: sa.Connection) -> None:
     """Schema 1 -> 2: each trial takes today's key (bocb.protocol.trial_key, from its stored config), and
-    its plan, epoch and layer rows follow it; so a spec rerun against the store finds its finished trials."""
+    its plan, epoch and layer rows follow it; so a spec rerun against the store finds its finished trials.
+    Two old keys that meet in one new key (a store written before and after an ingredient was added) merge:
+    the row already there stays, the other's plan, epoch and layer rows join it where they add something."""
     rows = conn.execute(sa.select(trials.c.key, trials.c.config_json)).all()
-    columns = [c.name for c in trials.columns]
     for old, config_json in rows:
         new = trial_key(json.loads(config_json))
         if new == old:
             continue
         copied = sa.select(*[sa.literal(new).label("key") if c.name == "key" else c for c in trials.columns])
-        conn.execute(trials.insert().from_select(columns, copied.where(trials.c.key == old)))
+        _insert_new(conn, trials, [dict(r._mapping) for r in conn.execute(copied.where(trials.c.key == old))])
         for child in (plan, epochs, layer_tables):
-            conn.execute(child.update().where(child.c.trial_key == old).values(trial_key=new))
+            moved = [{**r._mapping, "trial_key": new}
+                     for r in conn.execute(sa.select(child).where(child.c.trial_key == old))]
+            _insert_new(conn, child, moved)
+            conn.execute(child.delete().where(child.c.trial_key == old))
         conn.execute(trials.delete().where(trials.c.key == old))
 
 
@@ -233,7 +241,7 @@ def check_sqlite_file(path: Path, url: str | os.PathLike[str]) -> None:
         found = "; ".join(line for p in problems for line in p.splitlines() if not line.startswith("***"))
         raise BocbError(f"store: '{url}' is damaged (SQLite quick_check: {found[:300]}); restore it from a copy "
                         "or export what it holds with the sqlite3 shell's .recover; nothing was written")
-    if tables and "benchmarks" not in tables:
+    if tables and not {"benchmarks", "trials"} <= tables:
         raise BocbError(f"store: '{url}' is another program's database (tables {', '.join(sorted(tables)[:5])}, "
                         "none of bocb's); give a new file or a bocb store; nothing was written")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bocb.errors import DataError, SpecError
-from bocb.protocol import FINISHED, UNFINISHED, TrialState, chance_level, with_config
+from bocb.protocol import FINISHED, UNFINISHED, TrialState, at_chance_if_diverged, with_config
 from bocb.store import StoredResults
 
 REQUIRED = ("backbone", "optimizer")
@@ -75,15 +75,9 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     staged = pd.to_numeric(frame["stage"].astype(str).str.extract(r"^budget_(\d+)x$")[0], errors="coerce")
     frame["budget"] = staged.fillna(frame["budget"]).fillna(1)
     frame = with_config(frame)
-    # A diverged trial scores the chance level on both splits (as the paper does); a crashed one is no
-    # result and keeps no score (see docs/analysis.md).
     frame["diverged"] = frame["state"] == TrialState.DIVERGED
     frame["crashed"] = frame["state"] == TrialState.FAILED
-    chance = chance_level(frame)
-    for column in ("val_top1", "test_top1"):
-        frame.loc[frame["diverged"], column] = chance[frame["diverged"]]
-        frame.loc[frame["crashed"], column] = np.nan
-    return frame.reset_index(drop=True)
+    return at_chance_if_diverged(frame).reset_index(drop=True)
 
 
 def parse_grid(text: str) -> list[float]:

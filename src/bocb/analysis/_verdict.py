@@ -27,8 +27,8 @@ COUPLED = "coupled"
 SHARED_EFFECT = "optimizer-sensitive, not coupled"
 UNCERTAIN = "coupling uncertain"
 SHARE_LINE = 0.5  # an interaction share above it: the backbone's own ranking of optimizers dominates
-COLUMNS = ["backbone", "verdict", "recommended", "worse", "best_optimizer", "best_top1", "noise_sd", "noise_scope",
-           "detectable_gap", "share", "share_lo", "share_hi", "chance", "explanation"]
+COLUMNS = ["backbone", "verdict", "recommended", "worse", "unsettled", "best_optimizer", "best_top1", "noise_sd",
+           "noise_scope", "detectable_gap", "share", "share_lo", "share_hi", "chance", "explanation"]
 
 
 def backbone_floor(trials: pd.DataFrame) -> pd.DataFrame:
@@ -52,29 +52,36 @@ def learned_backbones(per_seed: pd.DataFrame, trials: pd.DataFrame) -> pd.Series
 def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, shares: pd.DataFrame | None, gamma: float,
              alpha: float = 0.05) -> pd.DataFrame:
     """One row per backbone: the verdict (coupled, not coupled, optimizer-sensitive, uncertain, not
-    distinguishable, did not learn), the optimizers tied with the best (the recommendation, best first),
-    those below it beyond seed noise, and a sentence saying why.
+    distinguishable, did not learn), the recommendation (best first: the optimizers not below the best
+    beyond seed noise and within γ of it), those below it beyond seed noise, the unsettled ones (more than γ
+    below on average, but too noisy to call), and a sentence saying why. The seed noise is pooled over the
+    backbones that learned: a backbone at chance has no spread to lend.
 
     ``per_seed``: backbone, optimizer, seed, top1 of each cell's chosen configuration. ``shares``: the
     interaction shares (scope 'backbone') of the learned backbones, or None.
     """
     means = cell_means(per_seed)
-    noise = pooled_noise(per_seed).set_index("backbone")
+    learned = learned_backbones(per_seed, trials)
+    judged = per_seed[per_seed["backbone"].map(learned).astype(bool)]
+    noise = pooled_noise(judged).set_index("backbone") if len(judged) else pd.DataFrame(columns=["sd", "df", "scope"])
     seeds = {cell: group["top1"].to_numpy(float) for cell, group in per_seed.groupby(CELL, sort=False)}
     floor = backbone_floor(trials)
-    learned = learned_backbones(per_seed, trials)
     by_share = shares[shares["scope"] == "backbone"].set_index("name") if shares is not None else pd.DataFrame()
     rows = []
     for backbone, group in means.groupby("backbone", sort=False):
         group = group.sort_values("top1", ascending=False, kind="stable")
         best = group.iloc[0]
-        sd, df, scope = noise.at[backbone, "sd"], int(noise.at[backbone, "df"]), noise.at[backbone, "scope"]
+        sd, df, scope = (noise.at[backbone, "sd"], int(noise.at[backbone, "df"]), noise.at[backbone, "scope"]) \
+            if backbone in noise.index else (math.nan, 0, "none")
         top = seeds[(backbone, best.optimizer)]
         worse = [row.optimizer for row in group.iloc[1:].itertuples()
                  if below_beyond_noise(seeds[(backbone, row.optimizer)], top, sd, df, alpha)]
-        tied = [o for o in group["optimizer"] if o not in worse]
+        unsettled = [row.optimizer for row in group.itertuples()
+                     if row.optimizer not in worse and best.top1 - row.top1 > gamma]
+        tied = [o for o in group["optimizer"] if o not in worse and o not in unsettled]
         share = by_share.loc[backbone] if backbone in by_share.index else None
         row = {"backbone": backbone, "recommended": ", ".join(tied), "worse": ", ".join(worse),
+               "unsettled": ", ".join(unsettled),
                "best_optimizer": best.optimizer, "best_top1": float(best.top1), "noise_sd": sd, "noise_scope": scope,
                "detectable_gap": detectable_gap(sd, df, int(best.n_seeds), alpha),
                "share": share["share"] if share is not None else math.nan,
@@ -82,6 +89,9 @@ def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, shares: pd.DataFrame 
                "share_hi": share["hi"] if share is not None else math.nan,
                "chance": floor.at[backbone, "chance"]}
         row["verdict"], row["explanation"] = _verdict(row, bool(learned[backbone]), gamma)
+        if unsettled and learned[backbone]:
+            row["explanation"] += (f"; {row['unsettled']}: more than γ = {gamma:g} points below the best on average, "
+                                   "but their seeds disagree too much to call")
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -94,7 +104,7 @@ def _verdict(row: dict, learned: bool, gamma: float) -> tuple[str, str]:
     noise = "no seed noise measured (one seed per cell)" if math.isnan(row["noise_sd"]) else (
         f"seed noise sd {row['noise_sd']:.2f}" + (" pooled over all backbones" if row["noise_scope"] == "all" else ""))
     if not row["worse"]:
-        if row["detectable_gap"] > gamma:
+        if row["detectable_gap"] > gamma or row["unsettled"]:
             return NOT_DISTINGUISHABLE, (f"no optimizer is below the best beyond seed noise, but with {noise} a gap "
                                          f"under {row['detectable_gap']:.1f} points would go unseen (γ = {gamma:g}): "
                                          "add seeds or a larger validation/test set")

@@ -55,31 +55,36 @@ def run_local(store_url: str, spec: BenchmarkSpec, benchmark_id: str, workers: i
     # worker processes. The workers still end with us: die_with_parent, and the finally below.
     procs = [ctx.Process(target=_worker_main, args=(store_url, spec, benchmark_id, options), daemon=False)
              for _ in range(workers)]
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit the ignore through exec: a
-    try:                                                     # Ctrl-C while they import prints no tracebacks
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit the ignore through exec:
+        try:                                                     # a Ctrl-C while they import prints nothing
+            for proc in procs:
+                proc.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        _watch(procs, Store(store_url), benchmark_id, console)
+    except BaseException:  # Ctrl-C, SIGTERM, or an error of our own: stop the workers first
         for proc in procs:
-            proc.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    store = Store(store_url)
+            if proc.is_alive():
+                proc.terminate()  # each releases its trial in hand, which resumes from its checkpoint next run
+        raise
+    finally:  # not daemonic, so nothing may leave them running: an error here ends them too
+        for proc in procs:
+            if proc.pid is not None:
+                proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.kill()
+
+
+def _watch(procs: list, store: Store, benchmark_id: str, console: Console) -> None:
     columns = (TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[best]}"))
-    try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("trials", total=None, best="")
-            while any(p.is_alive() for p in procs):
-                _update(progress, task, store, benchmark_id)
-                time.sleep(2.0)
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("trials", total=None, best="")
+        while any(p.is_alive() for p in procs):
             _update(progress, task, store, benchmark_id)
-    except KeyboardInterrupt:
-        for proc in procs:
-            proc.terminate()  # each releases its trial in hand, which resumes from its checkpoint next run
-        raise
-    finally:
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
+            time.sleep(2.0)
+        _update(progress, task, store, benchmark_id)
 
 
 def _update(progress: Progress, task: int, store: Store, benchmark_id: str) -> None:

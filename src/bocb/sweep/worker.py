@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,8 +141,8 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
     )
     try:
         with _Heartbeat(store, claimed.key, worker, options.heartbeat_s) as beat:
-            outcome = run_trial(config, runtime, on_epoch=lambda record: _epoch_ended(store, claimed.key, beat,
-                                                                                     record))
+            outcome = run_trial(config, runtime,
+                                on_epoch=lambda record: _epoch_ended(store, claimed.key, worker, beat, record))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_sigterm)
         store.release(claimed.key, worker)
         raise
@@ -154,11 +154,28 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
     return outcome.state
 
 
-def _epoch_ended(store: Store, key: str, beat: _Heartbeat, record: Any) -> None:
-    """Stream the epoch into the store while the claim holds; stop the trial (before its checkpoint is
-    written) once it is lost."""
+def _epoch_ended(store: Store, key: str, worker: str, beat: _Heartbeat, record: Any) -> None:
+    """At each epoch boundary, before the checkpoint is written: renew the lease synchronously (the
+    background heartbeat's news may be seconds old) and stream the epoch into the store; a lost lease stops
+    the trial here, a store that keeps failing stops the worker (ClaimLost, not a crash of the trial)."""
     beat.check(key)
-    store.record_epoch(key, asdict(record))
+    if not _with_retries(lambda: store.heartbeat(key, worker), key):
+        beat.lost = "another worker holds it now"
+        beat.check(key)
+    _with_retries(lambda: store.record_epoch(key, asdict(record)), key)
+
+
+def _with_retries(action: Callable[[], Any], key: str) -> Any:
+    for attempt in range(HEARTBEAT_RETRIES):
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - a database error of any kind: retry, then give the trial up
+            if attempt == HEARTBEAT_RETRIES - 1:
+                raise ClaimLost(f"trial {key[:10]}: the store failed {HEARTBEAT_RETRIES} times ({exc!s:.200}); "
+                                "stopped, its checkpoint kept for whoever claims it next", store_failed=True) \
+                    from None
+            time.sleep(1.0 * (attempt + 1))
+    return None
 
 
 def _result(outcome: Any) -> dict[str, Any]:
