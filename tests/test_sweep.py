@@ -153,7 +153,8 @@ def _wait_for_first_checkpoint(db: Path, checkpoints: Path, process: subprocess.
         time.sleep(0.3)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c on bocb run", "ctrl-c on bocb run --executor ray", "sigterm to bocb worker"])
+@pytest.mark.parametrize("how", ["ctrl-c on bocb run", "ctrl-c on bocb run --executor ray", "sigterm to bocb worker",
+                                 "sigterm to bocb run"])
 def test_stopped_run_releases_its_trial_which_resumes_from_its_checkpoint(tmp_path: Path, capsys, how: str) -> None:
     executor = "ray" if how.endswith("ray") else "local"
     if executor == "ray":
@@ -162,7 +163,7 @@ def test_stopped_run_releases_its_trial_which_resumes_from_its_checkpoint(tmp_pa
                       checkpoint_every=1, search={"lr_points": 1, "wd_points": 1}, executor=executor)
     out = tmp_path / "out"
     db = out / "bocb.db"
-    if how.startswith("ctrl-c"):
+    if how.startswith("ctrl-c") or how == "sigterm to bocb run":
         command = ["run", str(spec), "--out", str(out), "--workers", "1", "--no-report"]
     else:  # a scheduler preempting one worker
         assert bocb_main("run", str(spec), "--out", str(out), "--plan-only", capsys=capsys)[0] == 0
@@ -174,7 +175,7 @@ def test_stopped_run_releases_its_trial_which_resumes_from_its_checkpoint(tmp_pa
         process.send_signal(signal.SIGINT)
     elif how.startswith("ctrl-c"):  # a terminal's Ctrl-C reaches the whole process group: parent and workers
         os.killpg(process.pid, signal.SIGINT)
-    else:
+    else:  # SIGTERM to the one process (a scheduler, `kill`): bocb run stops its own workers
         process.terminate()
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in err, err[-3000:]
