@@ -114,6 +114,7 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
         typer.echo(f"top-1 (test) of the configuration with the best {result.selected_on}:")
         typer.echo(format_matrix(result.matrix, "table"))
         typer.echo(verdict_text(result.verdicts))
+        typer.echo(edge_line(result.cells))
         for note in result.notes:
             typer.echo(f"note: {note}")
     typer.echo(count_line(counts))
@@ -127,6 +128,17 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
         page = render_report(result, done.out_dir / "report", layers=db.layers_frame(done.benchmark_id))
         typer.echo(f"report: {page}")
     return EXIT_CRASHED if n_crashed else 0
+
+
+def edge_line(cells: pd.DataFrame) -> str:
+    """Whether any chosen configuration sits at an edge of its grid (its optimum may lie outside)."""
+    edges = cells[cells["edge"]]
+    if edges.empty:
+        return f"grid edges: none of the {len(cells)} chosen configurations is at an edge of its searched grid"
+    names = ", ".join(f"{r.backbone} + {r.optimizer} ({'lr' if r.lr_edge else 'wd'} {r.lr_edge or r.wd_edge})"
+                      for r in edges.itertuples())
+    return (f"grid edges: {len(edges)} of {len(cells)} chosen configurations at an edge (the optimum may lie "
+            f"outside; search.extend_edges extends past it): {names}")
 
 
 def count_line(counts: pd.Series) -> str:
