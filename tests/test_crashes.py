@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import pandas as pd
 import yaml
 from conftest import TINY_SPEC, bocb_command
 from helpers_data import write_image_folder
@@ -63,3 +64,14 @@ def test_image_folder_trains_under_bocb_run_with_local_workers(tmp_path):
     done = bocb_command("run", str(spec), "--out", "out", "--workers", "1", "--no-report", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 trials: 1 done, 0 diverged (scored at chance), 0 crashed" in done.stdout
+
+
+def test_a_second_spec_into_the_same_out_replaces_no_results(tmp_path):
+    first = _write_spec(tmp_path / "a.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=1)
+    second = _write_spec(tmp_path / "b.yaml", backbones=["resnet50"], optimizers=["adamw"], epochs=1)
+    for spec in (first, second):
+        done = bocb_command("run", str(spec), "--out", "out", "--workers", "1", "--no-report", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert "results.csv holds the 2 benchmarks of this store" in done.stderr
+    rows = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert rows["benchmark"].nunique() == 2 and sorted(rows["optimizer"]) == ["adamw", "sgd"]

@@ -160,8 +160,8 @@ def scored(frame: pd.DataFrame) -> pd.DataFrame:
     A crashed (failed) trial is no result and is dropped; so are unfinished ones.
     """
     rows = frame[frame["state"].isin(SCORED)].copy()
-    rows["test_top1"] = pd.to_numeric(rows["test_top1"], errors="coerce")
-    rows = rows[(rows["state"] == TrialState.DIVERGED) | rows["test_top1"].notna()]  # done without a number: none
+    numbers = rows[["val_top1", "test_top1"]].apply(pd.to_numeric, errors="coerce")
+    rows = rows[(rows["state"] == TrialState.DIVERGED) | numbers.notna().any(axis=1)]  # done, no number: none
     return at_chance_if_diverged(rows)
 
 
@@ -241,7 +241,7 @@ def chosen_seeds(frame: pd.DataFrame, chosen: pd.DataFrame | None = None) -> pd.
 
 def cell_means(per_seed: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: top1 (mean over seeds), n_seeds, sd (sample std; NaN with one seed)."""
-    grouped = per_seed.groupby(CELL, sort=False)["top1"]
+    grouped = per_seed.dropna(subset=["top1"]).groupby(CELL, sort=False)["top1"]  # a seed without a number: none
     return pd.DataFrame({"top1": grouped.mean(), "n_seeds": grouped.count(), "sd": grouped.std(ddof=1)}).reset_index()
 
 
