@@ -239,6 +239,11 @@ def chosen_seeds(frame: pd.DataFrame, chosen: pd.DataFrame | None = None) -> pd.
     return rows.assign(top1=rows["test_top1"])
 
 
+def seeds_by_cell(per_seed: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """{(backbone, optimizer): the top-1 of each seed}: what the tests of seed noise compare."""
+    return {cell: group["top1"].to_numpy(float) for cell, group in per_seed.groupby(CELL, sort=False)}
+
+
 def cell_means(per_seed: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: top1 (mean over seeds), n_seeds, sd (sample std; NaN with one seed)."""
     grouped = per_seed.dropna(subset=["top1"]).groupby(CELL, sort=False)["top1"]  # a seed without a number: none
@@ -364,7 +369,7 @@ def seed_aware_flags(per_seed: pd.DataFrame, gamma: float = 3.0, alpha: float = 
     means = cell_means(per_seed)
     means["eq1"] = failure_flags(means, "eq1", gamma)
     noise = pooled_noise(per_seed).set_index("backbone")
-    seeds = {cell: group["top1"].to_numpy(float) for cell, group in per_seed.groupby(CELL, sort=False)}
+    seeds = seeds_by_cell(per_seed)
     best = means[best_cells(means)].set_index("backbone")["optimizer"]
     aware, undecided = [], []
     for row in means.itertuples():

@@ -60,10 +60,11 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
     per_seed = chosen_seeds(trials, cells)[CELL + ["seed", "top1"]]
     learned = learned_backbones(per_seed, trials)
     cells["learned"] = cells["backbone"].map(learned).astype(bool)
-    judged, judged_seeds = cells[cells["learned"]], per_seed[per_seed["backbone"].map(learned).astype(bool)]
-    cells = _with_flags(cells, judged, judged_seeds, gamma, gap, k, alpha)
+    judged_seeds = per_seed[per_seed["backbone"].map(learned).astype(bool)]
+    cells = _with_flags(cells, judged_seeds, gamma, gap, k, alpha)
+    judged = cells[cells["learned"]]
     notes = _notes(cells, learned)
-    missing = missing_cells(trials)
+    missing = missing_cells(trials, cells)
     table = matrix(cells, missing=missing)
     judged_table = matrix(judged) if len(judged) else table.iloc[0:0, 0:0]
     decomposition = shares = profiles = None
@@ -73,11 +74,10 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
         profiles = performance_profiles(judged_table)
     else:
         notes.append("The decomposition and profiles need >= 2 backbones that learned and >= 2 optimizers.")
-    judged = cells[cells["learned"]]
     has_curves = epochs is not None and not epochs.empty and "trial_key" in trials
     long = judged.rename(columns={"test_top1": "top1"})
     return Analysis(
-        trials=trials, cells=cells, matrix=table, verdicts=verdicts(per_seed, trials, shares, gamma, alpha),
+        trials=trials, cells=cells, matrix=table, verdicts=verdicts(per_seed, trials, learned, shares, gamma, alpha),
         missing=missing, summary=backbone_summary(long, gamma, gap, k) if len(long) else pd.DataFrame(),
         ranking=weighted_ranking(ranking_components(judged, bocb_rule, gamma)) if len(judged) else pd.DataFrame(),
         hp_backbone=hp_distances(judged, "backbone"), hp_optimizer=hp_distances(judged, "optimizer"),
@@ -86,10 +86,11 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
         budget=budget_check(trials, judged, judged["eq1"], "eq1", gamma), gamma=gamma, alpha=alpha, notes=notes)
 
 
-def _with_flags(cells: pd.DataFrame, judged: pd.DataFrame, judged_seeds: pd.DataFrame, gamma: float, gap: float,
-                k: int, alpha: float) -> pd.DataFrame:
+def _with_flags(cells: pd.DataFrame, judged_seeds: pd.DataFrame, gamma: float, gap: float, k: int,
+                alpha: float) -> pd.DataFrame:
     """Every failure rule's flag and top-k on the cells of learned backbones; False elsewhere."""
     columns = [*FLAG_COLUMNS, f"top{k}"]
+    judged = cells[cells["learned"]]
     if judged.empty:
         return cells.assign(**{c: False for c in columns})
     flagged = flag_cells(judged.rename(columns={"test_top1": "top1"}), gamma, gap, k)

@@ -86,10 +86,10 @@ def select_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return _in_order(cells, trials).reset_index(drop=True)
 
 
-def missing_cells(trials: pd.DataFrame) -> pd.DataFrame:
-    """Cells of a tidy frame with no scored result (every trial crashed): backbone, optimizer, crashed
-    (how many trials) and error (the first one's message)."""
-    scored_cells = set(map(tuple, choose_configs(trials)[KEYS].to_numpy()))
+def missing_cells(trials: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells of a tidy frame that have no row in ``cells`` (select_cells: every trial crashed): backbone,
+    optimizer, crashed (how many trials) and error (the first one's message)."""
+    scored_cells = set(map(tuple, cells[KEYS].to_numpy()))
     crashed = trials[trials["crashed"]]
     if "error" not in crashed:
         crashed = crashed.assign(error="")

@@ -11,13 +11,13 @@ import math
 import pandas as pd
 
 from bocb.protocol import (
-    CELL,
     below_beyond_noise,
     cell_means,
     chance_level,
     detectable_gap,
     did_not_learn,
     pooled_noise,
+    seeds_by_cell,
 )
 
 DID_NOT_LEARN = "did not learn at this budget"
@@ -49,22 +49,22 @@ def learned_backbones(per_seed: pd.DataFrame, trials: pd.DataFrame) -> pd.Series
                                            noise.at[b, "sd"]) for b, top in best.items()}, name="learned")
 
 
-def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, shares: pd.DataFrame | None, gamma: float,
-             alpha: float = 0.05) -> pd.DataFrame:
+def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, shares: pd.DataFrame | None,
+             gamma: float, alpha: float = 0.05) -> pd.DataFrame:
     """One row per backbone: the verdict (coupled, not coupled, optimizer-sensitive, uncertain, not
     distinguishable, did not learn), the recommendation (best first: the optimizers not below the best
     beyond seed noise and within γ of it), those below it beyond seed noise, the unsettled ones (more than γ
     below on average, but too noisy to call), and a sentence saying why. The seed noise is pooled over the
     backbones that learned: a backbone at chance has no spread to lend.
 
-    ``per_seed``: backbone, optimizer, seed, top1 of each cell's chosen configuration. ``shares``: the
+    ``per_seed``: backbone, optimizer, seed, top1 of each cell's chosen configuration. ``learned``: per
+    backbone, :func:`learned_backbones`. ``shares``: the
     interaction shares (scope 'backbone') of the learned backbones, or None.
     """
     means = cell_means(per_seed)
-    learned = learned_backbones(per_seed, trials)
     judged = per_seed[per_seed["backbone"].map(learned).astype(bool)]
     noise = pooled_noise(judged).set_index("backbone") if len(judged) else pd.DataFrame(columns=["sd", "df", "scope"])
-    seeds = {cell: group["top1"].to_numpy(float) for cell, group in per_seed.groupby(CELL, sort=False)}
+    seeds = seeds_by_cell(per_seed)
     floor = backbone_floor(trials)
     by_share = shares[shares["scope"] == "backbone"].set_index("name") if shares is not None else pd.DataFrame()
     rows = []

@@ -100,8 +100,8 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
     from bocb.store import Store
 
     db = Store(done.store_url)
-    trials = db.trials_frame(done.benchmark_id)
     every = db.trials_frame()  # every benchmark of the store: a second spec run into the same --out loses nothing
+    trials = every[every["benchmark"] == done.benchmark_id].reset_index(drop=True)
     results_csv(every).to_csv(done.out_dir / "results.csv", index=False)
     if every["benchmark"].nunique() > 1:
         typer.echo(f"results.csv holds the {every['benchmark'].nunique()} benchmarks of this store "
@@ -184,7 +184,8 @@ def results(
         raise SpecError("--format", unknown_name_message("format", fmt, FORMATS))
     db = open_store(store)
     trials = db.trials_frame(benchmark_id_of(db, benchmark))
-    typer.echo(format_matrix(matrix(select_cells(trials), value, missing_cells(tidy(trials))), fmt), nl=False)
+    cells = select_cells(trials)
+    typer.echo(format_matrix(matrix(cells, value, missing_cells(tidy(trials), cells)), fmt), nl=False)
 
 
 @app.command()

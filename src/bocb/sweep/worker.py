@@ -81,38 +81,37 @@ class ClaimLost(BaseException):
         self.store_failed = store_failed
 
 
-HEARTBEAT_RETRIES = 3  # consecutive database errors before a worker gives its trial up
+STORE_RETRIES = 3  # attempts at a store call before a worker gives its trial up
+
+
+def _taken_over(key: str) -> ClaimLost:
+    return ClaimLost(f"trial {key[:10]}: claim lost, another worker holds it now; stopped at an epoch boundary, "
+                     "its checkpoint left to the new owner")
 
 
 class _Heartbeat:
-    """Refreshes a claim (a lease) in the background while the trial trains, and notes when it is lost: the
-    store refused a heartbeat (another worker took the trial over), or the store failed HEARTBEAT_RETRIES
-    times in a row (the worker cannot know whether it still holds it)."""
+    """Refreshes a claim (a lease) in the background while the trial trains, and keeps, as ``lost``, the
+    ClaimLost that stops the trial at its next epoch boundary: the store refused a heartbeat (another worker
+    took the trial over), or failed STORE_RETRIES times (the worker cannot know whether it still holds it)."""
 
     def __init__(self, store: Store, key: str, worker: str, interval: float) -> None:
-        self.lost: str | None = None
-        self.store_failed = False
+        self.lost: ClaimLost | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(store, key, worker, interval), daemon=True)
 
     def _beat(self, store: Store, key: str, worker: str, interval: float) -> None:
-        failures = 0
         while not self._stop.wait(interval):
             try:
-                if not store.heartbeat(key, worker):
-                    self.lost = "another worker holds it now"
+                if not _with_retries(lambda: store.heartbeat(key, worker), key):
+                    self.lost = _taken_over(key)
                     return
-                failures = 0
-            except Exception as exc:  # noqa: BLE001 - a database error of any kind: retry, then give up
-                failures += 1
-                if failures >= HEARTBEAT_RETRIES:
-                    self.lost, self.store_failed = f"the store failed {failures} heartbeats ({exc!s:.200})", True
-                    return
+            except ClaimLost as lost:
+                self.lost = lost
+                return
 
-    def check(self, key: str) -> None:
-        if self.lost:
-            raise ClaimLost(f"trial {key[:10]}: claim lost, {self.lost}; stopped at an epoch boundary, its "
-                            "checkpoint left to the new owner", self.store_failed)
+    def check(self) -> None:
+        if self.lost is not None:
+            raise self.lost
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -158,20 +157,19 @@ def _epoch_ended(store: Store, key: str, worker: str, beat: _Heartbeat, record: 
     """At each epoch boundary, before the checkpoint is written: renew the lease synchronously (the
     background heartbeat's news may be seconds old) and stream the epoch into the store; a lost lease stops
     the trial here, a store that keeps failing stops the worker (ClaimLost, not a crash of the trial)."""
-    beat.check(key)
+    beat.check()
     if not _with_retries(lambda: store.heartbeat(key, worker), key):
-        beat.lost = "another worker holds it now"
-        beat.check(key)
+        raise _taken_over(key)
     _with_retries(lambda: store.record_epoch(key, asdict(record)), key)
 
 
 def _with_retries(action: Callable[[], Any], key: str) -> Any:
-    for attempt in range(HEARTBEAT_RETRIES):
+    for attempt in range(STORE_RETRIES):
         try:
             return action()
         except Exception as exc:  # noqa: BLE001 - a database error of any kind: retry, then give the trial up
-            if attempt == HEARTBEAT_RETRIES - 1:
-                raise ClaimLost(f"trial {key[:10]}: the store failed {HEARTBEAT_RETRIES} times ({exc!s:.200}); "
+            if attempt == STORE_RETRIES - 1:
+                raise ClaimLost(f"trial {key[:10]}: the store failed {STORE_RETRIES} times ({exc!s:.200}); "
                                 "stopped, its checkpoint kept for whoever claims it next", store_failed=True) \
                     from None
             time.sleep(1.0 * (attempt + 1))
