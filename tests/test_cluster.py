@@ -115,9 +115,13 @@ def test_a_worker_whose_claim_is_taken_over_stops_and_the_new_owner_resumes(tmp_
     while time.time() < deadline and len(store.epochs_frame()) < 2:
         time.sleep(0.2)
     key = store.trials_frame()["trial_key"].iloc[0]
-    with store.engine.begin() as conn:  # as if its heartbeat had gone stale and another worker had claimed it
-        conn.execute(sa.update(trials_table).where(trials_table.c.key == key).values(heartbeat_at=0.0))
-    taken = store.claim_key(key, "remote-host:1:new-owner", stale_after=1.0)
+    taken = None
+    for _ in range(50):  # as if its heartbeat had gone stale and another worker had claimed it; the first
+        with store.engine.begin() as conn:  # worker's own heartbeat (every 0.1 s) may refresh it in between
+            conn.execute(sa.update(trials_table).where(trials_table.c.key == key).values(heartbeat_at=0.0))
+        taken = store.claim_key(key, "remote-host:1:new-owner", stale_after=1.0)
+        if taken is not None:
+            break
     assert taken is not None
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err

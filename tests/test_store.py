@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import sqlite3
 import threading
@@ -32,6 +33,16 @@ def test_planning_is_idempotent(store_url: str) -> None:
     assert store.add_trials("b2", _planned(2)) == 2  # the same trials shared by a second benchmark
     assert store.counts("b1") == {"pending": 5} and store.counts() == {"pending": 5}
     assert len(store.trials_frame("b1")) == 5
+
+
+def test_a_store_crosses_to_another_process_as_its_url_and_claims_there(store_url: str) -> None:
+    store = Store(store_url)
+    store.register_benchmark("b1", "bench", {"x": 1}, _planned(2))
+    sent = pickle.dumps(store)  # as the local executor's spawn and Ray's tasks send it
+    assert store.url.encode() in sent and len(sent) < len(store.url) + 200  # the URL, no engine or connection
+    there = pickle.loads(sent)
+    claimed = there.claim("w-there", "b1", 60.0)
+    assert claimed is not None and store.counts("b1") == {"pending": 1, "running": 1}
 
 
 def test_concurrent_claims_take_each_trial_once(store_url: str) -> None:

@@ -21,6 +21,8 @@ from bocb.errors import SpecError, unknown_name_message
 from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters, trial_key
 
 Size = Literal["paper", "tiny"]
+ExecutorName = Literal["local", "ray"]
+EXECUTORS: tuple[str, ...] = typing.get_args(ExecutorName)
 # Bounds that keep a value storable (a 32-bit integer column in PostgreSQL) and a trial plannable.
 MAX_SEED = 2**31 - 1
 MAX_EPOCHS = 100_000
@@ -176,7 +178,7 @@ class BenchmarkSpec(StrictModel):
     weight_decay_policy: Literal["no_decay_1d", "decay_all"] = "no_decay_1d"
     grad_clip: float | None = Field(None, gt=0, description="overrides the recipe's clip-grad norm")
     store: str | None = Field(None, description="SQLAlchemy URL; None: DIR/bocb.db")
-    executor: Literal["local", "ray"] = "local"
+    executor: ExecutorName = "local"
     workers: int | None = Field(None, gt=0, description="None: one per CPU core (local)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpu: GpuSpec = Field(default_factory=GpuSpec)

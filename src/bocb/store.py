@@ -20,7 +20,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -255,15 +255,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _reconnect(url: str) -> Store:
+    store = Store.__new__(Store)
+    store._connect(url)
+    store._set_pragmas_on_connect()
+    return store
+
+
 class Store:
     def __init__(self, url: str | os.PathLike[str], existing: bool = False) -> None:
         """Open (creating it unless ``existing``) the store at ``url``; ``existing`` refuses a database
         that holds no bocb store, and leaves it untouched."""
-        self.url = normalise_url(url)
-        try:
-            self.engine = sa.create_engine(self.url, future=True, pool_pre_ping=True)
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise BocbError(f"store: cannot open '{url}': {exc}") from None
+        self._connect(url)
         try:
             if existing:
                 self._require_a_store(url)
@@ -272,11 +275,27 @@ class Store:
                 if path and path != ":memory:":
                     check_sqlite_file(Path(path), url)
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+                self._set_pragmas_on_connect()  # only now: checking a foreign file must not turn on its WAL
             with self.engine.begin() as conn:  # one transaction: an interrupted upgrade leaves the store as it was
                 migrate(conn)
         except sa.exc.DatabaseError as exc:  # unreachable server, bad credentials, a file that is no database
             raise BocbError(f"store: cannot open '{url}': {exc.orig}") from None
+
+    def _connect(self, url: str | os.PathLike[str]) -> None:
+        self.url = normalise_url(url)
+        try:
+            self.engine = sa.create_engine(self.url, future=True, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise BocbError(f"store: cannot open '{url}': {exc}") from None
+
+    def _set_pragmas_on_connect(self) -> None:
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def __reduce__(self) -> tuple[Callable[[str], Store], tuple[str]]:
+        """A store crosses to a worker process or a Ray task as its URL (an engine's connections cannot);
+        the other side reconnects without checking again what the opening side checked."""
+        return _reconnect, (self.url,)
 
     def _require_a_store(self, url: str | os.PathLike[str]) -> None:
         path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None

@@ -10,14 +10,12 @@ import typer
 from bocb.cli._app import app, benchmark_id_of, check_output_dir, open_store, resumable_on_interrupt
 from bocb.errors import SpecError, unknown_name_message
 from bocb.protocol import TrialState
-from bocb.spec import BenchmarkSpec, load_preset, load_spec, parse_spec
+from bocb.spec import EXECUTORS, BenchmarkSpec, load_preset, load_spec, parse_spec
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from bocb.sweep import BenchmarkRun
-
-EXECUTORS = ("local", "ray")
 
 
 def _spec_from_args(spec_path: Path | None, preset: str | None, overrides: dict) -> BenchmarkSpec:
@@ -97,9 +95,8 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
     """Print the matrix, the verdicts and the trial count, write results.csv and the report; returns the
     exit code (EXIT_CRASHED when any trial crashed)."""
     from bocb.analysis import analyse, format_matrix
-    from bocb.store import Store
 
-    db = Store(done.store_url)
+    db = done.store
     every = db.trials_frame()  # every benchmark of the store: a second spec run into the same --out loses nothing
     trials = every[every["benchmark"] == done.benchmark_id].reset_index(drop=True)
     results_csv(every).to_csv(done.out_dir / "results.csv", index=False)
@@ -212,5 +209,5 @@ def worker(
     options = WorkerOptions(artifact_root=root, threads=threads, device=device, stale_after_s=stale_after,
                             heartbeat_s=heartbeat, max_trials=max_trials)
     with resumable_on_interrupt():
-        ran = worker_loop(db.url, chosen, options)
+        ran = worker_loop(db, chosen, options)
     typer.echo(f"worker ran {ran} trial(s)")

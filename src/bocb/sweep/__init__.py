@@ -5,6 +5,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 
@@ -13,16 +14,42 @@ from bocb.store import Store, normalise_url
 from bocb.sweep.planner import next_stage
 from bocb.sweep.worker import WorkerOptions
 
-__all__ = ["BenchmarkRun", "artifact_root_for", "plan_benchmark", "run_benchmark"]
+__all__ = ["BenchmarkRun", "Executor", "artifact_root_for", "executor_for", "plan_benchmark", "run_benchmark"]
 
 
 @dataclass(frozen=True)
 class BenchmarkRun:
     benchmark_id: str
-    store_url: str
+    store: Store
     out_dir: Path
     artifact_root: Path
     retried: int = 0  # crashed trials of earlier runs made pending again
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url
+
+
+class Executor(Protocol):
+    """What every executor is to `bocb run`: it checks its own arguments before anything is stored, then
+    runs a planned benchmark to completion. Whatever the executor, trials are claimed from the store and run
+    by `bocb.sweep.worker.execute`, so they share the claims, leases, checkpoints and results."""
+
+    def check(self) -> None: ...
+
+    def run(self, store: Store, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
+            console: Console | None) -> None: ...
+
+
+def executor_for(spec: BenchmarkSpec, workers: int | None = None, address: str | None = None) -> Executor:
+    """The spec's executor: local worker processes (default one per core) or Ray tasks (at ``address``)."""
+    if spec.executor == "ray":
+        from bocb.sweep.ray_executor import RayExecutor
+
+        return RayExecutor(address)
+    from bocb.sweep.local import LocalExecutor
+
+    return LocalExecutor(workers or spec.workers or os.cpu_count() or 1)
 
 
 def artifact_root_for(spec: BenchmarkSpec, store_url: str, out_dir: Path | None = None) -> Path:
@@ -45,7 +72,7 @@ def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", st
     retried = db.retry_crashed(benchmark_id)
     stage = next_stage(spec, db.trials_frame(benchmark_id))  # computed first: a failure here stores nothing
     db.register_benchmark(benchmark_id, spec.name, spec.model_dump(mode="json"), stage.planned if stage else ())
-    return BenchmarkRun(benchmark_id, url, out, artifact_root_for(spec, url, out), retried)
+    return BenchmarkRun(benchmark_id, db, out, artifact_root_for(spec, url, out), retried)
 
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None,
@@ -54,25 +81,11 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", sto
                   on_planned: Callable[[BenchmarkRun], None] | None = None) -> BenchmarkRun:
     """Plan and run a benchmark to completion with the spec's executor; finished trials are skipped and
     crashed ones retried. ``on_planned`` sees the planned run before any trial starts."""
-    workers = workers or spec.workers or os.cpu_count() or 1
-    if spec.executor == "local":
-        from bocb.sweep.local import check_workers
-
-        check_workers(workers)  # before anything is stored
-    elif address not in (None, "auto", "local"):
-        from bocb.sweep.ray_executor import check_reachable
-
-        check_reachable(address)
+    executor = executor_for(spec, workers, address)
+    executor.check()  # before anything is stored
     run = plan_benchmark(spec, out_dir, store)
     if on_planned:
         on_planned(run)
-    options = options or WorkerOptions(artifact_root=run.artifact_root)
-    if spec.executor == "ray":
-        from bocb.sweep.ray_executor import run_ray
-
-        run_ray(run.store_url, run.benchmark_id, spec, options, address=address, console=console)
-    else:
-        from bocb.sweep.local import run_local
-
-        run_local(run.store_url, spec, run.benchmark_id, workers, options, console)
+    executor.run(run.store, run.benchmark_id, spec, options or WorkerOptions(artifact_root=run.artifact_root),
+                 console)
     return run

@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -21,11 +22,11 @@ from bocb.store import Store
 from bocb.sweep.worker import WorkerOptions, die_with_parent, worker_loop
 
 
-def _worker_main(store_url: str, spec: BenchmarkSpec, benchmark_id: str, options: WorkerOptions) -> None:
+def _worker_main(store: Store, spec: BenchmarkSpec, benchmark_id: str, options: WorkerOptions) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
     try:
-        worker_loop(store_url, benchmark_id, options, spec)
+        worker_loop(store, benchmark_id, options, spec)
     except KeyboardInterrupt:
         pass  # stopped by the parent (SIGTERM): the trial in hand was released
 
@@ -38,42 +39,46 @@ def _best_so_far(store: Store, benchmark_id: str) -> str:
     return ""
 
 
-def check_workers(workers: int) -> None:
-    """Each local worker trains with one thread: more workers than cores only time-slice (and a typo such
-    as 1000 would start a thousand processes)."""
-    cores = os.cpu_count() or 1
-    if workers > cores:
-        raise SpecError("workers", f"{workers} local workers on {cores} CPU core(s); give at most {cores}")
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Worker processes on this machine (at most one per CPU core), with a live progress bar."""
 
+    workers: int
 
-def run_local(store_url: str, spec: BenchmarkSpec, benchmark_id: str, workers: int, options: WorkerOptions,
-              console: Console | None = None) -> None:
-    """Run the benchmark to completion with ``workers`` processes (at most one per CPU core)."""
-    console = console or Console(stderr=True)
-    ctx = mp.get_context("spawn")  # no forked torch/BLAS state
-    # Not daemonic: a daemonic process may not start children, and a folder dataset's DataLoader starts
-    # worker processes. The workers still end with us: die_with_parent, and the finally below.
-    procs = [ctx.Process(target=_worker_main, args=(store_url, spec, benchmark_id, options), daemon=False)
-             for _ in range(workers)]
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit the ignore through exec:
-        try:                                                     # a Ctrl-C while they import prints nothing
+    def check(self) -> None:
+        """Each local worker trains with one thread: more workers than cores only time-slice (and a typo
+        such as 1000 would start a thousand processes)."""
+        cores = os.cpu_count() or 1
+        if self.workers > cores:
+            raise SpecError("workers", f"{self.workers} local workers on {cores} CPU core(s); give at most {cores}")
+
+    def run(self, store: Store, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
+            console: Console | None = None) -> None:
+        console = console or Console(stderr=True)
+        ctx = mp.get_context("spawn")  # no forked torch/BLAS state
+        # Not daemonic: a daemonic process may not start children, and a folder dataset's DataLoader starts
+        # worker processes. The workers still end with us: die_with_parent, and the finally below.
+        procs = [ctx.Process(target=_worker_main, args=(store, spec, benchmark_id, options), daemon=False)
+                 for _ in range(self.workers)]
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit the ignore through exec:
+            try:                                                     # a Ctrl-C while they import prints nothing
+                for proc in procs:
+                    proc.start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            _watch(procs, store, benchmark_id, console)
+        except BaseException:  # Ctrl-C, SIGTERM, or an error of our own: stop the workers first
             for proc in procs:
-                proc.start()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        _watch(procs, Store(store_url), benchmark_id, console)
-    except BaseException:  # Ctrl-C, SIGTERM, or an error of our own: stop the workers first
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()  # each releases its trial in hand, which resumes from its checkpoint next run
-        raise
-    finally:  # not daemonic, so nothing may leave them running: an error here ends them too
-        for proc in procs:
-            if proc.pid is not None:
-                proc.join(timeout=10)
                 if proc.is_alive():
-                    proc.kill()
+                    proc.terminate()  # each releases its trial in hand, which resumes from its checkpoint next run
+            raise
+        finally:  # not daemonic, so nothing may leave them running: an error here ends them too
+            for proc in procs:
+                if proc.pid is not None:
+                    proc.join(timeout=10)
+                    if proc.is_alive():
+                        proc.kill()
 
 
 def _watch(procs: list, store: Store, benchmark_id: str, console: Console) -> None:

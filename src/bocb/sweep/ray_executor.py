@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -19,10 +20,9 @@ from bocb.store import Store, new_worker_id
 from bocb.sweep.worker import ClaimLost, StageWatch, WorkerOptions, execute
 
 
-def run_claimed_trial(store_url: str, spec: BenchmarkSpec, key: str, options: WorkerOptions) -> str | None:
+def run_claimed_trial(store: Store, spec: BenchmarkSpec, key: str, options: WorkerOptions) -> str | None:
     """Body of one Ray task: claim ``key`` and run it as the driver's ``spec`` says; None if someone else
     holds it."""
-    store = Store(store_url)
     worker = new_worker_id()
     claimed = store.claim_key(key, worker, options.stale_after_s)
     if claimed is None:
@@ -50,25 +50,34 @@ def check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> Non
             from None
 
 
-def run_ray(store_url: str, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
-            address: str | None = None, console: Console | None = None) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise BocbError("executor: ray is not installed; pip install 'bocb[ray]'") from None
-    console = console or Console(stderr=True)
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(run_claimed_trial).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
-    store = Store(store_url)
-    inflight: dict[str, Any] = {}
-    try:
-        _drive(ray, task, store, StageWatch(store, benchmark_id, spec), inflight, options, console)
-    except KeyboardInterrupt:
-        for ref in inflight.values():
-            ray.cancel(ref)  # raises KeyboardInterrupt in the task, which releases its trial
-        ray.wait(list(inflight.values()), num_returns=len(inflight), timeout=30)
-        raise
+@dataclass(frozen=True)
+class RayExecutor:
+    """Each trial a Ray task with the spec's resources, on the cluster at ``address`` (default: a local one)."""
+
+    address: str | None = None
+
+    def check(self) -> None:
+        if self.address not in (None, "auto", "local"):
+            check_reachable(self.address)
+
+    def run(self, store: Store, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
+            console: Console | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise BocbError("executor: ray is not installed; pip install 'bocb[ray]'") from None
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        task = ray.remote(run_claimed_trial).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
+        inflight: dict[str, Any] = {}
+        try:
+            _drive(ray, task, store, StageWatch(store, benchmark_id, spec), inflight, options,
+                   console or Console(stderr=True))
+        except KeyboardInterrupt:
+            for ref in inflight.values():
+                ray.cancel(ref)  # raises KeyboardInterrupt in the task, which releases its trial
+            ray.wait(list(inflight.values()), num_returns=len(inflight), timeout=30)
+            raise
 
 
 def _drive(ray: Any, task: Any, store: Store, watch: StageWatch, inflight: dict[str, Any], options: WorkerOptions,
@@ -79,7 +88,7 @@ def _drive(ray: Any, task: Any, store: Store, watch: StageWatch, inflight: dict[
         status = watch.advance()
         for key in store.claimable_keys(benchmark_id, options.stale_after_s):
             if key not in inflight:
-                inflight[key] = task.remote(store.url, watch.spec, key, options)
+                inflight[key] = task.remote(store, watch.spec, key, options)
         if not inflight:
             if status == "complete":
                 break

@@ -192,14 +192,13 @@ def load_benchmark(store: Store, benchmark_id: str) -> BenchmarkSpec:
     return parse_spec(upgrade_stored_spec(store.benchmark_spec(benchmark_id)))
 
 
-def worker_loop(store_url: str, benchmark_id: str | None, options: WorkerOptions,
+def worker_loop(store: Store, benchmark_id: str | None, options: WorkerOptions,
                 spec: BenchmarkSpec | None = None) -> int:
     """Claim and run trials until the benchmark(s) are complete; returns how many this worker ran.
 
     ``spec``: the benchmark's spec as this run gave it (its execution fields, such as the device, may
     differ from those stored, which do not change the benchmark); default: the stored one.
     """
-    store = Store(store_url)
     worker = new_worker_id()
     ran = 0
     pending = [benchmark_id] if benchmark_id else store.benchmark_ids()
