@@ -101,6 +101,10 @@ schema_version = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("migrated_at", sa.Float, nullable=False),
 )
+OUTCOME_COLUMNS = ("state", "val_top1", "test_top1", "test_top5", "train_loss", "time_s", "peak_mem_mb",
+                   "optimizer_state_mb", "resumed_from_epoch", "error")
+RESULT_COLUMNS = ("state", "val_top1", "test_top1", "test_top5", "train_loss")  # what two copies must agree on
+MACHINE_COLUMNS = ("worker", "heartbeat_at")  # a claim on one machine: meaningless on another
 SCHEMA_VERSION = 2  # 1: stores of bocb before this table (trial keys of key_version 1)
 layer_tables = sa.Table(
     "layer_tables", metadata,
@@ -175,11 +179,16 @@ def _insert_planned(conn: sa.Connection, benchmark_id: str, planned: list[Planne
 
 
 def _trial_row(item: PlannedTrial, now: float) -> dict[str, Any]:
-    cfg = item.config
-    return {"key": item.key, "config_json": json.dumps(cfg, sort_keys=True), "backbone": cfg["backbone"],
-            "size": cfg["size"], "optimizer": cfg["optimizer"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
+    return {"key": item.key, **config_columns(item.config), "created_at": now, "state": TrialState.PENDING.value,
+            "attempts": 0}
+
+
+def config_columns(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's columns that its configuration decides (the flat ones are what queries and analyses read)."""
+    return {"config_json": json.dumps(cfg, sort_keys=True), "backbone": cfg["backbone"], "size": cfg["size"],
+            "optimizer": cfg["optimizer"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
             "hparams_json": json.dumps(cfg.get("hparams", {}), sort_keys=True), "seed": cfg["seed"],
-            "epochs": cfg["epochs"], "created_at": now, "state": TrialState.PENDING.value, "attempts": 0}
+            "epochs": cfg["epochs"]}
 
 
 def stored_schema_version(conn: sa.Connection) -> int | None:
@@ -415,9 +424,7 @@ class Store:
 
     def finish(self, key: str, worker: str, result: Mapping[str, Any], layer_table: pd.DataFrame | None) -> bool:
         """Record a trial's outcome; False (nothing written) if another worker has taken it over."""
-        values = {k: result.get(k) for k in (
-            "state", "val_top1", "test_top1", "test_top5", "train_loss", "time_s", "peak_mem_mb",
-            "optimizer_state_mb", "resumed_from_epoch", "error")}
+        values = {k: result.get(k) for k in OUTCOME_COLUMNS}
         values["provenance_json"] = json.dumps(result.get("provenance", {}), sort_keys=True, default=str)
         with self.engine.begin() as conn:
             updated = conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
@@ -434,6 +441,50 @@ class Store:
                 table_json = layer_table.to_json(orient="records", double_precision=15)
                 conn.execute(layer_tables.insert().values(trial_key=key, table_json=table_json))
         return True
+
+    # -- sharing (bocb.bundle) ---------------------------------------------------------------------------
+    def finished_rows(self, benchmark_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The benchmark's row and its finished trials' rows of every table, as stored (claims left out)."""
+        keys = sa.select(trials.c.key).where(trials.c.state.in_(FINISHED_VALUES),
+                                             trials.c.key.in_(_planned_keys(benchmark_id)))
+        queries = {
+            "benchmarks": sa.select(benchmarks).where(benchmarks.c.id == benchmark_id),
+            "trials": sa.select(*[c for c in trials.columns if c.name not in MACHINE_COLUMNS])
+            .where(trials.c.key.in_(keys)).order_by(trials.c.created_at, trials.c.key),
+            "plan": sa.select(plan).where(plan.c.benchmark_id == benchmark_id, plan.c.trial_key.in_(keys))
+            .order_by(plan.c.trial_key),
+            "epochs": sa.select(epochs).where(epochs.c.trial_key.in_(keys))
+            .order_by(epochs.c.trial_key, epochs.c.epoch),
+            "layer_tables": sa.select(layer_tables).where(layer_tables.c.trial_key.in_(keys))
+            .order_by(layer_tables.c.trial_key),
+        }
+        with self.engine.connect() as conn:
+            return {name: [dict(row._mapping) for row in conn.execute(query)] for name, query in queries.items()}
+
+    def merge_finished(self, rows: Mapping[str, list[dict[str, Any]]]) -> Merged:
+        """Merge finished trials (rows as :meth:`finished_rows` gives them) in one transaction; keys decide.
+        A trial new here, or unfinished here, takes the given rows; one finished here with the same result
+        is left alone; one finished here with another result is a conflict, kept as stored and reported."""
+        given = {row["key"]: row for row in rows["trials"]}
+        with self.engine.begin() as conn:
+            _insert_new(conn, benchmarks, rows["benchmarks"])
+            stored = sa.select(trials.c.key, *[trials.c[c] for c in RESULT_COLUMNS])  # all: no IN list to overflow
+            here = {r.key: r for r in conn.execute(stored) if r.key in given}
+            finished_here = {k for k, r in here.items() if r.state in FINISHED_VALUES}
+            same = {k for k in finished_here if _same_result(here[k], given[k])}
+            taken = {k for k in given if k not in finished_here}
+            replaced = [{"k": k} for k in taken if k in here]  # unfinished here: a crash, an interrupted run
+            _insert_new(conn, trials, [row for k, row in given.items() if k in taken and k not in here])
+            if replaced:
+                by_key = trials.update().where(trials.c.key == sa.bindparam("k"))
+                conn.execute(by_key.values(worker=None, heartbeat_at=None),
+                             [{**given[r["k"]], "k": r["k"]} for r in replaced])
+                for child in (epochs, layer_tables):  # a partial run's rows give way to the merged ones
+                    conn.execute(child.delete().where(child.c.trial_key == sa.bindparam("k")), replaced)
+            for child in (epochs, layer_tables):
+                _insert_new(conn, child, [r for r in rows[child.name] if r["trial_key"] in taken])
+            _insert_new(conn, plan, rows["plan"])
+        return Merged(added=len(taken), present=len(same), conflicts=sorted(finished_here - same))
 
     # -- reading -----------------------------------------------------------------------------------------
     def counts(self, benchmark_id: str | None = None) -> dict[str, int]:
@@ -534,6 +585,22 @@ def _with_grids(frame: pd.DataFrame) -> pd.DataFrame:
         wd_grid=("weight_decay", lambda s: ";".join(f"{v:g}" for v in sorted(set(s)))),
     ).reset_index()
     return frame.merge(grids, on=["benchmark", "backbone", "optimizer"], how="left")
+
+
+@dataclass(frozen=True)
+class Merged:
+    added: int  # trials new to the store, or unfinished there, that took the merged result
+    present: int  # trials the store held with the same result
+    conflicts: list[str]  # keys the store holds with another result: kept as stored
+
+
+def _same_result(stored: Any, given: Mapping[str, Any]) -> bool:
+    return all(getattr(stored, c) == given.get(c) or (_is_nan(getattr(stored, c)) and _is_nan(given.get(c)))
+               for c in RESULT_COLUMNS)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
 
 
 def _planned_keys(benchmark_id: str) -> sa.Select:
