@@ -17,7 +17,7 @@ import pandas as pd
 
 from bocb.protocol import CELL, ranked_configs
 
-WITHIN = 1.0  # top-1 points: "configurations needed to get within 1 point of the grid's best"
+NEAR_BEST = 1.0  # top-1 points: "configurations needed to get within 1 point of the grid's best"
 CURVE_COLUMNS = CELL + ["k", "n_configs", "expected_best", "expected_test_top1"]
 SUMMARY_COLUMNS = CELL + ["n_configs", "expected_at_1", "grid_best", "configs_needed", "test_top1_at_needed"]
 
@@ -47,7 +47,7 @@ def expected_best(ranked: Sequence[float], paired: Sequence[float] | None = None
                          "expected_paired": weights @ second})
 
 
-def configs_needed(curve: Sequence[float], within: float = WITHIN) -> int:
+def configs_needed(curve: Sequence[float], within: float = NEAR_BEST) -> int:
     """The smallest k whose expected best is within ``within`` points of the best of the whole grid (the
     curve's last value)."""
     values = np.asarray(curve, float)
