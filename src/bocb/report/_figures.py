@@ -141,6 +141,10 @@ def hp_box(result: Analysis, by: str) -> plt.Figure:
     return fig
 
 
+def _selection_split(result: Analysis) -> str:
+    return "validation" if result.selected_on == "val_top1" else "test (no validation split)"
+
+
 def tuning_curves(result: Analysis, backbone: str) -> plt.Figure:
     """Expected best validation top-1 after k random configurations of the grid, one line per optimizer; a
     ring marks the configurations needed to get within NEAR_BEST points of the grid's best."""
@@ -155,8 +159,7 @@ def tuning_curves(result: Analysis, backbone: str) -> plt.Figure:
         ax.plot(at["k"], at["expected_best"], marker="o", markersize=9, fillstyle="none", color=colours[optimizer])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("k: configurations tried at random from the searched grid")
-    metric = "validation" if result.selected_on == "val_top1" else "test (no validation split)"
-    ax.set_ylabel(f"expected best {metric} top-1 (%)")
+    ax.set_ylabel(f"expected best {_selection_split(result)} top-1 (%)")
     ax.set_title(f"{backbone}: tuning cost (ring: within {NEAR_BEST:g} point of the grid's best)")
     ax.legend(title="optimizer", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
@@ -165,7 +168,8 @@ def tuning_curves(result: Analysis, backbone: str) -> plt.Figure:
 def tuning_figures(result: Analysis, out_dir: Path) -> list[tuple[str, str]]:
     """(caption, data URI) of the tuning-cost figure of each backbone, in the heat map's order."""
     backbones = [b for b in result.matrix.columns if b in set(result.tuning["backbone"])]
-    return [(f"{backbone}: expected best {result.selected_on} after k configurations, per optimizer",
+    return [(f"{backbone}: expected best {_selection_split(result)} top-1 after k configurations tried at random, "
+             "one line per optimizer",
              save(tuning_curves(result, backbone), out_dir / f"tuning_{_stem(backbone)}")) for backbone in backbones]
 
 
