@@ -51,7 +51,7 @@ def configs_needed(curve: Sequence[float], within: float = NEAR_BEST) -> int:
     """The smallest k whose expected best is within ``within`` points of the best of the whole grid (the
     curve's last value)."""
     values = np.asarray(curve, float)
-    return int(np.argmax(values >= values[-1] - within - 1e-9)) + 1
+    return int(np.argmax(values >= values[-1] - within - 1e-9)) + 1  # 1e-9: a sum of weights, not a new point
 
 
 def tuning_cost(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -70,10 +70,11 @@ def tuning_cost(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     ranked = ranked_configs(trials)
     curves, summary = [], []
     for (backbone, optimizer), group in ranked.groupby(CELL, sort=False):
-        group = group.dropna(subset=[group["selected_on"].iloc[0]])
+        metric = group["selected_on"].iloc[0]
+        group = group.dropna(subset=[metric])
         if group.empty:
             continue
-        curve = expected_best(group[group["selected_on"].iloc[0]], group["test_top1"])
+        curve = expected_best(group[metric], group["test_top1"])
         curves.append(curve.rename(columns={"expected_paired": "expected_test_top1"}).assign(
             backbone=backbone, optimizer=optimizer, n_configs=len(group)))
         needed = configs_needed(curve["expected_best"])
