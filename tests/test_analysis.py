@@ -314,3 +314,89 @@ def test_budget_check_closes_shrinks_holds():
     assert budget.loc[("a", 4), "outcome"] == "closes"
     assert budget.loc[("b", 2), "outcome"] == "holds"
     assert result.selected_on == "test_top1" and "chosen on test" in result.notes[0]
+
+
+# --- tuning cost: expected best of k configurations ---------------------------------------------------
+
+def test_expected_best_by_hand():
+    from bocb.analysis import expected_best
+
+    out = expected_best([9.0, 5.0, 2.0], paired=[1.0, 2.0, 3.0])
+    # k=2: subsets {9,5} {9,2} {5,2} -> 9, 9, 5; their paired scores 1, 1, 2.
+    assert out["k"].tolist() == [1, 2, 3]
+    assert out["expected_best"].tolist() == pytest.approx([16 / 3, 23 / 3, 9.0])
+    assert out["expected_paired"].tolist() == pytest.approx([2.0, 4 / 3, 1.0])
+
+
+def test_expected_best_ties_go_to_the_first_listed():
+    from bocb.analysis import expected_best
+
+    out = expected_best([5.0, 5.0, 1.0], paired=[10.0, 20.0, 30.0])
+    # k=2: {a,b} -> a, {a,c} -> a, {b,c} -> b.
+    assert out["expected_best"].tolist() == pytest.approx([11 / 3, 5.0, 5.0])
+    assert out["expected_paired"].tolist() == pytest.approx([20.0, 40 / 3, 10.0])
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_expected_best_equals_brute_force_over_subsets(n):
+    import itertools
+
+    from bocb.analysis import expected_best
+
+    rng = np.random.default_rng(n)
+    values = rng.integers(0, 4, n).astype(float)  # few distinct values: ties
+    ranked = np.lexsort((rng.permutation(n), -values))  # best first, ties in a random order
+    scores, paired = values[ranked], rng.normal(size=n)
+    out = expected_best(scores, paired)
+    for k in range(1, n + 1):
+        winners = [min(subset) for subset in itertools.combinations(range(n), k)]  # first listed = chosen
+        assert out.loc[k - 1, "expected_best"] == pytest.approx(scores[winners].mean())
+        assert out.loc[k - 1, "expected_best"] == pytest.approx(np.mean([scores[list(s)].max() for s in
+                                                                          itertools.combinations(range(n), k)]))
+        assert out.loc[k - 1, "expected_paired"] == pytest.approx(paired[winners].mean())
+    best = out["expected_best"].to_numpy()
+    assert best[0] == pytest.approx(values.mean()) and best[-1] == values.max()
+    assert (np.diff(best) >= -1e-12).all()
+
+
+def test_choice_probabilities_are_distributions():
+    from bocb.analysis._tuning import choice_probabilities
+
+    probabilities = choice_probabilities(12)
+    assert probabilities.sum(axis=1) == pytest.approx(np.ones(12))
+    assert probabilities[0] == pytest.approx(np.full(12, 1 / 12)) and probabilities[-1].tolist() == [1.0] + [0.0] * 11
+
+
+def test_configs_needed_to_get_within_a_point():
+    from bocb.analysis import configs_needed
+
+    assert configs_needed([60.0, 63.9, 64.0, 65.0]) == 3
+    assert configs_needed([64.5, 64.9, 65.0]) == 1
+    assert configs_needed([60.0, 62.0], within=3) == 1
+
+
+def test_tuning_cost_draws_what_the_protocol_compares():
+    from bocb.analysis import tuning_cost
+    from bocb.protocol import choose_configs
+
+    def trial(lr, val, test, **extra):
+        return _trial("a", "o", 0, lr, 0.0, val, test, **({"epochs": 4, "num_classes": 10, "train_loss": 0.4} | extra))
+
+    trials = tidy(pd.DataFrame([
+        trial(0.1, 70, 68, train_loss=0.3),
+        trial(0.05, 70, 60, train_loss=0.5),    # tied on validation; the higher training loss ranks second
+        trial(0.01, 50, 49),
+        trial(1.0, 80, 80, state="diverged"),   # at chance (10) on both splits, ranked last
+        trial(0.3, 99, 99, state="failed"),     # crashed: no result
+        trial(0.2, 99, 99, epochs=2),           # a short halving rung: not at the main budget
+        _trial("a", "o", 1, 0.1, 0.0, 60, 80, epochs=4, num_classes=10),  # re-seed of the choice: not shared
+    ]))
+    curves, summary = tuning_cost(trials)
+    # ranked: val 70, 70, 50, 10 with test 68, 60, 49, 10; P(rank r wins k of 4) = C(3-r, k-1) / C(4, k).
+    assert curves["n_configs"].unique().tolist() == [4]
+    assert curves["expected_best"].tolist() == pytest.approx([50.0, 400 / 6, 70.0, 70.0])
+    assert curves["expected_test_top1"].tolist() == pytest.approx([187 / 4, 373 / 6, 66.0, 68.0])
+    row = summary.iloc[0]
+    assert (row.n_configs, row.configs_needed) == (4, 3)
+    assert (row.expected_at_1, row.grid_best, row.test_top1_at_needed) == pytest.approx((50.0, 70.0, 66.0))
+    assert row.grid_best == choose_configs(trials).loc[0, "score"]

@@ -16,7 +16,8 @@ from bocb.report import write_report
 
 BACKBONES = ("resnet50", "deit_s", "vgg13_bn", "convnext_t")
 OPTIMIZERS = ("sgd", "adamw", "lamb", "adan", "lars")
-FIGURES = ("heatmap", "violin", "box_backbone", "box_optimizer", "interaction", "profiles")
+FIGURES = ("heatmap", "violin", "box_backbone", "box_optimizer", "hp_backbone", "hp_optimizer", "interaction",
+           "profiles", *(f"tuning_{b}" for b in BACKBONES))
 CLI = "import sys, bocb.cli.report; from bocb.cli import main; sys.argv = ['bocb'] + sys.argv[1:]; main()"
 
 
@@ -61,6 +62,43 @@ def test_html_is_self_contained(report_dir):
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
     assert 'id="heatmap-table"' in page and "selected on <b>val_top1</b>" in page
     assert "Beside the paper" in page and "78.76" in page  # resnet50 / sgd in Table 1
+
+
+def test_tuning_cost_in_every_format(report_dir):
+    curves = pd.read_csv(report_dir / "tuning.csv").set_index(["backbone", "optimizer", "k"]).sort_index()
+    # resnet50 / sgd: validation top-1 over the two seeds is 60.25 at lr 0.01 and lr 1, 65.25 at lr 0.1.
+    # The best of k of 3: lr 0.1 is among them with probability k / 3.
+    assert curves.loc[("resnet50", "sgd"), "expected_best"].tolist() == pytest.approx([60.25 + 5 * k / 3
+                                                                                      for k in (1, 2, 3)])
+    # convnext_t / lars: lr 1 diverged at seed 1 (chance, 1 %): (68.1 + 1) / 2 on validation, ranked last;
+    # lr 0.1 73.25 (test 73.15), lr 0.01 68.25 (test 68.15), lr 1 on test (68 + 1) / 2.
+    lars = curves.loc[("convnext_t", "lars")]
+    assert lars["expected_best"].tolist() == pytest.approx([(73.25 + 68.25 + 34.55) / 3, (2 * 73.25 + 68.25) / 3,
+                                                            73.25])
+    assert lars["expected_test_top1"].tolist() == pytest.approx([(73.15 + 68.15 + 34.5) / 3,
+                                                                 (2 * 73.15 + 68.15) / 3, 73.15])
+    summary = pd.read_csv(report_dir / "tuning_summary.csv")
+    assert len(summary) == len(BACKBONES) * len(OPTIMIZERS)
+    assert set(summary["n_configs"]) == {3} and set(summary["configs_needed"]) == {3}
+    assert "## Tuning cost" in (report_dir / "report.md").read_text()
+    assert "| sgd | 3/3 | 3/3 | 3/3 | 3/3 |" in (report_dir / "report.md").read_text()
+    tex = (report_dir / "tuning.tex").read_text().splitlines()
+    assert tex[0] == r"\begin{tabular}{lrrrr}" and tex[4] == r"sgd & 3/3 & 3/3 & 3/3 & 3/3 \\"
+    page = (report_dir / "index.html").read_text()
+    assert 'id="tuning-cost"' in page and page.count('class="fig-tuning"') == len(BACKBONES)
+    assert 'id="fig-hp-backbone"' in page and 'id="fig-hp-optimizer"' in page
+
+
+def test_each_optimizer_keeps_its_colour(report_dir):
+    from matplotlib.colors import to_hex
+
+    from bocb.report._figures import optimizer_colours
+
+    colours = {o: to_hex(c) for o, c in optimizer_colours(OPTIMIZERS).items()}
+    assert list(colours) == list(OPTIMIZERS) and len(set(colours.values())) == len(OPTIMIZERS)
+    for figure in [f"tuning_{b}" for b in BACKBONES] + ["hp_backbone", "hp_optimizer"]:
+        svg = (report_dir / f"{figure}.svg").read_text()
+        assert all(colour in svg for colour in colours.values()), figure
 
 
 def test_latex_table_structure(report_dir, tmp_path):

@@ -197,8 +197,8 @@ def selection_metric(frame: pd.DataFrame) -> str:
     return "val_top1" if "val_top1" in done and done["val_top1"].notna().any() else "test_top1"
 
 
-def choose_configs(frame: pd.DataFrame) -> pd.DataFrame:
-    """THE rule that chooses each cell's configuration from what is stored.
+def ranked_configs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every candidate configuration of each cell, best first, as :func:`choose_configs` ranks them.
 
     Candidates are the cell's scored main-budget trials. Configurations are compared on the seeds they
     all share (the search seed under bocb's protocol, since only the chosen one is re-run at other
@@ -206,12 +206,13 @@ def choose_configs(frame: pd.DataFrame) -> pd.DataFrame:
     configuration scores the mean selection metric (validation top-1) over those seeds; a diverged seed
     scores minus infinity. Ties go to the lower mean training loss, then to the configuration label.
 
-    Returns one row per cell: backbone, optimizer, config, score, selected_on. Cells with no scored
-    trial are absent.
+    Returns one row per (cell, configuration), best first within each cell: backbone, optimizer, config,
+    score, loss, val_top1 and test_top1 (means over the compared seeds, a diverged seed at chance as
+    :func:`scored` sets it), n_seeds (compared), selected_on. Cells with no scored trial are absent.
     """
     metric = selection_metric(frame)
     rows = scored(main_budget(with_config(frame)))
-    columns = CELL + ["config", "score", "selected_on"]
+    columns = CELL + ["config", "score", "loss", "val_top1", "test_top1", "n_seeds", "selected_on"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     done = rows["state"] == TrialState.DONE
@@ -219,16 +220,29 @@ def choose_configs(frame: pd.DataFrame) -> pd.DataFrame:
         _score=rows[metric].where(done & rows[metric].notna(), -math.inf),
         _loss=(pd.to_numeric(rows["train_loss"], errors="coerce") if "train_loss" in rows
                else pd.Series(np.nan, index=rows.index)).where(done).fillna(math.inf))
-    chosen = []
+    ranked = []
     for cell, group in rows.groupby(CELL, sort=False):
         common = set.intersection(*(set(seeds) for _, seeds in group.groupby("config", sort=False)["seed"]))
         compared = group[group["seed"].isin(common)] if common else group
-        per_config = compared.groupby("config", sort=False).agg(score=("_score", "mean"), loss=("_loss", "mean"))
+        per_config = compared.groupby("config", sort=False).agg(
+            score=("_score", "mean"), loss=("_loss", "mean"), val_top1=("val_top1", "mean"),
+            test_top1=("test_top1", "mean"), n_seeds=("seed", "nunique"))
         per_config = per_config.reset_index().sort_values(["score", "loss", "config"],
                                                           ascending=[False, True, True], kind="stable")
-        best = per_config.iloc[0]
-        chosen.append([*cell, best["config"], float(best["score"]), metric])
-    return pd.DataFrame(chosen, columns=columns)
+        ranked.append(per_config.assign(backbone=cell[0], optimizer=cell[1], selected_on=metric))
+    return pd.concat(ranked, ignore_index=True)[columns]
+
+
+def choose_configs(frame: pd.DataFrame) -> pd.DataFrame:
+    """THE rule that chooses each cell's configuration from what is stored: the first of
+    :func:`ranked_configs` (the best mean validation top-1 on the seeds all configurations share; ties to
+    the lower mean training loss, then the label).
+
+    Returns one row per cell: backbone, optimizer, config, score, selected_on. Cells with no scored
+    trial are absent.
+    """
+    ranked = ranked_configs(frame)
+    return ranked.groupby(CELL, sort=False).head(1)[CELL + ["config", "score", "selected_on"]].reset_index(drop=True)
 
 
 def chosen_seeds(frame: pd.DataFrame, chosen: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from bocb.analysis._frame import tidy
 from bocb.analysis._ranking import ranking_components, weighted_ranking
 from bocb.analysis._robustness import hp_distances
 from bocb.analysis._stats import backbone_summary, flag_cells, seed_aware_flags
+from bocb.analysis._tuning import tuning_cost
 from bocb.analysis._verdict import learned_backbones, verdicts
 from bocb.protocol import CELL, chosen_seeds
 
@@ -34,6 +35,8 @@ class Analysis:
     profiles: pd.DataFrame | None
     curves: pd.DataFrame
     budget: pd.DataFrame
+    tuning: pd.DataFrame         # per cell and k: expected best validation (and its test) top-1 of k tries
+    tuning_summary: pd.DataFrame  # per cell: grid size, mean, best, configurations needed to get within 1 point
     gamma: float = 3.0
     alpha: float = 0.05
     notes: list[str] = field(default_factory=list)
@@ -76,6 +79,7 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
         notes.append("The decomposition and profiles need >= 2 backbones that learned and >= 2 optimizers.")
     has_curves = epochs is not None and not epochs.empty and "trial_key" in trials
     long = judged.rename(columns={"test_top1": "top1"})
+    tuning, tuning_summary = (cells[CELL].merge(part, on=CELL) for part in tuning_cost(trials))  # heat-map order
     return Analysis(
         trials=trials, cells=cells, matrix=table, verdicts=verdicts(per_seed, trials, learned, shares, gamma, alpha),
         missing=missing, summary=backbone_summary(long, gamma, gap, k) if len(long) else pd.DataFrame(),
@@ -83,7 +87,8 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
         hp_backbone=hp_distances(judged, "backbone"), hp_optimizer=hp_distances(judged, "optimizer"),
         decomposition=decomposition, shares=shares, profiles=profiles,
         curves=curve_stats(trials, epochs, cells) if has_curves else pd.DataFrame(),
-        budget=budget_check(trials, judged, judged["eq1"], "eq1", gamma), gamma=gamma, alpha=alpha, notes=notes)
+        budget=budget_check(trials, judged, judged["eq1"], "eq1", gamma), tuning=tuning, tuning_summary=tuning_summary,
+        gamma=gamma, alpha=alpha, notes=notes)
 
 
 def _with_flags(cells: pd.DataFrame, judged_seeds: pd.DataFrame, gamma: float, gap: float, k: int,

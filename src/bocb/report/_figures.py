@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,12 +14,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from bocb.analysis import Analysis  # noqa: E402
+from bocb.analysis import NEAR_BEST, Analysis  # noqa: E402
 
 
 def _size(n_cols: int, n_rows: int) -> tuple[float, float]:
     return max(5.0, 0.8 * n_cols + 2.5), max(3.0, 0.35 * n_rows + 1.5)
+
+
+def optimizer_colours(optimizers: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One colour per optimizer, assigned in the heat map's order (``result.matrix.index``): every figure
+    that shows optimizers takes its colours from here, so an optimizer has one colour throughout.
+    Qualitative palettes: tab10 up to 10 optimizers, tab20 up to 20, evenly spaced hues beyond."""
+    names = list(dict.fromkeys(map(str, optimizers)))
+    palette = "tab10" if len(names) <= 10 else "tab20" if len(names) <= 20 else "husl"
+    return dict(zip(names, sns.color_palette(palette, len(names))))
+
+
+def _stem(name: object) -> str:
+    return re.sub(r"[^\w.-]+", "_", str(name))
 
 
 def heatmap(result: Analysis) -> plt.Figure:
@@ -95,6 +110,69 @@ def profiles(result: Analysis) -> plt.Figure:
     return fig
 
 
+HP_GROUPS = {"backbone": "Fig. 4", "optimizer": "Fig. 5"}
+
+
+def hp_box(result: Analysis, by: str) -> plt.Figure:
+    """The paper's Fig. 4 (``by='backbone'``) or Fig. 5 (``'optimizer'``): per group, the grid-step distance
+    of each pair's optimal (lr, wd) to the group's mode, as analysis.hp_distances computed it."""
+    distances = result.hp_backbone if by == "backbone" else result.hp_optimizer
+    heatmap_order = result.matrix.columns if by == "backbone" else result.matrix.index
+    order = [name for name in heatmap_order if name in set(distances[by])]
+    colours = optimizer_colours(result.matrix.index)
+    fig, ax = plt.subplots(figsize=_size(len(order), 8))
+    if by == "optimizer":
+        sns.boxplot(data=distances, x=by, y="distance", order=order, hue=by, palette=colours, legend=False,
+                    saturation=1, showfliers=False, ax=ax)  # saturation 1: the palette's own colours
+        sns.stripplot(data=distances, x=by, y="distance", order=order, color="black", size=3, ax=ax)
+    else:
+        sns.boxplot(data=distances, x=by, y="distance", order=order, color="#dddddd", showfliers=False, ax=ax)
+        sns.stripplot(data=distances, x=by, y="distance", order=order, hue="optimizer",
+                      hue_order=[o for o in colours if o in set(distances["optimizer"])], palette=colours,
+                      size=5, jitter=0.2, ax=ax)
+        ax.legend(title="optimizer", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(-0.4, max(1.0, float(distances["distance"].max())) + 0.4)  # integer steps, 0 included
+    ax.set_xlabel(by)
+    ax.set_ylabel(f"steps to the {by}'s mode\n|Δlr| + |Δwd| (grid steps)")
+    other = "optimizers" if by == "backbone" else "backbones"
+    ax.set_title(f"{HP_GROUPS[by]}: hyper-parameter robustness per {by} (each point: one of its {other})")
+    ax.tick_params(axis="x", rotation=45)
+    return fig
+
+
+def _selection_split(result: Analysis) -> str:
+    return "validation" if result.selected_on == "val_top1" else "test (no validation split)"
+
+
+def tuning_curves(result: Analysis, backbone: str) -> plt.Figure:
+    """Expected best validation top-1 after k random configurations of the grid, one line per optimizer; a
+    ring marks the configurations needed to get within NEAR_BEST points of the grid's best."""
+    colours = optimizer_colours(result.matrix.index)
+    curves = result.tuning[result.tuning["backbone"] == backbone]
+    needed = result.tuning_summary.set_index(["backbone", "optimizer"])["configs_needed"]
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for optimizer in [o for o in colours if o in set(curves["optimizer"])]:
+        curve = curves[curves["optimizer"] == optimizer]
+        ax.plot(curve["k"], curve["expected_best"], marker=".", color=colours[optimizer], label=optimizer)
+        at = curve[curve["k"] == needed[(backbone, optimizer)]]
+        ax.plot(at["k"], at["expected_best"], marker="o", markersize=9, fillstyle="none", color=colours[optimizer])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("k: configurations tried at random from the searched grid")
+    ax.set_ylabel(f"expected best {_selection_split(result)} top-1 (%)")
+    ax.set_title(f"{backbone}: tuning cost (ring: within {NEAR_BEST:g} point of the grid's best)")
+    ax.legend(title="optimizer", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def tuning_figures(result: Analysis, out_dir: Path) -> list[tuple[str, str]]:
+    """(caption, data URI) of the tuning-cost figure of each backbone, in the heat map's order."""
+    backbones = [b for b in result.matrix.columns if b in set(result.tuning["backbone"])]
+    return [(f"{backbone}: expected best {_selection_split(result)} top-1 after k configurations tried at random, "
+             "one line per optimizer",
+             save(tuning_curves(result, backbone), out_dir / f"tuning_{_stem(backbone)}")) for backbone in backbones]
+
+
 def save(fig: plt.Figure, stem: Path) -> str:
     """Write stem.png and stem.svg; return the PNG as a base64 data URI for the HTML page."""
     fig.savefig(stem.with_suffix(".svg"), bbox_inches="tight")
@@ -109,6 +187,8 @@ def all_figures(result: Analysis, out_dir: Path) -> dict[str, str]:
     """name -> data URI, for every figure that the analysis has data for."""
     makers = {"heatmap": heatmap, "violin": violin, "box_backbone": lambda r: box(r, "backbone"),
               "box_optimizer": lambda r: box(r, "optimizer")}
+    if not result.hp_backbone.empty:
+        makers |= {"hp_backbone": lambda r: hp_box(r, "backbone"), "hp_optimizer": lambda r: hp_box(r, "optimizer")}
     if result.decomposition is not None:
         makers |= {"interaction": interaction, "profiles": profiles}
     sns.set_theme(style="whitegrid", font_scale=0.8)
@@ -127,7 +207,7 @@ def weight_figures(layers: pd.DataFrame | None, out_dir: Path) -> list[tuple[str
     bars = save(alpha_bar_chart(layers), out_dir / "alpha_bars")
     figures = [("mean alpha per backbone and optimizer (2-6 band)", bars)]
     for backbone in dict.fromkeys(layers["backbone"]):
-        stem = re.sub(r"[^\w.-]+", "_", str(backbone))
+        stem = _stem(backbone)
         for metric in PAPER_LAYER_METRICS:
             figure = ridge_plot(layers, metric, backbone=backbone)
             figures.append((f"{backbone}: {metric} per layer", save(figure, out_dir / f"ridge_{stem}_{metric}")))

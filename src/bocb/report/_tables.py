@@ -1,4 +1,5 @@
-"""The heat-map table in LaTeX (booktabs), Markdown and HTML: top-4 bold, Eq.-1 failures grey."""
+"""The report's tables in LaTeX (booktabs), Markdown and HTML: the heat map (top-4 bold, Eq.-1 failures grey) and
+the tuning cost."""
 from __future__ import annotations
 
 import html
@@ -29,18 +30,40 @@ def _styled(value: float, top: bool, failed: bool, bold: str, grey: str) -> str:
     return grey.format(text) if failed else text
 
 
+def _booktabs(header: list[str], rows: list[list[str]]) -> str:
+    """A booktabs tabular: the first column left-aligned, the others right-aligned; cells already LaTeX."""
+    lines = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule", " & ".join(header) + r" \\",
+             r"\midrule"]
+    lines += [" & ".join(row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
 def latex_table(result: Analysis) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs,xcolor}): optimizers x backbones."""
     top, failed = _flags(result, "top4"), _flags(result, "eq1")
-    columns = [latex_escape(c) for c in result.matrix.columns]
-    lines = [r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
-             "Optimizer & " + " & ".join(columns) + r" \\", r"\midrule"]
-    for optimizer, row in result.matrix.iterrows():
-        cells = [_styled(row[b], top.loc[optimizer, b], failed.loc[optimizer, b],
-                         r"\textbf{{{}}}", r"\textcolor{{gray}}{{{}}}") for b in result.matrix.columns]
-        lines.append(latex_escape(optimizer) + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    rows = [[latex_escape(optimizer)] + [_styled(row[b], top.loc[optimizer, b], failed.loc[optimizer, b],
+                                                 r"\textbf{{{}}}", r"\textcolor{{gray}}{{{}}}")
+                                         for b in result.matrix.columns]
+            for optimizer, row in result.matrix.iterrows()]
+    return _booktabs(["Optimizer"] + [latex_escape(c) for c in result.matrix.columns], rows)
+
+
+def tuning_table(result: Analysis) -> pd.DataFrame:
+    """Per cell, 'k/n': the configurations needed to get within NEAR_BEST points of the best of the n searched
+    (analysis.tuning_cost); optimizers x backbones in the heat map's order, '-' where a cell has no result."""
+    summary = result.tuning_summary
+    text = summary.assign(needed=summary["configs_needed"].astype(str) + "/" + summary["n_configs"].astype(str))
+    table = text.pivot(index="optimizer", columns="backbone", values="needed")
+    return table.reindex(index=result.matrix.index, columns=result.matrix.columns).fillna("-")
+
+
+def latex_tuning(result: Analysis) -> str:
+    """:func:`tuning_table` as a booktabs tabular (needs \\usepackage{booktabs})."""
+    table = tuning_table(result)
+    rows = [[latex_escape(optimizer)] + [latex_escape(v) if v != "-" else "--" for v in row]
+            for optimizer, row in table.iterrows()]
+    return _booktabs(["Optimizer"] + [latex_escape(c) for c in table.columns], rows)
 
 
 def markdown_matrix(result: Analysis) -> str:

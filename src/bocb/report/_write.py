@@ -6,10 +6,10 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from bocb.analysis import Analysis, analyse, format_matrix, markdown_table, read_results
+from bocb.analysis import NEAR_BEST, Analysis, analyse, format_matrix, markdown_table, read_results
 from bocb.protocol import rule_parameters
-from bocb.report._figures import all_figures, weight_figures
-from bocb.report._tables import html_matrix, latex_table, markdown_matrix
+from bocb.report._figures import all_figures, tuning_figures, weight_figures
+from bocb.report._tables import html_matrix, latex_table, latex_tuning, markdown_matrix, tuning_table
 
 FLOAT = "{:.2f}".format
 
@@ -50,7 +50,7 @@ def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:
 
 
 def render_html(result: Analysis, figures: dict[str, str], title: str, compare_paper: int | None,
-                weights: list[tuple[str, str]] = ()) -> str:
+                weights: list[tuple[str, str]] = (), tuning: list[tuple[str, str]] = ()) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("bocb.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     shares = result.shares
@@ -69,6 +69,7 @@ def render_html(result: Analysis, figures: dict[str, str], title: str, compare_p
         shares_table=_html(shares) if shares is not None else "",
         hp_table=_html(result.hp_optimizer.groupby("optimizer", sort=False)["distance"].mean().to_frame(), index=True),
         curves_table=_html(result.curves), budget_table=_html(result.budget),
+        tuning_table=_html(tuning_table(result), index=True), tuning_figures=tuning, within=f"{NEAR_BEST:g}",
         compare_table=_html(comparison), compare_title=compare_title, weight_figures=weights)
 
 
@@ -96,13 +97,17 @@ def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epoc
 def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame | None = None,
                   compare_paper: int | None = None, title: str = "Backbone-optimizer coupling report") -> Path:
     """Write a finished analysis into ``out_dir``: index.html (self-contained, figures embedded), report.md,
-    heatmap.tex, cells.csv, verdicts.csv, matrix.csv, summary.csv, ranking.csv and each figure as PNG and
-    SVG. Returns index.html. ``layers`` (layer tables with backbone and optimizer columns) adds the
-    layer-wise plots."""
+    heatmap.tex, tuning.tex, cells.csv, verdicts.csv, matrix.csv, summary.csv, ranking.csv, tuning.csv (the
+    expected-best curves), tuning_summary.csv and each figure as PNG and SVG. Returns index.html.
+    ``layers`` (layer tables with backbone and optimizer columns) adds the layer-wise plots."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = all_figures(result, out)
+    tuning = tuning_figures(result, out)
     (out / "heatmap.tex").write_text(latex_table(result))
+    (out / "tuning.tex").write_text(latex_tuning(result))
+    result.tuning.to_csv(out / "tuning.csv", index=False)
+    result.tuning_summary.to_csv(out / "tuning_summary.csv", index=False)
     result.cells.to_csv(out / "cells.csv", index=False)
     result.verdicts.to_csv(out / "verdicts.csv", index=False)
     (out / "matrix.csv").write_text(format_matrix(result.matrix, "csv"))
@@ -110,8 +115,14 @@ def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame
     result.ranking.to_csv(out / "ranking.csv")
     (out / "report.md").write_text(render_markdown(result, title))
     page = out / "index.html"
-    page.write_text(render_html(result, figures, title, compare_paper, weight_figures(layers, out)))
+    page.write_text(render_html(result, figures, title, compare_paper, weight_figures(layers, out), tuning))
     return page
+
+
+def _tuning_sentence(result: Analysis) -> str:
+    return (f"Configurations needed to get within {NEAR_BEST:g} point of the grid's best, of the n searched: the "
+            f"smallest k whose expected best {result.selected_on} over k configurations drawn at random without "
+            "replacement reaches it (docs/analysis.md, tuning cost).")
 
 
 def render_markdown(result: Analysis, title: str) -> str:
@@ -119,7 +130,8 @@ def render_markdown(result: Analysis, title: str) -> str:
              f"Selected on {result.selected_on}; failures by Eq. 1 with γ = {result.gamma:g}; "
              "**bold** = top-4, _italics_ = failure.", *result.notes, "", markdown_matrix(result),
              "## Per backbone", "", markdown_table(result.summary, index=False),
-             "## Ranking", "", markdown_table(result.ranking)]
+             "## Ranking", "", markdown_table(result.ranking),
+             "## Tuning cost", "", _tuning_sentence(result), "", markdown_table(tuning_table(result))]
     if not result.budget.empty:
         parts += ["## Budget check", "", markdown_table(result.budget, index=False)]
     return "\n".join(parts)
