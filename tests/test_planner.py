@@ -13,7 +13,7 @@ from conftest import TINY_SPEC
 
 from bocb.analysis import select_cells
 from bocb.spec import parse_spec
-from bocb.store import PlannedTrial, Store
+from bocb.store import PlannedTrial
 from bocb.sweep import plan_benchmark
 from bocb.sweep.planner import next_stage, stage_names
 from bocb.sweep.worker import StageWatch
@@ -208,8 +208,8 @@ def test_reseeding_runs_in_rounds_until_the_rule_needs_no_more_seeds() -> None:
 def test_stage_watch_waits_without_replanning_yet_never_misses_the_last_finish(tmp_path) -> None:
     spec = _spec(seeds=[0, 1], search={"lr_points": 2, "wd_points": 1})
     run = plan_benchmark(spec, tmp_path)
-    store = Store(run.store_url)
-    watch = StageWatch(store, run.benchmark_id, spec)
+    store = run.store
+    watch = StageWatch(store, run.benchmark_id, spec, run.artifact_root)
     first, second = (store.claim(f"remote-host:{i}:w", run.benchmark_id) for i in (1, 2))
     store.finish(first.key, "remote-host:1:w", {"state": "done", "val_top1": 50.0}, None)
     assert watch.advance() == "waiting" and watch.advance() == "waiting"

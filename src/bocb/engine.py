@@ -55,6 +55,7 @@ class Runtime:
     compile: bool = False
     non_blocking: bool = True
     layer_table: bool = True
+    weights_path: Path | None = None  # keep the final weights there (bocb.kept), when the trial is done
 
 
 @dataclass
@@ -353,6 +354,12 @@ def _run(config: TrialConfig, runtime: Runtime, on_epoch: Callable[[EpochRecord]
         from bocb.weights import layer_table
 
         outcome.layer_table = layer_table(trial.model)
+    if outcome.state == TrialState.DONE and runtime.weights_path:
+        from bocb.kept import save_kept
+
+        save_kept(trial.model, runtime.weights_path, {  # the weights the final numbers were measured with
+            "key": config.key(), "config": config.model_dump(mode="json"), "provenance": outcome.provenance,
+            "final": asdict(trial.records[-1])})
 
 
 def _provenance(config: TrialConfig, runtime: Runtime, trial: Trial) -> dict[str, Any]:

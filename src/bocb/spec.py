@@ -185,7 +185,10 @@ class BenchmarkSpec(StrictModel):
     num_cpus: float = Field(1.0, gt=0, description="per trial, for the ray executor")
     num_gpus: float = Field(0.0, ge=0)
     checkpoint_every: int = Field(1, ge=0, description="epochs between in-trial checkpoints; 0: none")
-    artifact_root: str | None = Field(None, description="checkpoints and layer tables; None: DIR/artifacts")
+    artifact_root: str | None = Field(None, description="checkpoints and kept weights; None: DIR/artifacts")
+    keep_weights: Literal["chosen", "all", "none"] = Field(
+        "chosen", description="final weights kept (bocb.kept): each cell's chosen configuration at every seed, "
+                              "every finished trial, or none")
 
     @field_validator("backbones", mode="before")
     @classmethod
@@ -244,7 +247,7 @@ class BenchmarkSpec(StrictModel):
 
 
 EXECUTION_FIELDS = ("store", "executor", "workers", "device", "num_cpus", "num_gpus", "checkpoint_every",
-                    "artifact_root")
+                    "artifact_root", "keep_weights")
 
 
 class TrialConfig(StrictModel):

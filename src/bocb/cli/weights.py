@@ -64,3 +64,37 @@ def weights(
         label = Path(target).stem if Path(target).is_file() else target
         written = write_weight_plots(table.assign(backbone=label, optimizer=label), out)
         typer.echo(f"{len(written)} plots written to {out}")
+
+
+@app.command()
+def models(
+    store: str = typer.Argument(..., help="SQLAlchemy URL or SQLite path"),
+    benchmark: str | None = typer.Option(None, "--benchmark", help="benchmark id; default: the latest"),
+    artifact_root: Path | None = typer.Option(None, "--artifact-root", help="default: the spec's (as bocb worker)"),
+) -> None:
+    """List the kept final weights of a benchmark's trials (keep_weights in the spec), with their numbers."""
+    from rich.table import Table
+
+    from bocb.cli._app import benchmark_id_of, open_store, print_table
+    from bocb.kept import kept_path, read_description
+    from bocb.protocol import with_config
+    from bocb.sweep import artifact_root_for
+    from bocb.sweep.worker import load_benchmark
+
+    db = open_store(store)
+    benchmark_id = benchmark_id_of(db, benchmark)
+    root = artifact_root or artifact_root_for(load_benchmark(db, benchmark_id), db.url)
+    table = Table("trial", "backbone", "optimizer", "configuration", "seed", "test top-1", "MB", "file",
+                  title=f"kept weights of benchmark {benchmark_id} under {root}")
+    kept = 0
+    for row in with_config(db.trials_frame(benchmark_id)).itertuples():
+        path = kept_path(root, row.trial_key)
+        if not path.is_file():
+            continue
+        final = read_description(path)["final"]
+        table.add_row(row.trial_key[:10], row.backbone, row.optimizer, row.config,
+                      str(row.seed), f"{final['test_top1']:.2f}", f"{path.stat().st_size / 2**20:.1f}", str(path))
+        kept += 1
+    print_table(table)
+    typer.echo(f"{kept} kept model(s); load one with bocb.kept.load_kept_into(model, path), or inspect its layers "
+               "with `bocb weights PATH`")

@@ -71,7 +71,7 @@ class RayExecutor:
         task = ray.remote(run_claimed_trial).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
         inflight: dict[str, Any] = {}
         try:
-            _drive(ray, task, store, StageWatch(store, benchmark_id, spec), inflight, options,
+            _drive(ray, task, store, StageWatch(store, benchmark_id, spec, options.artifact_root), inflight, options,
                    console or Console(stderr=True))
         except KeyboardInterrupt:
             for ref in inflight.values():

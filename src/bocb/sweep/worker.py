@@ -38,10 +38,16 @@ class WorkerOptions:
     max_trials: int | None = None
 
 
-def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec) -> str:
-    """Plan the next stage if its turn has come: 'planned', 'waiting' or 'complete'."""
-    stage = next_stage(spec, store.trials_frame(benchmark_id))
+def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root: Path | None = None) -> str:
+    """Plan the next stage if its turn has come: 'planned', 'waiting' or 'complete'. Once complete, the
+    kept weights of configurations not chosen are deleted (under ``keep_weights: chosen``; idempotent)."""
+    trials = store.trials_frame(benchmark_id)
+    stage = next_stage(spec, trials)
     if stage is None:
+        if artifact_root is not None and spec.keep_weights == "chosen":
+            from bocb.kept import prune_kept, unchosen
+
+            prune_kept(artifact_root, unchosen(trials))
         return "complete"
     if stage.planned:
         store.add_trials(benchmark_id, stage.planned)
@@ -58,8 +64,8 @@ class StageWatch:
     only costs one extra plan, never a missed one.
     """
 
-    def __init__(self, store: Store, benchmark_id: str, spec: BenchmarkSpec) -> None:
-        self.store, self.benchmark_id, self.spec = store, benchmark_id, spec
+    def __init__(self, store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root: Path) -> None:
+        self.store, self.benchmark_id, self.spec, self.artifact_root = store, benchmark_id, spec, artifact_root
         self._waiting_at: tuple[int, int, float | None] | None = None
 
     def advance(self) -> str:
@@ -67,7 +73,7 @@ class StageWatch:
         signature = self.store.progress_signature(self.benchmark_id)
         if signature == self._waiting_at:
             return "waiting"
-        status = advance(self.store, self.benchmark_id, self.spec)
+        status = advance(self.store, self.benchmark_id, self.spec, self.artifact_root)
         self._waiting_at = signature if status == "waiting" else None
         return status
 
@@ -130,6 +136,7 @@ def checkpoint_path(artifact_root: Path, key: str) -> Path:
 def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: str, options: WorkerOptions) -> str:
     """Run one claimed trial to its end and record it; returns its final state."""
     from bocb.engine import Runtime, run_trial  # training code loads only where trials run
+    from bocb.kept import kept_path
 
     config = TrialConfig.model_validate(claimed.config)
     ckpt = checkpoint_path(options.artifact_root, claimed.key)
@@ -137,6 +144,7 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
         device=options.device or spec.device, threads=options.threads, checkpoint_path=ckpt,
         checkpoint_every=spec.checkpoint_every, channels_last=spec.gpu.channels_last, compile=spec.gpu.compile,
         non_blocking=spec.gpu.non_blocking,
+        weights_path=None if spec.keep_weights == "none" else kept_path(options.artifact_root, claimed.key),
     )
     try:
         with _Heartbeat(store, claimed.key, worker, options.heartbeat_s) as beat:
@@ -202,8 +210,8 @@ def worker_loop(store: Store, benchmark_id: str | None, options: WorkerOptions,
     worker = new_worker_id()
     ran = 0
     pending = [benchmark_id] if benchmark_id else store.benchmark_ids()
-    watches = {b: StageWatch(store, b, spec if spec and b == benchmark_id else load_benchmark(store, b))
-               for b in pending}
+    watches = {b: StageWatch(store, b, spec if spec and b == benchmark_id else load_benchmark(store, b),
+                             options.artifact_root) for b in pending}
     with stop_on_sigterm():
         while pending and (options.max_trials is None or ran < options.max_trials):
             current = pending[0]

@@ -1,0 +1,113 @@
+"""Kept weights: the final weights of finished trials, which outlive their trial (checkpoints do not).
+
+Each is addressed by its trial key under the artifact root: ``weights/KEY.safetensors`` (the model's state,
+as evaluated for the stored numbers) and ``weights/KEY.json`` (format, the trial's configuration, its
+provenance, its final epoch's numbers, and the SHA-256 of the safetensors file). Both are written to a
+temporary name and renamed, the JSON last, so a kept model is complete whenever its JSON exists. Reading
+one checks the digest first and reads tensors only (safetensors executes nothing).
+
+The spec's ``keep_weights`` says which survive a finished benchmark: ``chosen`` (each cell's chosen
+configuration, at every seed; the default), ``all``, or ``none`` (nothing is written).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bocb.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+FORMAT = "bocb-weights-1"
+
+
+def kept_path(artifact_root: Path, key: str) -> Path:
+    """Where the trial ``key``'s weights are kept (its JSON is beside it, with suffix .json)."""
+    return artifact_root / "weights" / f"{key}.safetensors"
+
+
+def _description_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_kept(model: torch.nn.Module, path: Path, description: dict[str, Any]) -> None:
+    """Write ``model``'s weights to ``path`` and ``description`` (JSON types) beside it, atomically."""
+    from safetensors.torch import save_model
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_model(model, str(partial), metadata={"format": FORMAT})  # shared (tied) tensors stored once
+    digest = _sha256(partial)
+    os.replace(partial, path)
+    text = json.dumps({**description, "format": FORMAT, "sha256": digest}, sort_keys=True, default=str)
+    partial_json = path.with_name(path.name + ".json.partial")
+    partial_json.write_text(text)
+    os.replace(partial_json, _description_path(path))
+
+
+def read_description(path: Path) -> dict[str, Any]:
+    """The JSON kept beside the weights at ``path`` (not checked against them: :func:`load_kept` does)."""
+    try:
+        description = json.loads(_description_path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"kept weights: no readable description beside '{path}' ({exc})") from None
+    if not isinstance(description, dict) or description.get("format") != FORMAT:
+        raise DataError(f"kept weights: '{_description_path(path)}' is not a {FORMAT} description")
+    return description
+
+
+def load_kept(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors kept at ``path`` and their description, after checking the file's SHA-256."""
+    from bocb.weights import load_state_dict
+
+    description = read_description(path)
+    if not path.is_file() or _sha256(path) != description.get("sha256"):
+        raise DataError(f"kept weights: '{path}' is missing or does not match the SHA-256 in its description "
+                        "(damaged or altered)")
+    return load_state_dict(path), description
+
+
+def load_kept_into(model: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """Load the weights kept at ``path`` into ``model`` (strictly: every tensor, same shapes); returns the
+    description."""
+    from safetensors.torch import load_model
+
+    load_kept(path)  # checks the digest (and reads the tensors once: a damaged file fails here)
+    load_model(model, str(path), strict=True)  # restores tied tensors that the file stores once
+    return read_description(path)
+
+
+def prune_kept(artifact_root: Path, drop: Iterable[str]) -> int:
+    """Delete the kept weights of the trials ``drop``; returns how many were there. Idempotent: any number
+    of workers may prune the same benchmark at once."""
+    removed = 0
+    for key in drop:
+        path = kept_path(artifact_root, key)
+        _description_path(path).unlink(missing_ok=True)  # first: a model without its JSON is no kept model
+        if path.exists():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def unchosen(trials: pd.DataFrame) -> set[str]:
+    """The finished trials of a benchmark whose weights ``keep_weights: chosen`` does not keep: all but
+    each cell's chosen configuration at every seed (bocb.protocol's one rule chooses it)."""
+    from bocb.protocol import FINISHED, chosen_seeds
+
+    finished = set(trials.loc[trials["state"].isin([s.value for s in FINISHED]), "trial_key"])
+    return finished - set(chosen_seeds(trials)["trial_key"])

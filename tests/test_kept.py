@@ -1,0 +1,81 @@
+"""Kept weights: the chosen configurations' final weights survive a finished benchmark (the others are
+pruned), reload bit-exactly into their backbone and reproduce the stored test top-1; all / none; a damaged
+file is refused."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import bocb_command, bocb_main, write_spec
+
+from bocb.engine import Runtime, Trial
+from bocb.errors import DataError
+from bocb.kept import kept_path, load_kept, load_kept_into
+from bocb.protocol import chosen_seeds
+from bocb.spec import TrialConfig
+from bocb.store import Store
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished tiny benchmark with the default keep_weights (chosen): 2 backbones x 2 optimizers x 2 lr."""
+    out = tmp_path_factory.mktemp("kept")
+    spec = write_spec(out / "spec.yaml", search={"lr_points": 2, "wd_points": 1})
+    done = bocb_command("run", str(spec), "--out", str(out), "--workers", "2", "--no-report")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _kept_keys(out: Path) -> set[str]:
+    return {p.stem for p in (out / "artifacts" / "weights").glob("*.safetensors")}
+
+
+def test_the_chosen_configurations_weights_are_kept_and_reproduce_the_stored_test_top1(finished: Path,
+                                                                                         capsys) -> None:
+    trials = Store(finished / "bocb.db").trials_frame()
+    chosen = set(chosen_seeds(trials)["trial_key"])
+    assert len(trials) == 8 and len(chosen) == 4
+    assert _kept_keys(finished) == chosen  # the 4 configurations not chosen were pruned
+    for key in sorted(chosen):
+        row = trials[trials["trial_key"] == key].iloc[0]
+        trial = Trial(TrialConfig.model_validate(json.loads(row["config_json"])), Runtime())
+        path = kept_path(finished / "artifacts", key)
+        description = load_kept_into(trial.model, path)
+        tensors, _ = load_kept(path)
+        state = trial.model.state_dict()
+        assert all(torch.equal(state[name], tensor) for name, tensor in tensors.items())  # bit-exact
+        assert trial.accuracy(trial.model, trial.loaders.test)[0] == row["test_top1"] == \
+            description["final"]["test_top1"]
+        assert description["key"] == key and description["provenance"]["lock"]
+    code, out, err = bocb_main("models", str(finished / "bocb.db"), capsys=capsys)
+    assert code == 0, err
+    assert "4 kept model(s)" in out and all(key[:10] in out for key in chosen)
+
+
+def test_a_damaged_kept_file_is_refused(finished: Path, tmp_path: Path) -> None:
+    key = sorted(_kept_keys(finished))[0]
+    root = tmp_path / "artifacts"
+    (root / "weights").mkdir(parents=True)
+    for suffix in (".safetensors", ".json"):
+        source = kept_path(finished / "artifacts", key).with_suffix(suffix)
+        (root / "weights" / source.name).write_bytes(source.read_bytes())
+    damaged = kept_path(root, key)
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="does not match the SHA-256"):
+        load_kept(damaged)
+
+
+@pytest.mark.parametrize("policy, expected", [("all", 2), ("none", 0)])
+def test_keep_all_keeps_every_finished_trial_and_none_keeps_nothing(tmp_path: Path, capsys, policy: str,
+                                                                      expected: int) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=1,
+                      search={"lr_points": 2, "wd_points": 1}, keep_weights=policy)
+    code, _, err = bocb_main("run", str(spec), "--out", str(tmp_path), "--workers", "1", "--no-report",
+                             capsys=capsys)
+    assert code == 0, err
+    assert len(Store(tmp_path / "bocb.db").trials_frame()) == 2
+    assert len(list((tmp_path / "artifacts").glob("weights/*.safetensors"))) == expected
