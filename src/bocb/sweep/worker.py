@@ -39,15 +39,18 @@ class WorkerOptions:
 
 
 def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root: Path | None = None) -> str:
-    """Plan the next stage if its turn has come: 'planned', 'waiting' or 'complete'. Once complete, the
-    kept weights of configurations not chosen are deleted (under ``keep_weights: chosen``; idempotent)."""
+    """Plan the next stage if its turn has come: 'planned', 'waiting' or 'complete'.
+
+    Under ``keep_weights: chosen`` it also deletes the kept weights of finished configurations that are not
+    their cell's choice: one beaten now stays beaten (its score is compared with the same seeds' scores), so
+    pruning as the benchmark goes keeps the disk to the chosen models and those in training."""
     trials = store.trials_frame(benchmark_id)
+    if artifact_root is not None and spec.keep_weights == "chosen" and not trials.empty:
+        from bocb.kept import prune_kept, unchosen
+
+        prune_kept(artifact_root, unchosen(trials))
     stage = next_stage(spec, trials)
     if stage is None:
-        if artifact_root is not None and spec.keep_weights == "chosen":
-            from bocb.kept import prune_kept, unchosen
-
-            prune_kept(artifact_root, unchosen(trials))
         return "complete"
     if stage.planned:
         store.add_trials(benchmark_id, stage.planned)
