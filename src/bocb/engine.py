@@ -56,6 +56,7 @@ class Runtime:
     non_blocking: bool = True
     layer_table: bool = True
     weights_path: Path | None = None  # keep the final weights there (bocb.kept), when the trial is done
+    init_weights_path: Path | None = None  # a fine-tuning trial's pre-trained weights (its config's ``init``)
 
 
 @dataclass
@@ -166,6 +167,7 @@ class Trial:
         self.model = build_backbone(config.backbone, size=config.size, num_classes=self.loaders.num_classes,
                                     img_size=config.image_size, in_chans=self.loaders.in_chans,
                                     drop_path_rate=self.recipe["drop_path_rate"])
+        self.probe_head = self._start_from_pretrained() if config.init else None
         self.channels_last = runtime.channels_last and _channels_last_safe(self.model, self.device)
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = self.model.to(self.device, memory_format=self.memory_format)
@@ -182,6 +184,15 @@ class Trial:
         self.records: list[EpochRecord] = []
         self.start_epoch = 0
         self.elapsed = 0.0
+
+    def _start_from_pretrained(self) -> torch.nn.Module | None:
+        """Load the pre-trained weights named by the config's ``init`` (a new head); a linear probe's head."""
+        from bocb.kept import start_from_kept
+
+        if self.runtime.init_weights_path is None:
+            raise ValueError(f"trial starts from pre-training trial {self.config.init.trial}, but no path to its "
+                             "kept weights was given")
+        return start_from_kept(self.model, self.runtime.init_weights_path, self.config.init.mode)
 
     def _scheduler(self) -> CosineLRScheduler:
         total = self.config.epochs * self.steps_per_epoch
@@ -219,6 +230,9 @@ class Trial:
     def train_epoch(self, epoch: int, steps: int | None = None) -> float | None:
         """Mean training loss of the epoch (of its first ``steps`` steps); None if a loss was not finite."""
         self.model.train()
+        if self.probe_head is not None:  # a linear probe trains its head alone: the body, BatchNorm statistics
+            self.model.eval()            # included, stays as pre-trained
+            self.probe_head.train()
         self.handle.train()
         self.loaders.train.set_epoch(epoch)
         total, count = torch.zeros((), device=self.device), 0
@@ -279,7 +293,7 @@ class Trial:
 
     def evaluate(self, epoch: int, train_loss: float, seconds: float) -> EpochRecord:
         self.handle.eval()
-        if self.handle.averages_weights:
+        if self.handle.averages_weights and self.probe_head is None:  # a probe's BatchNorm stays pre-trained
             self.recompute_batchnorm()
         val = self.accuracy(self.model, self.loaders.val)[0] if self.loaders.val else None
         test1, test5 = self.accuracy(self.model, self.loaders.test)

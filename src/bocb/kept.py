@@ -111,3 +111,26 @@ def unchosen(trials: pd.DataFrame) -> set[str]:
 
     finished = set(trials.loc[trials["state"].isin([s.value for s in FINISHED]), "trial_key"])
     return finished - set(chosen_seeds(trials)["trial_key"])
+
+
+def start_from_kept(model: torch.nn.Module, path: Path, mode: str) -> torch.nn.Module | None:
+    """Load the kept weights at ``path`` into ``model``, all but its classifier (a new head for the new
+    task, as built); for ``mode`` 'linear_probe' freeze everything else and return the head (the caller
+    trains it alone, with the body in eval mode), else None."""
+    from bocb.backbones import classifier
+
+    tensors, _ = load_kept(path)
+    head = classifier(model)
+    head_keys = {name for name, value in model.state_dict(keep_vars=True).items()
+                 if any(value is v for v in head.state_dict(keep_vars=True).values())}
+    missing, unexpected = model.load_state_dict({k: v for k, v in tensors.items() if k not in head_keys},
+                                                strict=False)
+    if set(missing) != head_keys or unexpected:
+        raise ValueError(f"the kept weights at {path} do not fit this backbone (missing {sorted(missing)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]})")
+    if mode != "linear_probe":
+        return None
+    trained = {id(p) for p in head.parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in trained)
+    return head

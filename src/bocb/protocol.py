@@ -66,6 +66,8 @@ class StageKind(_Name):
     EDGES = "edges"    # grid points past an edge best: edges1, edges2, ...
     SEEDS = "seeds"    # the chosen configuration at the remaining seeds
     BUDGET = "budget"  # the chosen configuration at more epochs
+    TRANSFER = "transfer"              # fine-tuning grid from each cell's first-seed pre-trained model
+    TRANSFER_SEEDS = "transfer-seeds"  # the chosen fine-tuning configuration from the other seeds' models
 
 
 SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES)  # stages that try configurations
@@ -108,9 +110,10 @@ NOT_USED: dict[str, Any] = {
 
 def trial_key(config: dict[str, Any]) -> str:
     """The key of a trial from its config (a TrialConfig dumped to JSON types): a versioned hash of the
-    config without the recipe ingredients it does not use."""
+    config without the recipe ingredients and fields it does not use."""
     recipe = {k: v for k, v in config.get("recipe", {}).items() if not (k in NOT_USED and v == NOT_USED[k])}
-    canonical = json.dumps({"key_version": KEY_VERSION, **config, "recipe": recipe}, sort_keys=True,
+    used = {k: v for k, v in config.items() if not (k in NOT_USED_FIELDS and v == NOT_USED_FIELDS[k])}
+    canonical = json.dumps({"key_version": KEY_VERSION, **used, "recipe": recipe}, sort_keys=True,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
@@ -131,6 +134,8 @@ def _hparams(text: str) -> dict:
     if not isinstance(value, dict):
         raise DataError(f"results: column 'hparams_json' must hold JSON objects; found {text!r:.80}")
     return value
+
+NOT_USED_FIELDS: dict[str, Any] = {"init": None}  # trial fields at their not-used value, likewise
 
 
 def with_config(frame: pd.DataFrame) -> pd.DataFrame:
@@ -412,3 +417,29 @@ def chance_margin(chance: float, test_size: float, noise_sd: float) -> float:
 def did_not_learn(best_top1: float, chance: float, test_size: float, noise_sd: float) -> bool:
     """True when a backbone's best cell is within noise of chance: nothing to compare optimizers on."""
     return best_top1 <= chance + chance_margin(chance, test_size, noise_sd)
+
+
+# -- transfer --------------------------------------------------------------------------------------------
+
+def transfer_label(backbone: str, pre_optimizer: str, mode: str) -> str:
+    """The name of a transfer cell's source: a backbone pre-trained with an optimizer, in a mode."""
+    return json.dumps([backbone, pre_optimizer, mode])
+
+
+def split_transfer_label(label: str) -> tuple[str, str, str]:
+    backbone, pre_optimizer, mode = json.loads(label)
+    return backbone, pre_optimizer, mode
+
+
+def transfer_cells(trials: pd.DataFrame, sources: pd.DataFrame) -> pd.DataFrame:
+    """Fine-tuning trials with their lineage (``pre_optimizer``, ``mode``, ``source_key``) and, as
+    ``backbone``, their source's label (:func:`transfer_label`): every rule of this module (choose_configs,
+    chosen_seeds, ...) then applies to source x fine-tuning optimizer cells unchanged. ``sources``: the
+    pre-training trials (trial_key, optimizer)."""
+    init = trials["config_json"].map(lambda text: json.loads(text).get("init") or {})
+    source_key = init.map(lambda i: i.get("trial"))
+    pre_optimizer = source_key.map(dict(zip(sources["trial_key"], sources["optimizer"])))
+    mode = init.map(lambda i: i.get("mode"))
+    labels = [transfer_label(b, p, m) for b, p, m in zip(trials["backbone"], pre_optimizer, mode)]
+    return trials.assign(source_key=source_key, pre_optimizer=pre_optimizer, mode=mode,
+                         backbone=pd.Series(labels, index=trials.index, dtype=object))

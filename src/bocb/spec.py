@@ -158,6 +158,47 @@ class GpuSpec(StrictModel):
     non_blocking: bool = True
 
 
+TransferMode = Literal["finetune", "linear_probe"]
+
+
+class TransferSpec(StrictModel):
+    """Fine-tune each kept pre-trained model (each cell's chosen configuration, at every seed) on a second
+    dataset with every optimizer of a list, each with its own lr/wd search on that dataset's validation
+    split; ``linear_probe`` trains a new head on the frozen backbone."""
+
+    dataset: DatasetSpec
+    optimizers: list[OptimizerEntry] = Field(min_length=1)
+    modes: list[TransferMode] = Field(default_factory=lambda: ["finetune", "linear_probe"], min_length=1)
+    recipe: str = Field("torch", description="the fine-tuning recipe (a recipe name)")
+    recipe_overrides: dict[str, Any] = Field(default_factory=dict)
+    epochs: int | None = Field(None, gt=0, le=MAX_EPOCHS, description="None: the recipe's epochs")
+    batch_size: int | None = Field(None, gt=0, le=MAX_BATCH)
+    search: SearchSpec = Field(default_factory=lambda: SearchSpec(lr_points=3, wd_points=1))
+
+    @field_validator("optimizers", mode="before")
+    @classmethod
+    def _optimizer_strings(cls, items: Any) -> Any:
+        return [{"name": i} if isinstance(i, str) else i for i in items] if isinstance(items, list) else items
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, name: str) -> str:
+        from bocb.recipes import RECIPES
+
+        return RECIPES.get(name, field="transfer.recipe").name
+
+    @model_validator(mode="after")
+    def _valid(self) -> TransferSpec:
+        from bocb.data import DATASETS
+        from bocb.recipes import resolve_recipe
+
+        resolve_recipe(self.recipe, self.recipe_overrides)
+        if self.search.method != "grid":
+            raise SpecError("transfer.search.method", "a transfer searches its grid ('grid')")
+        DATASETS.get(self.dataset.name).check(self.dataset)
+        return self
+
+
 class BenchmarkSpec(StrictModel):
     name: str = "benchmark"
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
@@ -186,6 +227,8 @@ class BenchmarkSpec(StrictModel):
     num_gpus: float = Field(0.0, ge=0)
     checkpoint_every: int = Field(1, ge=0, description="epochs between in-trial checkpoints; 0: none")
     artifact_root: str | None = Field(None, description="checkpoints and kept weights; None: DIR/artifacts")
+    transfer: TransferSpec | None = None
+    transfer_from: str | None = Field(None, description="set by bocb: this is the transfer part of benchmark ID")
     keep_weights: Literal["chosen", "all", "none"] = Field(
         "chosen", description="final weights kept (bocb.kept): each cell's chosen configuration at every seed, "
                               "every finished trial, or none")
@@ -236,18 +279,44 @@ class BenchmarkSpec(StrictModel):
         DATASETS.get(self.dataset.name).check(self.dataset)
         return self
 
+    @model_validator(mode="after")
+    def _transfer_starts_from_kept_weights(self) -> BenchmarkSpec:
+        if self.transfer is not None and self.keep_weights == "none":
+            raise SpecError("keep_weights", "a transfer fine-tunes the kept pre-trained models: give 'chosen' or "
+                                            "'all', not 'none'")
+        if self.transfer_from is not None and self.transfer is None:
+            raise SpecError("transfer_from", "names the pre-training benchmark of a transfer: give 'transfer' too")
+        return self
+
     def size_of(self, backbone: BackboneEntry) -> Size:
         return backbone.size or self.size
 
+    def pretraining(self) -> BenchmarkSpec:
+        """The pre-training benchmark (this spec without its transfer part)."""
+        return self.model_copy(update={"transfer_from": None})
+
+    def transfer_part(self) -> BenchmarkSpec:
+        """The transfer benchmark, which fine-tunes the pre-training benchmark's kept models."""
+        return self.model_copy(update={"transfer_from": self.pretraining().benchmark_id()})
+
     def benchmark_id(self) -> str:
-        """Identifies what the benchmark computes (not where or how fast it runs)."""
-        data = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
+        """Identifies what the benchmark computes (not where or how fast it runs). A pre-training benchmark's
+        id ignores the transfer section (a transfer added later reuses its trials); a transfer's includes it."""
+        ignored = set(EXECUTION_FIELDS) | ({"transfer", "transfer_from"} if self.transfer_from is None else set())
+        data = self.model_dump(mode="json", exclude=ignored)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 EXECUTION_FIELDS = ("store", "executor", "workers", "device", "num_cpus", "num_gpus", "checkpoint_every",
                     "artifact_root", "keep_weights")
+
+
+class InitSpec(StrictModel):
+    """Where a fine-tuning trial starts: the kept weights of a pre-training trial, with a new head."""
+
+    trial: str = Field(pattern="^[0-9a-f]{20}$", description="the pre-training trial's key")
+    mode: TransferMode
 
 
 class TrialConfig(StrictModel):
@@ -267,6 +336,7 @@ class TrialConfig(StrictModel):
     seed: int
     weight_decay_policy: str = "no_decay_1d"
     precision: str = "fp32"
+    init: InitSpec | None = None  # None: from scratch
 
     def key(self) -> str:
         """The trial's key in the store (bocb.protocol.trial_key)."""

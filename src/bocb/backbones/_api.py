@@ -136,6 +136,16 @@ def build_backbone(name: str, *, size: str = "tiny", num_classes: int, img_size:
                       drop_path_rate=drop_path_rate)
 
 
+def classifier(model: nn.Module) -> nn.Module:
+    """The model's classifier: timm's ``get_classifier()``, else its last Linear (what a new task replaces)."""
+    if callable(getattr(model, "get_classifier", None)):
+        return model.get_classifier()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has neither get_classifier() nor a Linear layer")
+    return linears[-1]
+
+
 def input_size(name: str, size: str, requested: int | None) -> int:
     """The image side the data layer must deliver to ``name`` at ``size``."""
     _check_size(size)

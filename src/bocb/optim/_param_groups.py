@@ -40,10 +40,14 @@ def weight_decay_groups(model: nn.Module, weight_decay: float, policy: str,
 def stem_and_head(model: nn.Module) -> list[str]:
     """Names of the parameters of the input layer (the first module with a >= 2-D weight: stem conv,
     patch embedding) and of the classifier (timm's ``get_classifier()``, else the last Linear)."""
+    from bocb.backbones import classifier
+
     weighted = [m for m in model.modules() if getattr(m, "weight", None) is not None and m.weight.ndim >= 2]
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)] or [None]
-    head = model.get_classifier() if callable(getattr(model, "get_classifier", None)) else linears[-1]
-    chosen = {id(p) for m in (weighted[:1] + ([head] if isinstance(head, nn.Module) else [])) for p in m.parameters()}
+    try:
+        heads = [classifier(model)]
+    except ValueError:  # no classifier at all: the stem only
+        heads = []
+    chosen = {id(p) for m in weighted[:1] + heads for p in m.parameters()}
     return [name for name, p in model.named_parameters() if id(p) in chosen]
 
 

@@ -24,6 +24,7 @@ class BenchmarkRun:
     out_dir: Path
     artifact_root: Path
     retried: int = 0  # crashed trials of earlier runs made pending again
+    transfer_id: str | None = None  # the transfer part's benchmark (a spec with a ``transfer`` section)
 
     @property
     def store_url(self) -> str:
@@ -72,7 +73,13 @@ def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", st
     retried = db.retry_crashed(benchmark_id)
     stage = next_stage(spec, db.trials_frame(benchmark_id))  # computed first: a failure here stores nothing
     db.register_benchmark(benchmark_id, spec.name, spec.model_dump(mode="json"), stage.planned if stage else ())
-    return BenchmarkRun(benchmark_id, db, out, artifact_root_for(spec, url, out), retried)
+    transfer_id = None
+    if spec.transfer is not None:  # its own benchmark: the pre-training one's results stay as they are
+        part = spec.transfer_part()
+        transfer_id = part.benchmark_id()
+        retried += db.retry_crashed(transfer_id)
+        db.register_benchmark(transfer_id, f"{spec.name} transfer", part.model_dump(mode="json"))
+    return BenchmarkRun(benchmark_id, db, out, artifact_root_for(spec, url, out), retried, transfer_id)
 
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None,
@@ -86,6 +93,8 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", sto
     run = plan_benchmark(spec, out_dir, store)
     if on_planned:
         on_planned(run)
-    executor.run(run.store, run.benchmark_id, spec, options or WorkerOptions(artifact_root=run.artifact_root),
-                 console)
+    options = options or WorkerOptions(artifact_root=run.artifact_root)
+    executor.run(run.store, run.benchmark_id, spec, options, console)
+    if run.transfer_id is not None:  # fine-tunes the kept models of the benchmark just completed
+        executor.run(run.store, run.transfer_id, spec.transfer_part(), options, console)
     return run

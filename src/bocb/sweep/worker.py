@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bocb.protocol import TrialState
 from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec, upgrade_stored_spec
 from bocb.store import ClaimedTrial, Store, new_worker_id
-from bocb.sweep.planner import next_stage
+from bocb.sweep.planner import Stage, next_stage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +52,21 @@ def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root:
         from bocb.kept import prune_kept, unchosen
 
         prune_kept(artifact_root, unchosen(trials))
-    stage = next_stage(spec, trials)
+    stage = _next_stage(store, spec, trials)
     if stage is None:
         return "complete"
     if stage.planned:
         store.add_trials(benchmark_id, stage.planned)
         return "planned"
     return "waiting"
+
+
+def _next_stage(store: Store, spec: BenchmarkSpec, trials: pd.DataFrame) -> Stage | None:
+    if spec.transfer_from is None:
+        return next_stage(spec, trials)
+    from bocb.sweep.transfer import next_transfer_stage
+
+    return next_transfer_stage(spec, store.trials_frame(spec.transfer_from), trials)
 
 
 class StageWatch:
@@ -69,11 +80,13 @@ class StageWatch:
 
     def __init__(self, store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root: Path) -> None:
         self.store, self.benchmark_id, self.spec, self.artifact_root = store, benchmark_id, spec, artifact_root
-        self._waiting_at: tuple[int, int, float | None] | None = None
+        self._waiting_at: tuple[int | float | None, ...] | None = None
 
     def advance(self) -> str:
         """As :func:`advance`, but 'waiting' without planning while nothing has changed."""
         signature = self.store.progress_signature(self.benchmark_id)
+        if self.spec.transfer_from is not None:  # a transfer waits for its pre-training benchmark too
+            signature += self.store.progress_signature(self.spec.transfer_from)
         if signature == self._waiting_at:
             return "waiting"
         status = advance(self.store, self.benchmark_id, self.spec, self.artifact_root)
@@ -148,6 +161,7 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
         checkpoint_every=spec.checkpoint_every, channels_last=spec.gpu.channels_last, compile=spec.gpu.compile,
         non_blocking=spec.gpu.non_blocking,
         weights_path=None if spec.keep_weights == "none" else kept_path(options.artifact_root, claimed.key),
+        init_weights_path=kept_path(options.artifact_root, config.init.trial) if config.init else None,
     )
     try:
         with _Heartbeat(store, claimed.key, worker, options.heartbeat_s) as beat:
