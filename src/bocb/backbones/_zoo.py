@@ -361,7 +361,7 @@ _add("mlp_mixer_s", "MLP-Mixer-S", "MLP-S", MODERN,
      "deit", 224, _mixer_paper, _mixer_tiny, aliases=("mlp_s", "mixer_s", "mixer_s16"))
 _add("swin_t", "Swin-T", "Swin-T", MODERN,
      ("hierarchical", "MetaFormer", "shifted-window attention", "residual"),
-     "deit", 224, _swin_paper, _swin_tiny, aliases=("swin_tiny",))
+     "convnext", 224, _swin_paper, _swin_tiny, aliases=("swin_tiny",))
 _add("convnextv2_t", "ConvNeXtV2-T", "CNXV2-T", MODERN,
      ("hierarchical", "MetaNeXt (inverted bottleneck + GRN)", "depth-wise conv 7x7", "residual"),
      "convnext", 32, _convnextv2_paper, _convnextv2_tiny, cifar_stem=True, aliases=("cnxv2_t", "convnextv2_tiny"))
@@ -377,23 +377,23 @@ _add("transnext_t", "TransNeXt-T", "TNX-T", MODERN,
      "deit", 224, _transnext_paper, _transnext_tiny, aliases=("tnx_t", "transnext_tiny"))
 _add("identityformer_s12", "IdentityFormer-S12", "IF-12", MODERN,
      ("hierarchical", "MetaFormer", "identity", "residual + res scale"),
-     "deit", 224, _metaformer("identityformer_s12", False), _metaformer("identityformer_s12", True),
+     "rsb_a2", 224, _metaformer("identityformer_s12", False), _metaformer("identityformer_s12", True),
      aliases=("if_12", "if_s12"))
 _add("poolformerv2_s12", "PoolFormerV2-S12", "PFV2-12", MODERN,
      ("hierarchical", "MetaFormer", "pooling", "residual + res scale"),
-     "deit", 224, _metaformer("poolformerv2_s12", False), _metaformer("poolformerv2_s12", True),
+     "rsb_a2", 224, _metaformer("poolformerv2_s12", False), _metaformer("poolformerv2_s12", True),
      aliases=("pfv2_12", "pfv2_s12"))
 _add("convformer_s12", "ConvFormer-S12", "CF-12", MODERN,
      ("hierarchical", "MetaFormer", "separable conv 7x7", "residual + res scale"),
-     "deit", 224, _metaformer("convformer_s12", False), _metaformer("convformer_s12", True),
+     "rsb_a2", 224, _metaformer("convformer_s12", False), _metaformer("convformer_s12", True),
      aliases=("cf_12", "cf_s12"))
 _add("attentionformer_s12", "AttentionFormer-S12", "AF-12", MODERN,
      ("hierarchical", "MetaFormer", "attention", "residual + res scale"),
-     "deit", 224, _metaformer("attentionformer_s12", False), _metaformer("attentionformer_s12", True),
+     "rsb_a2", 224, _metaformer("attentionformer_s12", False), _metaformer("attentionformer_s12", True),
      aliases=("af_12", "af_s12"))
 _add("caformer_s12", "CAFormer-S12", "CAF-12", MODERN,
      ("hierarchical", "MetaFormer", "separable conv (stages 1-2) + attention (3-4)", "residual + res scale"),
-     "deit", 224, _metaformer("caformer_s12", False), _metaformer("caformer_s12", True),
+     "rsb_a2", 224, _metaformer("caformer_s12", False), _metaformer("caformer_s12", True),
      aliases=("caf_12", "caf_s12"))
 
 # Table 1's column order (the order reports and `bocb list backbones` use)
