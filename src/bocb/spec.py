@@ -144,7 +144,8 @@ class RulesSpec(StrictModel):
     report of it reads the same ones."""
 
     gamma: float = Field(DEFAULT_GAMMA, gt=0, description="Eq. 1's gamma in top-1 points: 3 for CIFAR-100 and "
-                                                          "COCO, 1 for ImageNet-1K")
+                                                          "COCO, 1 for ImageNet-1K; in a spec, unset means the "
+                                                          "dataset's (bocb.data.default_gamma)")
     alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1,
                          description="significance level of 'below the best beyond seed noise'")
 
@@ -184,6 +185,24 @@ class BenchmarkSpec(StrictModel):
     num_gpus: float = Field(0.0, ge=0)
     checkpoint_every: int = Field(1, ge=0, description="epochs between in-trial checkpoints; 0: none")
     artifact_root: str | None = Field(None, description="checkpoints and layer tables; None: DIR/artifacts")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gamma_of_the_dataset(cls, data: Any) -> Any:
+        """An unset rules.gamma is the dataset's (3 on CIFAR-100-like data, 1 on ImageNet-1K), written into
+        the spec so that the stored benchmark carries the number every report reads."""
+        if not isinstance(data, dict) or not isinstance(data.get("rules", {}), dict):
+            return data
+        rules = data.get("rules", {})
+        if rules.get("gamma") is not None:
+            return data
+        from bocb.data import DATASETS, default_gamma
+
+        dataset = data.get("dataset") or {}
+        name = dataset.get("name", "digits") if isinstance(dataset, dict) else getattr(dataset, "name", None)
+        if not isinstance(name, str) or name not in DATASETS:
+            return data  # the dataset field's own validator names the error
+        return {**data, "rules": {**rules, "gamma": default_gamma(name)}}
 
     @field_validator("backbones", mode="before")
     @classmethod

@@ -129,4 +129,9 @@ DATASETS.register(DatasetInfo(
     name="imagefolder", description="an ImageNet-style folder (path/train/<class>/*, path/val/<class>/*), "
                                     "read from disk by DataLoader workers with timm transforms",
     num_classes=0, native_size=224, in_chans=3, check=_check, build=build_folder,
-), aliases=("imagenet",))
+))
+DATASETS.register(DatasetInfo(
+    name="imagenet", description="ImageNet-1K in the imagefolder layout (path/train/<wnid>/*, path/val/<wnid>/*): "
+                                 "the paper's ImageNet-1K setting (Table A3's ImageNet columns, Eq. 1 gamma 1)",
+    num_classes=1000, native_size=224, in_chans=3, check=_check, build=build_folder, setting="imagenet1k",
+), aliases=("imagenet1k", "imagenet_1k", "in1k"))
