@@ -228,6 +228,11 @@ class BenchmarkSpec(StrictModel):
         from bocb.recipes import resolve_recipe
 
         resolve_recipe("torch" if self.recipe == "paper" else self.recipe, self.recipe_overrides)
+        from bocb.data import DATASETS
+
+        if self.recipe_overrides.get("test_crop") is not None and DATASETS.get(self.dataset.name).build is None:
+            raise SpecError("recipe_overrides.test_crop", f"applies to folder datasets (imagefolder, imagenet); "
+                                                          f"{self.dataset.name} is held in memory and tested whole")
         return self
 
     @model_validator(mode="after")
