@@ -130,6 +130,27 @@ def test_test_crop_on_an_in_memory_dataset_is_refused(tmp_path: Path) -> None:
     assert parse_spec({**spec, "dataset": {"name": "imagenet", "path": str(tmp_path)}}).recipe_overrides
 
 
+def test_test_crop_reaches_the_imagenet_evaluation_transform(tmp_path: Path) -> None:
+    from PIL import Image
+    from torchvision.transforms import CenterCrop, Resize
+
+    from bocb.data import build_loaders
+    from bocb.spec import DatasetSpec
+
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 40), (40 * i, 80, 120)).save(tmp_path / split / label / f"{i}.png")
+    spec = DatasetSpec(name="imagenet", path=str(tmp_path), val_fraction=0.0)
+    for recipe, resized in (("rsb_a2", 33), ("deit", 36)):  # floor(32 / 0.95), floor(32 / 0.875)
+        loaders = build_loaders(spec, image_size=32, batch_size=2, recipe=resolve_recipe(recipe, setting="imagenet1k"),
+                                seed=0)
+        steps = loaders.test.dataset.dataset.transform.transforms
+        assert [(type(t), t.size) for t in steps[:2]] == [(Resize, resized), (CenterCrop, (32, 32))]
+        assert next(iter(loaders.test))[0].shape[-2:] == (32, 32)
+
+
 # --- Eq. 1's gamma: the dataset's default ---------------------------------------------------------------
 
 def test_gamma_is_3_on_cifar100_and_1_on_imagenet(tmp_path: Path) -> None:
