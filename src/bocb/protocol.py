@@ -25,7 +25,12 @@ from scipy import stats
 from bocb.errors import DataError, SpecError, unknown_name_message
 
 CELL = ["backbone", "optimizer"]
-DEFAULT_GAMMA = 3.0   # Eq. 1's gamma for CIFAR-100 and COCO (1 for ImageNet-1K)
+# The paper's two training settings (Table A3's columns). A dataset follows one (bocb.data.DatasetInfo.setting):
+# it picks the recipes' values and Eq. 1's gamma.
+SETTINGS = ("cifar100", "imagenet1k")
+# Eq. 1's gamma per setting (paper Sec. 3.2): 3 on CIFAR-100 and on COCO transfer, 1 on ImageNet-1K.
+GAMMA = {"cifar100": 3.0, "imagenet1k": 1.0, "coco": 3.0}
+DEFAULT_GAMMA = GAMMA["cifar100"]  # a spec's rules.gamma when its dataset says nothing else
 DEFAULT_ALPHA = 0.05  # significance level of "below the best beyond seed noise"
 
 
@@ -104,7 +109,7 @@ KEY_VERSION = 2
 NOT_USED: dict[str, Any] = {
     "warmup_epochs": 0, "label_smoothing": 0.0, "drop_path_rate": 0.0, "repeated_aug": 1, "grad_clip": None,
     "randaugment": None, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "random_erasing": 0.0, "ema_decay": None,
-    "bce_target_thresh": None, "train_image_ratio": 1.0,
+    "bce_target_thresh": None, "train_image_ratio": 1.0, "test_crop": None,
 }
 
 

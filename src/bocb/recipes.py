@@ -1,4 +1,4 @@
-"""Training recipes: the CIFAR-100 ingredients of the paper's Table A3.
+"""Training recipes: the ingredients of the paper's Table A3, for its two settings.
 
 Learning rates inside a recipe are ratios of the trial's base lr (warmup
 start, cosine floor), so one recipe serves every point of an lr grid.
@@ -6,17 +6,28 @@ A recipe is a frozen dataclass of ingredients; the engine builds each
 ingredient with timm (Mixup/CutMix, RandAugment, RandomErasing, ModelEmaV3,
 CosineLRScheduler, the losses). Every backbone names its paper default
 (Table A1); a spec may pick another recipe and override any ingredient. The
-resolved recipe (a plain dict) is stored with each trial. Every value and its
-source: docs/recipes.md.
+resolved recipe (a plain dict) is stored with each trial.
+
+One recipe name serves both settings of Table A3 (a dataset-aware resolution,
+not separate names): a :class:`Recipe` holds its CIFAR-100 values, and
+:data:`TABLE_A3` holds per setting the optimizer the recipe was published with
+(its lr and weight decay centre that optimizer's search grid) and the
+ingredients that differ on ImageNet-1K (epochs, batch size, test crop).
+``resolve_recipe(name, setting=...)`` applies them; the setting is the
+dataset's (``bocb.data.paper_setting``). Every value and its source:
+docs/recipes.md and docs/paper-fidelity.md.
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from bocb.errors import SpecError, unknown_name_message
+from bocb.protocol import SETTINGS
 from bocb.registry import Registry
 
 
@@ -48,6 +59,9 @@ class Recipe:
     hflip: bool = True
     # Training side over the trial's image_size (RSB A3: 160 of 224); evaluation stays at image_size.
     train_image_ratio: float = 1.0
+    # Evaluation: resize to image_size / test_crop, centre-crop image_size (folder datasets; None: timm's 0.875
+    # there, and the whole image for in-memory datasets such as CIFAR, which have no test crop).
+    test_crop: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +107,49 @@ RECIPES.register(Recipe(
 
 INGREDIENTS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "description"))
 
+
+@dataclass(frozen=True)
+class Column:
+    """One recipe in one setting of Table A3: the optimizer it was published with, its lr and weight decay,
+    and the ingredients that differ from the recipe's own (CIFAR-100) values."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    ingredients: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def _imagenet(optimizer: str, lr: float, weight_decay: float, **ingredients: Any) -> Column:
+    return Column(optimizer, lr, weight_decay, MappingProxyType(ingredients))
+
+
+# Table A3 (sources per value: docs/paper-fidelity.md). CIFAR-100: 200 epochs, batch 100 and no test crop for
+# every recipe (the Recipe defaults above). ImageNet-1K: 224 px (RSB A3 trains at 160), the recipes' own
+# epochs, batches and test crops; the lr is the one published for that batch (no rescaling).
+TABLE_A3: dict[str, dict[str, Column]] = {
+    "torch": {"cifar100": Column("sgd", 0.1, 1e-4),
+              "imagenet1k": _imagenet("sgd", 0.1, 1e-4, epochs=100, batch_size=256, test_crop=0.875)},
+    "deit": {"cifar100": Column("adamw", 1e-3, 0.05),
+             "imagenet1k": _imagenet("adamw", 1e-3, 0.05, epochs=300, batch_size=1024, test_crop=0.875)},
+    "convnext": {"cifar100": Column("adamw", 1e-3, 0.05),
+                 "imagenet1k": _imagenet("adamw", 4e-3, 0.05, epochs=300, batch_size=4096, test_crop=0.875)},
+    "rsb_a2": {"cifar100": Column("lamb", 5e-3, 0.02),
+               "imagenet1k": _imagenet("lamb", 5e-3, 0.02, epochs=300, batch_size=2048, test_crop=0.95)},
+    "rsb_a3": {"cifar100": Column("lamb", 8e-3, 0.02),
+               "imagenet1k": _imagenet("lamb", 8e-3, 0.02, epochs=100, batch_size=2048, test_crop=0.95)},
+}
+
+
+def _check_setting(setting: str) -> None:
+    if setting not in SETTINGS:
+        raise SpecError("setting", unknown_name_message("setting", setting, SETTINGS))
+
+
+def published_column(recipe: str, setting: str = "cifar100") -> Column | None:
+    """Table A3's column of ``recipe`` in ``setting``; None for a recipe the paper does not have."""
+    _check_setting(setting)
+    return TABLE_A3.get(RECIPES.get(recipe, field="recipe").name, {}).get(setting)
+
 # (ingredient, lowest, highest, closed above) for the numeric ingredients a typo could break silently.
 _RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("epochs", 1, float("inf"), True), ("batch_size", 1, float("inf"), True),
@@ -115,6 +172,8 @@ def _check(recipe: Recipe) -> None:
         raise SpecError("recipe_overrides.grad_clip", f"must be None or > 0, got {recipe.grad_clip!r}")
     if not recipe.train_image_ratio > 0:
         raise SpecError("recipe_overrides.train_image_ratio", f"must be > 0, got {recipe.train_image_ratio!r}")
+    if recipe.test_crop is not None and not 0 < recipe.test_crop <= 1:
+        raise SpecError("recipe_overrides.test_crop", f"must be None or in (0, 1], got {recipe.test_crop!r}")
     if recipe.randaugment is not None:
         _check_randaugment(recipe.randaugment)
 
@@ -131,8 +190,11 @@ def _check_randaugment(config: str) -> None:
                         "e.g. 'rand-m9-mstd0.5-inc1'") from None
 
 
-def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The recipe ``name`` with ``overrides`` applied, as the plain dict stored per trial."""
+def resolve_recipe(name: str, overrides: dict[str, Any] | None = None, *, setting: str = "cifar100") -> dict[str, Any]:
+    """The recipe ``name`` in the paper ``setting`` (Table A3's column: ``cifar100`` or ``imagenet1k``) with
+    ``overrides`` applied, as the plain dict stored per trial. A recipe the paper does not have (one a user
+    registered) has the same values in every setting."""
+    column = published_column(name, setting)
     recipe = RECIPES.get(name, field="recipe")
     overrides = dict(overrides or {})
     for key in overrides:
@@ -140,7 +202,7 @@ def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> dict[s
             raise SpecError(f"recipe_overrides.{key}", unknown_name_message("ingredient", key, INGREDIENTS))
     for key, value in overrides.items():
         _check_type(key, value)
-    resolved = dataclasses.replace(recipe, **overrides)
+    resolved = dataclasses.replace(recipe, **{**(column.ingredients if column else {}), **overrides})
     _check(resolved)
     return resolved.as_dict()
 

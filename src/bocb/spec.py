@@ -146,7 +146,8 @@ class RulesSpec(StrictModel):
     report of it reads the same ones."""
 
     gamma: float = Field(DEFAULT_GAMMA, gt=0, description="Eq. 1's gamma in top-1 points: 3 for CIFAR-100 and "
-                                                          "COCO, 1 for ImageNet-1K")
+                                                          "COCO, 1 for ImageNet-1K; in a spec, unset means the "
+                                                          "dataset's (bocb.data.default_gamma)")
     alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1,
                          description="significance level of 'below the best beyond seed noise'")
 
@@ -233,6 +234,24 @@ class BenchmarkSpec(StrictModel):
         "chosen", description="final weights kept (bocb.kept): each cell's chosen configuration at every seed, "
                               "every finished trial, or none")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gamma_of_the_dataset(cls, data: Any) -> Any:
+        """An unset rules.gamma is the dataset's (3 on CIFAR-100-like data, 1 on ImageNet-1K), written into
+        the spec so that the stored benchmark carries the number every report reads."""
+        if not isinstance(data, dict) or not isinstance(data.get("rules", {}), dict):
+            return data
+        rules = data.get("rules", {})
+        if rules.get("gamma") is not None:
+            return data
+        from bocb.data import DATASETS, default_gamma
+
+        dataset = data.get("dataset") or {}
+        name = dataset.get("name", "digits") if isinstance(dataset, dict) else getattr(dataset, "name", None)
+        if not isinstance(name, str) or name not in DATASETS:
+            return data  # the dataset field's own validator names the error
+        return {**data, "rules": {**rules, "gamma": default_gamma(name)}}
+
     @field_validator("backbones", mode="before")
     @classmethod
     def _backbone_strings(cls, items: Any) -> Any:
@@ -257,6 +276,11 @@ class BenchmarkSpec(StrictModel):
         from bocb.recipes import resolve_recipe
 
         resolve_recipe("torch" if self.recipe == "paper" else self.recipe, self.recipe_overrides)
+        from bocb.data import DATASETS
+
+        if self.recipe_overrides.get("test_crop") is not None and DATASETS.get(self.dataset.name).build is None:
+            raise SpecError("recipe_overrides.test_crop", f"applies to folder datasets (imagefolder, imagenet); "
+                                                          f"{self.dataset.name} is held in memory and tested whole")
         return self
 
     @model_validator(mode="after")

@@ -17,13 +17,12 @@ from bocb.backbones._api import (
     register_backbone,
     resolve_backbone_name,
 )
-from bocb.backbones._zoo import PAPER_ORDER, PUBLISHED_PARAMS_M  # importing _zoo registers the paper's 20
+from bocb.backbones._zoo import PAPER_ORDER  # importing _zoo registers the paper's 20
 
 __all__ = [
     "BACKBONES",
     "SIZES",
     "PAPER_ORDER",
-    "PUBLISHED_PARAMS_M",
     "BackboneInfo",
     "build_backbone",
     "classifier",

@@ -272,8 +272,7 @@ def _convnextv2_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
 # --- MogaNet-S, UniRepLKNet-T, TransNeXt-T (written here from their papers) -----------------------
 
 def _moganet_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
-    return MogaNet(num_classes=nc, in_chans=ch, dims=(64, 128, 320, 512), depths=(3, 3, 12, 2),
-                   ffn_ratios=(8, 8, 4, 4), drop_path_rate=dpr, stem_strides=(1, 1))  # CIFAR stem
+    return MogaNet(num_classes=nc, in_chans=ch, drop_path_rate=dpr, stem_strides=(1, 1))  # MogaNet-S, CIFAR stem
 
 
 def _moganet_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
@@ -283,12 +282,11 @@ def _moganet_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
 
 
 def _unireplknet_paper(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
-    return UniRepLKNet(num_classes=nc, in_chans=ch, dims=(80, 160, 320, 640), depths=(3, 3, 18, 3),
-                       drop_path_rate=dpr)
+    return UniRepLKNet(num_classes=nc, in_chans=ch, drop_path_rate=dpr)  # UniRepLKNet-T
 
 
 def _unireplknet_tiny(nc: int, img: int, ch: int, dpr: float) -> nn.Module:
-    # the paper's kernel plan per stage (3 / 13 / 13,3,3 / 13) at one to three blocks
+    # UniRepLKNet-T's kernel plan per stage (3 / 13 / 13,3 alternating / 13) at one to three blocks
     return UniRepLKNet(num_classes=nc, in_chans=ch, dims=(24, 48, 96, 192), depths=(1, 1, 3, 1),
                        drop_path_rate=dpr, stem_stride=1)
 
@@ -361,7 +359,7 @@ _add("mlp_mixer_s", "MLP-Mixer-S", "MLP-S", MODERN,
      "deit", 224, _mixer_paper, _mixer_tiny, aliases=("mlp_s", "mixer_s", "mixer_s16"))
 _add("swin_t", "Swin-T", "Swin-T", MODERN,
      ("hierarchical", "MetaFormer", "shifted-window attention", "residual"),
-     "deit", 224, _swin_paper, _swin_tiny, aliases=("swin_tiny",))
+     "convnext", 224, _swin_paper, _swin_tiny, aliases=("swin_tiny",))
 _add("convnextv2_t", "ConvNeXtV2-T", "CNXV2-T", MODERN,
      ("hierarchical", "MetaNeXt (inverted bottleneck + GRN)", "depth-wise conv 7x7", "residual"),
      "convnext", 32, _convnextv2_paper, _convnextv2_tiny, cifar_stem=True, aliases=("cnxv2_t", "convnextv2_tiny"))
@@ -377,23 +375,23 @@ _add("transnext_t", "TransNeXt-T", "TNX-T", MODERN,
      "deit", 224, _transnext_paper, _transnext_tiny, aliases=("tnx_t", "transnext_tiny"))
 _add("identityformer_s12", "IdentityFormer-S12", "IF-12", MODERN,
      ("hierarchical", "MetaFormer", "identity", "residual + res scale"),
-     "deit", 224, _metaformer("identityformer_s12", False), _metaformer("identityformer_s12", True),
+     "rsb_a2", 224, _metaformer("identityformer_s12", False), _metaformer("identityformer_s12", True),
      aliases=("if_12", "if_s12"))
 _add("poolformerv2_s12", "PoolFormerV2-S12", "PFV2-12", MODERN,
      ("hierarchical", "MetaFormer", "pooling", "residual + res scale"),
-     "deit", 224, _metaformer("poolformerv2_s12", False), _metaformer("poolformerv2_s12", True),
+     "rsb_a2", 224, _metaformer("poolformerv2_s12", False), _metaformer("poolformerv2_s12", True),
      aliases=("pfv2_12", "pfv2_s12"))
 _add("convformer_s12", "ConvFormer-S12", "CF-12", MODERN,
      ("hierarchical", "MetaFormer", "separable conv 7x7", "residual + res scale"),
-     "deit", 224, _metaformer("convformer_s12", False), _metaformer("convformer_s12", True),
+     "rsb_a2", 224, _metaformer("convformer_s12", False), _metaformer("convformer_s12", True),
      aliases=("cf_12", "cf_s12"))
 _add("attentionformer_s12", "AttentionFormer-S12", "AF-12", MODERN,
      ("hierarchical", "MetaFormer", "attention", "residual + res scale"),
-     "deit", 224, _metaformer("attentionformer_s12", False), _metaformer("attentionformer_s12", True),
+     "rsb_a2", 224, _metaformer("attentionformer_s12", False), _metaformer("attentionformer_s12", True),
      aliases=("af_12", "af_s12"))
 _add("caformer_s12", "CAFormer-S12", "CAF-12", MODERN,
      ("hierarchical", "MetaFormer", "separable conv (stages 1-2) + attention (3-4)", "residual + res scale"),
-     "deit", 224, _metaformer("caformer_s12", False), _metaformer("caformer_s12", True),
+     "rsb_a2", 224, _metaformer("caformer_s12", False), _metaformer("caformer_s12", True),
      aliases=("caf_12", "caf_s12"))
 
 # Table 1's column order (the order reports and `bocb list backbones` use)
@@ -402,28 +400,3 @@ PAPER_ORDER = (
     "mlp_mixer_s", "swin_t", "convnext_t", "convnextv2_t", "moganet_s", "unireplknet_t", "transnext_t",
     "identityformer_s12", "poolformerv2_s12", "convformer_s12", "attentionformer_s12", "caformer_s12",
 )
-
-# Published parameter counts (millions, ImageNet 1000-class head) and their source; None where the
-# S12 size was never published (the MetaFormer baselines paper gives ConvFormer/CAFormer from S18).
-PUBLISHED_PARAMS_M: dict[str, tuple[float | None, str]] = {
-    "alexnet": (61.10, "torchvision model card"),
-    "vgg13_bn": (133.05, "torchvision / timm model card"),
-    "resnet50": (25.56, "He et al. 2016; torchvision model card"),
-    "densenet121": (7.98, "Huang et al. 2017; torchvision model card"),
-    "mobilenetv2": (3.50, "timm model card mobilenetv2_100 (paper: 3.4)"),
-    "efficientnet_b0": (5.29, "timm model card (Tan & Le 2019: 5.3)"),
-    "repvgg_a1": (14.09, "timm model card repvgg_a1, training-time branches (fused: 12.78)"),
-    "deit_s": (22.05, "timm model card (Touvron et al. 2021: 22)"),
-    "mlp_mixer_s": (18.53, "timm model card mixer_s16_224 (Tolstikhin et al. 2021: 18)"),
-    "swin_t": (28.29, "timm model card (Liu et al. 2021: 28)"),
-    "convnext_t": (28.59, "timm model card (Liu et al. 2022: 28)"),
-    "convnextv2_t": (28.64, "timm model card (Woo et al. 2023: 28.6)"),
-    "moganet_s": (25.3, "Li et al. 2024, MogaNet paper"),
-    "unireplknet_t": (31.0, "Ding et al. 2024, UniRepLKNet paper"),
-    "transnext_t": (28.2, "Shi 2024, TransNeXt paper"),
-    "identityformer_s12": (11.9, "Yu et al. 2024, MetaFormer baselines paper"),
-    "poolformerv2_s12": (11.9, "Yu et al. 2024, MetaFormer baselines paper"),
-    "convformer_s12": (None, "not published"),
-    "attentionformer_s12": (None, "not published"),
-    "caformer_s12": (None, "not published"),
-}

@@ -9,15 +9,18 @@ timm layers. A block is ``x + ls1 * Moga(BN(x))`` then ``x + ls2 * CA-FFN(BN(x))
 - CA-FFN (channel aggregation): 1x1 expand, DW 3x3, GELU, then ``h + s * (h - GELU(conv1x1(h -> 1)))``,
   1x1 reduce.
 Stem: two 3x3 stride-2 convs (BN, GELU between); downsampling: 3x3 stride-2 conv + BN; a
-LayerNorm ends each stage. ``stem_strides``: (2, 2) on ImageNet; the CIFAR stem of the BOCB
-authors' code is (1, 1); our tiny variant uses (1, 2) to stay fast on a CPU.
+BatchNorm ends each stage (the authors' ``stem_norm_type='BN'`` default). ``stem_strides``: (2, 2) on
+ImageNet; the CIFAR stem of the BOCB authors' code is (1, 1); our tiny variant uses (1, 2) to stay fast
+on a CPU. The defaults are MogaNet-S as the authors' ``arch_zoo['small']`` defines it
+(github.com/Westlake-AI/MogaNet, models/moganet.py): widths (64, 128, 320, 512), depths (2, 3, 12, 2),
+FFN ratios (8, 8, 4, 4); tests/test_backbones.py checks them block by block.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-from timm.layers import DropPath, LayerNorm2d
+from timm.layers import DropPath
 from torch import nn
 
 from bocb.backbones._stems import PooledClassifierNet
@@ -113,7 +116,7 @@ def _conv_bn(in_chs: int, out_chs: int, stride: int) -> list[nn.Module]:
 
 class MogaNet(PooledClassifierNet):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dims: Sequence[int] = (64, 128, 320, 512),
-                 depths: Sequence[int] = (3, 3, 12, 2), ffn_ratios: Sequence[float] = (8, 8, 4, 4),
+                 depths: Sequence[int] = (2, 3, 12, 2), ffn_ratios: Sequence[float] = (8, 8, 4, 4),
                  drop_path_rate: float = 0.0, drop_rate: float = 0.0,
                  stem_strides: tuple[int, int] = (2, 2)) -> None:
         super().__init__()
@@ -124,7 +127,7 @@ class MogaNet(PooledClassifierNet):
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             down = nn.Identity() if i == 0 else nn.Sequential(*_conv_bn(dims[i - 1], dim, 2))
             blocks = [MogaBlock(dim, ffn_ratios[i], rates[start + j]) for j in range(depth)]
-            stages.append(nn.Sequential(down, *blocks, LayerNorm2d(dim)))
+            stages.append(nn.Sequential(down, *blocks, nn.BatchNorm2d(dim)))
             start += depth
         self.stages = nn.Sequential(*stages)
         self.add_head(dims[-1], num_classes, drop_rate)

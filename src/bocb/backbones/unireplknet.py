@@ -4,10 +4,15 @@ from the paper, as a timm-style module with timm layers (neither timm nor torchv
 A block: large-kernel depth-wise conv -> BN -> SE (1/4) -> Linear 4x -> GELU -> GRN -> Linear
 -> BN -> layer scale, plus the residual. A 13x13 kernel is the training-time Dilated Reparam
 Block: the 13x13 depth-wise conv (+BN) plus parallel dilated depth-wise convs (+BN) with
-kernel/dilation (5,1), (7,2), (3,3), (3,4), (3,5), summed; a 3x3 kernel is a plain DW conv.
-Kernel plan of UniRepLKNet-T: stage 1 all 3, stage 2 all 13, stage 3 repeats (13, 3, 3),
-stage 4 all 13. Stem: 3x3/2 conv, LN, GELU, 3x3/2 conv, LN; downsampling 3x3/2 conv + LN;
-head GAP -> LN -> Linear. ``stem_stride=1`` (tiny variants) makes both stem convs stride 1.
+kernel/dilation (5,1), (7,2), (3,3), (3,4), (3,5), summed; a 3x3 kernel is a plain DW conv
+without bias (BN follows). Kernel plan of UniRepLKNet-T (the authors' ``default_UniRepLKNet_T_kernel_sizes``,
+github.com/AILab-CVC/UniRepLKNet, unireplknet.py): stage 1 all 3, stage 2 all 13, stage 3 alternates
+13 and 3, stage 4 all 13 (S/B/L repeat (13, 3, 3) in stage 3 instead). Stem: 3x3/2 conv, LN, GELU,
+3x3/2 conv, LN; downsampling 3x3/2 conv + LN; head GAP -> LN -> Linear. ``stem_stride=1`` (tiny
+variants) makes both stem convs stride 1. The defaults are UniRepLKNet-T: widths (80, 160, 320, 640),
+depths (3, 3, 18, 3). This is the training-time form; the authors' published parameter count (31 M)
+is of the re-parameterised (deploy) form, which merges each Dilated Reparam Block into one kernel
+and folds the BNs and layer scale (tests/test_backbones.py counts both).
 """
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ class UniRepLKNetBlock(nn.Module):
         if kernel in DILATED_BRANCHES:
             self.dwconv = DilatedReparamBlock(dim, kernel)
         else:
-            self.dwconv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+            self.dwconv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim, bias=False)
         self.norm = nn.BatchNorm2d(dim)
         self.se = SEBlock(dim)
         hidden = dim * ffn_ratio
@@ -82,8 +87,8 @@ class UniRepLKNetBlock(nn.Module):
 
 
 def kernel_plan(depths: Sequence[int]) -> list[list[int]]:
-    """UniRepLKNet-T's kernel sizes per block: 3s, 13s, (13, 3, 3) repeated, 13s."""
-    patterns = ((3,), (13,), (13, 3, 3), (13,))
+    """UniRepLKNet-T's kernel sizes per block: 3s, 13s, 13 and 3 alternating, 13s."""
+    patterns = ((3,), (13,), (13, 3), (13,))
     return [[pattern[j % len(pattern)] for j in range(depth)] for pattern, depth in zip(patterns, depths)]
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bocb.protocol import GAMMA
 from bocb.registry import Registry
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ class DatasetInfo:
     ``check`` is cheap (no full load) and raises ``SpecError('dataset.path', ...)`` naming how to get
     missing files. ``load`` returns the whole dataset in memory (the fast path); a dataset too large
     for memory sets ``build`` instead, a function with :func:`bocb.data.build_loaders`'s signature.
+    ``setting`` is the paper setting the dataset follows (``bocb.protocol.SETTINGS``): which column of
+    Table A3 the recipes take and Eq. 1's default gamma. Small images trained from scratch follow
+    CIFAR-100's; ImageNet-1K its own.
     """
 
     name: str
@@ -69,6 +73,17 @@ class DatasetInfo:
     check: Callable[[DatasetSpec], None] = _no_check
     load: Callable[[DatasetSpec], RawDataset] | None = None
     build: Callable[..., Loaders] | None = None
+    setting: str = "cifar100"
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
+
+
+def paper_setting(name: str) -> str:
+    """The paper setting (``cifar100`` or ``imagenet1k``) the dataset ``name`` follows."""
+    return DATASETS.get(name, field="dataset.name").setting
+
+
+def default_gamma(name: str) -> float:
+    """Eq. 1's gamma for the dataset ``name``: its setting's (bocb.protocol.GAMMA)."""
+    return GAMMA[paper_setting(name)]

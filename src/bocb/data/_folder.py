@@ -96,7 +96,8 @@ def _transforms(recipe: dict, image_size: int) -> tuple:
         recipe.get("train_image_size") or image_size, is_training=True, hflip=0.5 if recipe.get("hflip") else 0.0,
         color_jitter=0.0, auto_augment=recipe.get("randaugment"), re_prob=recipe.get("random_erasing", 0.0),
         re_mode="pixel", **stats)
-    return train, create_transform(image_size, is_training=False, **stats)
+    # test_crop: the centre crop's share of the resized side (Table A3: 0.875, RSB 0.95); None: timm's 0.875
+    return train, create_transform(image_size, is_training=False, crop_pct=recipe.get("test_crop"), **stats)
 
 
 def build_folder(spec: DatasetSpec, *, image_size: int, batch_size: int, recipe: dict, seed: int,
@@ -129,4 +130,9 @@ DATASETS.register(DatasetInfo(
     name="imagefolder", description="an ImageNet-style folder (path/train/<class>/*, path/val/<class>/*), "
                                     "read from disk by DataLoader workers with timm transforms",
     num_classes=0, native_size=224, in_chans=3, check=_check, build=build_folder,
-), aliases=("imagenet",))
+))
+DATASETS.register(DatasetInfo(
+    name="imagenet", description="ImageNet-1K in the imagefolder layout (path/train/<wnid>/*, path/val/<wnid>/*): "
+                                 "the paper's ImageNet-1K setting (Table A3's ImageNet columns, Eq. 1 gamma 1)",
+    num_classes=1000, native_size=224, in_chans=3, check=_check, build=build_folder, setting="imagenet1k",
+), aliases=("imagenet1k", "imagenet_1k", "in1k"))

@@ -6,7 +6,7 @@ from typing import Any
 from bocb.optim._handle import GaussNewtonBartlett, OptimizerHandle, build_optimizer, check_hyperparameters
 from bocb.optim._param_groups import WEIGHT_DECAY_POLICIES, count_decayed, weight_decay_groups
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
-from bocb.optim._search import FAMILIES, SearchSpace, log_grid, search_space
+from bocb.optim._search import FAMILIES, SearchSpace, grid_centre, log_grid, search_space
 
 
 def optimizer_table() -> list[dict[str, Any]]:
@@ -26,6 +26,7 @@ def optimizer_table() -> list[dict[str, Any]]:
 
 __all__ = [
     "FAMILIES", "OPTIMIZERS", "WEIGHT_DECAY_POLICIES", "GaussNewtonBartlett", "OptimizerHandle", "OptimizerInfo",
-    "SearchSpace", "build_optimizer", "check_hyperparameters", "count_decayed", "log_grid", "optimizer_table",
+    "SearchSpace", "build_optimizer", "check_hyperparameters", "count_decayed", "grid_centre", "log_grid",
+    "optimizer_table",
     "search_space", "weight_decay_groups",
 ]

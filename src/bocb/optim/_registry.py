@@ -26,13 +26,19 @@ class OptimizerInfo:
     defaults: dict[str, dict[str, float]]
     fixed: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, list[Any]] = field(default_factory=dict)
-    decoupled_decay: bool = False  # decay applied as p *= 1 - lr*wd (AdamW style), not as an L2 gradient term
+    # The paper's Table A2 weight-decay type. True, decoupled: the decay bypasses the adaptive update, p shrinks by
+    # lr*wd*p (AdamW style) or as the method defines (Adan proximally, AdamP/SGDP scaled by wd_ratio, LAMB inside
+    # its trust ratio, NovoGrad after its layer-wise normalisation). False, L2: wd*p is added to the gradient.
+    decoupled_decay: bool = False
     uses_lr_schedule: bool = True  # False: the engine must not anneal or warm up the lr (schedule-free)
     hessian: Literal["gnb"] | None = None  # 'gnb': Sophia-G's Gauss-Newton-Bartlett estimate, see _handle.py
     internal_clipping: str = "none"  # any clipping the library does inside step(), recorded per trial
     # True: a hybrid (Muon) whose authors keep the input layer and the classifier on its fallback (AdamW)
     fallback_stem_and_head: bool = False
     note: str = ""
+    # What the paper specifies that no maintained library provides, and what bocb builds instead
+    # (docs/optimizers.md lists every one; docs/paper-fidelity.md the paper's settings)
+    deviation: str = ""
 
 
 OPTIMIZERS: Registry[OptimizerInfo] = Registry("optimizer")
@@ -66,10 +72,11 @@ _register(OptimizerInfo(
 ), "sgd-m", "sgd_m", "sgdm", "momentum")
 _register(OptimizerInfo(
     name="sgdp", paper_name="SGDP", category="a", source="timm.optim", cls="timm.optim.SGDP",
-    defaults=_same(0.1, 1e-4),
+    defaults=_same(0.1, 1e-4), decoupled_decay=True,
     fixed={"momentum": 0.9, "dampening": 0.0, "nesterov": False, "eps": 1e-8, "delta": 0.1, "wd_ratio": 0.1},
     extras={"momentum": [0.8, 0.9, 0.95]},
-    note="Nesterov off to match SGD-M (timm's factory turns it on)",
+    note="Nesterov off to match SGD-M (timm's factory turns it on); decay p *= 1 - lr*wd*wd_ratio/(1-momentum), "
+         "wd_ratio where the projection applies (Heo et al.)",
 ))
 _register(OptimizerInfo(
     name="lion", paper_name="LION", category="a", source="timm.optim", cls="timm.optim.Lion",
@@ -104,15 +111,17 @@ _register(OptimizerInfo(
 ))
 _register(OptimizerInfo(
     name="lamb", paper_name="LAMB", category="b", source="timm.optim", cls="timm.optim.Lamb",
-    defaults=_per_family((1e-3, 0.02), (5e-3, 0.02)),
+    defaults=_per_family((1e-3, 0.02), (5e-3, 0.02)), decoupled_decay=True,
     fixed={"betas": ADAM_BETAS, "eps": 1e-6, "bias_correction": True, "grad_averaging": True,
            "max_grad_norm": None, "trust_clip": False, "always_adapt": True, "decoupled_decay": False},
     extras={"beta2": [0.99, 0.999]},
-    note="trust ratio on every tensor even at wd 0 (always_adapt); timm's internal global clip 1.0 off",
+    note="trust ratio on every tensor even at wd 0 (always_adapt); timm's internal global clip 1.0 off; decay as "
+         "LAMB defines it (wd*p added to the Adam ratio inside the trust ratio; timm's decoupled_decay=False)",
 ))
 _register(OptimizerInfo(
     name="radam", paper_name="RAdam", category="b", source="torch.optim", cls="torch.optim.RAdam",
-    defaults=_same(1e-3, 0.0), fixed={"betas": ADAM_BETAS, "eps": 1e-8, "decoupled_weight_decay": False},
+    defaults=_same(1e-3, 0.0), decoupled_decay=True,
+    fixed={"betas": ADAM_BETAS, "eps": 1e-8, "decoupled_weight_decay": True},
     extras={"beta2": [0.99, 0.999]},
 ))
 _register(OptimizerInfo(
@@ -129,12 +138,13 @@ _register(OptimizerInfo(
 ))
 _register(OptimizerInfo(
     name="adabound", paper_name="AdaBound", category="b", source="pytorch_optimizer",
-    cls="pytorch_optimizer.AdaBound", defaults=_same(1e-3, 0.0),
-    fixed={"final_lr": 0.1, "gamma": 1e-3, "betas": ADAM_BETAS, "eps": 1e-8, "weight_decouple": False,
+    cls="pytorch_optimizer.AdaBound", defaults=_same(1e-3, 0.0), decoupled_decay=True,
+    fixed={"final_lr": 0.1, "gamma": 1e-3, "betas": ADAM_BETAS, "eps": 1e-8, "weight_decouple": True,
            "fixed_decay": False, "ams_bound": False},
     extras={"final_lr": [0.01, 0.1, 0.5]},
     internal_clipping="step size clipped to [final_lr*(1-1/(gamma*t+1)), final_lr*(1+1/(gamma*t))], "
                       "bounds scaled by lr/initial lr (they follow the schedule)",
+    note="decoupled decay p *= 1 - lr*wd (weight_decouple; the authors' AdaBoundW decayed without the lr factor)",
 ))
 
 # ---- (c) estimated learning rate + momentum ----------------------------------------------
@@ -153,7 +163,9 @@ _register(OptimizerInfo(
     fixed={"betas": (0.9, 0.999), "eps": 1e-30, "eps_scale": 1e-3, "clip_threshold": 1.0, "decay_rate": -0.8,
            "scale_parameter": True, "warmup_init": False, "min_dim_size_to_factor": 16},
     internal_clipping="update RMS clipped at clip_threshold 1.0 (part of Adafactor)",
-    note="explicit lr (no relative step), scaled by each tensor's RMS; beta2 unused (decay_rate -0.8)",
+    note="explicit lr: the step is lr x the update (RMS clipped at 1), not scaled by the tensor's RMS (timm scales "
+         "by RMS only with lr=None, the relative step; scale_parameter is inert here); first moment beta1 0.9; "
+         "second moment on Adafactor's decay_rate -0.8 schedule (beta2 unused); decoupled decay p *= 1 - lr*wd",
 ))
 _register(OptimizerInfo(
     name="adabelief", paper_name="AdaBelief", category="c", source="timm.optim", cls="timm.optim.AdaBelief",
@@ -165,10 +177,12 @@ _register(OptimizerInfo(
 ))
 _register(OptimizerInfo(
     name="novograd", paper_name="NovoGrad", category="c", source="timm.optim", cls="timm.optim.NvNovoGrad",
-    defaults=_same(1e-3, 0.0),
+    defaults=_same(1e-3, 0.0), decoupled_decay=True,
     fixed={"betas": (0.95, 0.98), "eps": 1e-8, "grad_averaging": False, "amsgrad": False,
            "decoupled_decay": False},
     extras={"beta2": [0.98, 0.999]},
+    note="decay as NovoGrad defines it: wd*p added after the layer-wise normalisation, into the momentum "
+         "(timm's decoupled_decay=False)",
 ))
 _register(OptimizerInfo(
     name="sophia", paper_name="Sophia", category="c", source="pytorch_optimizer",
@@ -179,6 +193,9 @@ _register(OptimizerInfo(
     internal_clipping="per-coordinate update clipped to [-1, 1] x lr (Sophia's clip)",
     note="Sophia-G: Gauss-Newton-Bartlett estimate rho*B*g_hat^2 from sampled labels every 10 steps, "
          "fed to pytorch_optimizer's SophiaH update with p = 1 (equals SophiaG's update)",
+    deviation="no maintained library has SophiaG (timm: none; pytorch_optimizer: SophiaH, Hutchinson estimate): "
+              "its Hessian estimate is written here (bocb.optim._handle.GaussNewtonBartlett) and fed to SophiaH's "
+              "update, which then equals SophiaG's",
 ), "sophiag", "sophia-g")
 
 # ---- (d) adaptive learning rate, current gradient ----------------------------------------

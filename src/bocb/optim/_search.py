@@ -6,6 +6,7 @@ from typing import Any
 
 from bocb.errors import SpecError
 from bocb.optim._registry import OPTIMIZERS
+from bocb.recipes import published_column
 
 FAMILIES = ("classical", "modern")
 # Top of the weight-decay grid when the default is 0: an L2 coefficient of 1e-4 is the classical
@@ -47,17 +48,31 @@ def _check_at_least(field: str, value: float, minimum: float, strict: bool = Fal
         raise SpecError(field, f"must be {'>' if strict else '>='} {minimum}, got {value}")
 
 
-def search_space(name: str, family: str, *, lr_points: int = 5, wd_points: int = 5,
-                 lr_step: float = 2.0, wd_step: float = 2.0) -> SearchSpace:
-    """The lr x weight-decay grid (and the extras) searched for optimizer ``name`` in ``family``."""
+def grid_centre(name: str, family: str, recipe: str | None = None, setting: str = "cifar100") -> dict[str, float]:
+    """The lr and weight decay the grid of optimizer ``name`` is centred on: the values Table A3 publishes for
+    ``recipe`` in ``setting`` when ``name`` is the optimizer that recipe was published with (RSB A3: LAMB
+    8e-3), else the optimizer's default for the recipe ``family``."""
     info = OPTIMIZERS.get(name, field="optimizers")
     if family not in FAMILIES:
         raise SpecError("family", f"unknown recipe family '{family}'; valid choices: {', '.join(FAMILIES)}")
+    column = published_column(recipe, setting) if recipe is not None else None
+    if column is not None and column.optimizer == info.name:
+        return {"lr": column.lr, "weight_decay": column.weight_decay}
+    return dict(info.defaults[family])
+
+
+def search_space(name: str, family: str, *, lr_points: int = 5, wd_points: int = 5,
+                 lr_step: float = 2.0, wd_step: float = 2.0, recipe: str | None = None,
+                 setting: str = "cifar100") -> SearchSpace:
+    """The lr x weight-decay grid (and the extras) searched for optimizer ``name`` in ``family``, centred as
+    :func:`grid_centre` says (pass the trial's ``recipe`` name and the dataset's ``setting`` to centre the
+    recipe's own optimizer on Table A3's values)."""
+    info = OPTIMIZERS.get(name, field="optimizers")
     _check_at_least("search.lr_points", lr_points, 1)
     _check_at_least("search.wd_points", wd_points, 1)
     _check_at_least("search.lr_step", lr_step, 1.0, strict=True)
     _check_at_least("search.wd_step", wd_step, 1.0, strict=True)
-    default = info.defaults[family]
+    default = grid_centre(name, family, recipe, setting)
     return SearchSpace(
         lr=log_grid(default["lr"], lr_points, lr_step),
         weight_decay=weight_decay_grid(default["weight_decay"], wd_points, wd_step, info.decoupled_decay),

@@ -15,12 +15,14 @@ from scipy import stats
 from bocb.analysis import FORMATS, backbone_summary, flag_cells, markdown_table, weighted_ranking
 from bocb.analysis._frame import check_choice
 from bocb.errors import SpecError
+from bocb.protocol import GAMMA as PAPER_GAMMA
 
 FILES = {1: "table1_cifar100_top1.csv", 2: "table2_imagenet1k_top1.csv", 3: "table3_coco_transfer.csv",
          4: "table4_optimizer_rankings.csv"}
 TITLES = {1: "Table 1: CIFAR-100 top-1 (%)", 2: "Table 2: ImageNet-1K top-1 (%)",
           3: "Table 3: COCO transfer (pose AP / detection mAP)", 4: "Table 4: optimizer rankings"}
-GAMMA = {1: 3.0, 2: 1.0, 3: 3.0}  # paper §3.2: gamma 3 on CIFAR-100 and COCO, 1 on ImageNet
+# paper §3.2: gamma 3 on CIFAR-100 and COCO, 1 on ImageNet (bocb.protocol.GAMMA)
+GAMMA = {1: PAPER_GAMMA["cifar100"], 2: PAPER_GAMMA["imagenet1k"], 3: PAPER_GAMMA["coco"]}
 
 # Paper column headers -> our backbone registry names; paper rows -> our optimizer names.
 BACKBONE_NAMES = {
