@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from bocb.backbones import get_backbone, input_size
+from bocb.data import paper_setting
 from bocb.optim import search_space
 from bocb.protocol import (
     CELL,
@@ -84,12 +85,13 @@ def _pair(spec: BenchmarkSpec, backbone: BackboneEntry, optimizer: OptimizerEntr
     overrides = dict(spec.recipe_overrides)
     if spec.grad_clip is not None:
         overrides["grad_clip"] = spec.grad_clip
-    recipe = resolve_recipe(recipe_name, overrides)
+    setting = paper_setting(spec.dataset.name)
+    recipe = resolve_recipe(recipe_name, overrides, setting=setting)
     recipe["epochs"] = spec.epochs or recipe["epochs"]
     recipe["batch_size"] = spec.batch_size or recipe["batch_size"]
     s = spec.search
     space = search_space(optimizer.name, recipe["family"], lr_points=s.lr_points, wd_points=s.wd_points,
-                         lr_step=s.lr_step, wd_step=s.wd_step)
+                         lr_step=s.lr_step, wd_step=s.wd_step, recipe=recipe["name"], setting=setting)
     return Pair(
         backbone=backbone, optimizer=optimizer, size=size,
         image_size=input_size(backbone.name, size, spec.dataset.image_size), recipe=recipe,
