@@ -104,13 +104,15 @@ def prune_kept(artifact_root: Path, drop: Iterable[str]) -> int:
     return removed
 
 
-def unchosen(trials: pd.DataFrame) -> set[str]:
+def unchosen(trials: pd.DataFrame, sources: pd.DataFrame | None = None) -> set[str]:
     """The finished trials of a benchmark whose weights ``keep_weights: chosen`` does not keep: all but
-    each cell's chosen configuration at every seed (bocb.protocol's one rule chooses it)."""
-    from bocb.protocol import FINISHED, chosen_seeds
+    each cell's chosen configuration at every seed (bocb.protocol's one rule chooses it). For a transfer,
+    ``sources`` (its pre-training trials) make its cells (source, mode) x fine-tuning optimizer."""
+    from bocb.protocol import FINISHED, chosen_seeds, transfer_cells
 
     finished = set(trials.loc[trials["state"].isin([s.value for s in FINISHED]), "trial_key"])
-    return finished - set(chosen_seeds(trials)["trial_key"])
+    cells = trials if sources is None else transfer_cells(trials, sources)
+    return finished - set(chosen_seeds(cells)["trial_key"])
 
 
 def start_from_kept(model: torch.nn.Module, path: Path, mode: str) -> torch.nn.Module | None:
@@ -119,7 +121,7 @@ def start_from_kept(model: torch.nn.Module, path: Path, mode: str) -> torch.nn.M
     trains it alone, with the body in eval mode), else None."""
     from bocb.backbones import classifier
 
-    tensors, _ = load_kept(path)
+    tensors = _input_channels_adapted(load_kept(path)[0], model)
     head = classifier(model)
     head_keys = {name for name, value in model.state_dict(keep_vars=True).items()
                  if any(value is v for v in head.state_dict(keep_vars=True).values())}
@@ -134,3 +136,18 @@ def start_from_kept(model: torch.nn.Module, path: Path, mode: str) -> torch.nn.M
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in trained)
     return head
+
+
+def _input_channels_adapted(tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The input convolution adapted to the new dataset's channel count (grey <-> RGB) as timm adapts
+    pre-trained weights (``adapt_input_conv``: channels summed, or repeated and rescaled)."""
+    from timm.models import adapt_input_conv
+
+    target = model.state_dict()
+    adapted = dict(tensors)
+    for name, tensor in tensors.items():
+        want = target.get(name)
+        if (want is not None and tensor.ndim == 4 and want.shape != tensor.shape
+                and want.shape[:1] + want.shape[2:] == tensor.shape[:1] + tensor.shape[2:]):
+            adapted[name] = adapt_input_conv(want.shape[1], tensor, base_chans=tensor.shape[1])
+    return adapted

@@ -118,13 +118,29 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
     if n_crashed:
         errors = trials.loc[trials["state"] == TrialState.FAILED.value, "error"].fillna("").str.split("\n").str[0]
         typer.echo(f"first crash: {errors.iloc[0]} (`bocb status {done.store_url}` lists them all)", err=True)
+    transfer, n_crashed_transfer = _print_transfer(done, spec, every) if done.transfer_id else (None, 0)
     if report and result is not None:
         from bocb.report import render_report
 
         typer.echo("writing the report ...", err=True)
-        page = render_report(result, done.out_dir / "report", layers=db.layers_frame(done.benchmark_id))
+        page = render_report(result, done.out_dir / "report", layers=db.layers_frame(done.benchmark_id),
+                             transfer=transfer)
         typer.echo(f"report: {page}")
-    return EXIT_CRASHED if n_crashed else 0
+    return EXIT_CRASHED if n_crashed + n_crashed_transfer else 0
+
+
+def _print_transfer(done: BenchmarkRun, spec: BenchmarkSpec, every: pd.DataFrame) -> tuple[object, int]:
+    """Print the transfer part's matrices, verdicts and trial count; (its analysis or None, its crashes)."""
+    from bocb.analysis import format_transfer, transfer_analysis
+
+    trials = every[every["benchmark"] == done.transfer_id].reset_index(drop=True)
+    counts = trials["state"].value_counts()
+    result = None
+    if counts.get(TrialState.DONE.value, 0) + counts.get(TrialState.DIVERGED.value, 0):
+        result = transfer_analysis(trials, every[every["benchmark"] == done.benchmark_id], alpha=spec.rules.alpha)
+        typer.echo(format_transfer(result, spec.transfer.dataset.name))
+    typer.echo(f"transfer: {count_line(counts)}")
+    return result, int(counts.get(TrialState.FAILED.value, 0))
 
 
 def edge_line(cells: pd.DataFrame) -> str:

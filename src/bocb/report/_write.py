@@ -6,7 +6,15 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from bocb.analysis import NEAR_BEST, Analysis, analyse, format_matrix, markdown_table, read_results
+from bocb.analysis import (
+    NEAR_BEST,
+    Analysis,
+    TransferAnalysis,
+    analyse,
+    format_matrix,
+    markdown_table,
+    read_results,
+)
 from bocb.protocol import rule_parameters
 from bocb.report._figures import all_figures, tuning_figures, weight_figures
 from bocb.report._tables import html_matrix, latex_table, latex_tuning, markdown_matrix, tuning_table
@@ -49,8 +57,17 @@ def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:
     return compare(result.cells, table), TITLES[table]
 
 
+def _transfer_blocks(transfer: TransferAnalysis | None) -> list[tuple[str, str, str]]:
+    """(heading, matrix HTML, verdict) per backbone and mode of a transfer."""
+    if transfer is None:
+        return []
+    return [(f"{t.backbone}, {t.mode.replace('_', ' ')}", _html(transfer.matrix(t.backbone, t.mode), index=True),
+             t.verdict) for t in transfer.tests.itertuples()]
+
+
 def render_html(result: Analysis, figures: dict[str, str], title: str, compare_paper: int | None,
-                weights: list[tuple[str, str]] = (), tuning: list[tuple[str, str]] = ()) -> str:
+                weights: list[tuple[str, str]] = (), tuning: list[tuple[str, str]] = (),
+                transfer: list[tuple[str, str, str]] = ()) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("bocb.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     shares = result.shares
@@ -70,7 +87,7 @@ def render_html(result: Analysis, figures: dict[str, str], title: str, compare_p
         hp_table=_html(result.hp_optimizer.groupby("optimizer", sort=False)["distance"].mean().to_frame(), index=True),
         curves_table=_html(result.curves), budget_table=_html(result.budget),
         tuning_table=_html(tuning_table(result), index=True), tuning_figures=tuning, within=f"{NEAR_BEST:g}",
-        compare_table=_html(comparison), compare_title=compare_title, weight_figures=weights)
+        compare_table=_html(comparison), compare_title=compare_title, weight_figures=weights, transfer=transfer)
 
 
 def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epochs: pd.DataFrame | None = None,
@@ -95,11 +112,13 @@ def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epoc
 
 
 def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame | None = None,
-                  compare_paper: int | None = None, title: str = "Backbone-optimizer coupling report") -> Path:
+                  compare_paper: int | None = None, title: str = "Backbone-optimizer coupling report",
+                  transfer: TransferAnalysis | None = None) -> Path:
     """Write a finished analysis into ``out_dir``: index.html (self-contained, figures embedded), report.md,
     heatmap.tex, tuning.tex, cells.csv, verdicts.csv, matrix.csv, summary.csv, ranking.csv, tuning.csv (the
     expected-best curves), tuning_summary.csv and each figure as PNG and SVG. Returns index.html.
-    ``layers`` (layer tables with backbone and optimizer columns) adds the layer-wise plots."""
+    ``layers`` (layer tables with backbone and optimizer columns) adds the layer-wise plots; ``transfer`` a
+    transfer section (its matrices and tests also as transfer.csv and transfer_tests.csv)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = all_figures(result, out)
@@ -114,8 +133,12 @@ def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame
     result.summary.to_csv(out / "summary.csv", index=False)
     result.ranking.to_csv(out / "ranking.csv")
     (out / "report.md").write_text(render_markdown(result, title))
+    if transfer is not None:
+        transfer.per_seed.to_csv(out / "transfer.csv", index=False)
+        transfer.tests.to_csv(out / "transfer_tests.csv", index=False)
     page = out / "index.html"
-    page.write_text(render_html(result, figures, title, compare_paper, weight_figures(layers, out), tuning))
+    page.write_text(render_html(result, figures, title, compare_paper, weight_figures(layers, out), tuning,
+                                _transfer_blocks(transfer)))
     return page
 
 

@@ -17,15 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bocb.protocol import TrialState
 from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec, upgrade_stored_spec
 from bocb.store import ClaimedTrial, Store, new_worker_id
-from bocb.sweep.planner import Stage, next_stage
-
-if TYPE_CHECKING:
-    import pandas as pd
+from bocb.sweep.planner import next_stage
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +45,23 @@ def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root:
     their cell's choice: one beaten now stays beaten (its score is compared with the same seeds' scores), so
     pruning as the benchmark goes keeps the disk to the chosen models and those in training."""
     trials = store.trials_frame(benchmark_id)
+    sources = store.trials_frame(spec.transfer_from) if spec.transfer_from else None  # a transfer's pre-training
     if artifact_root is not None and spec.keep_weights == "chosen" and not trials.empty:
         from bocb.kept import prune_kept, unchosen
 
-        prune_kept(artifact_root, unchosen(trials))
-    stage = _next_stage(store, spec, trials)
+        prune_kept(artifact_root, unchosen(trials, sources))
+    if sources is None:
+        stage = next_stage(spec, trials)
+    else:
+        from bocb.sweep.transfer import next_transfer_stage
+
+        stage = next_transfer_stage(spec, sources, trials)
     if stage is None:
         return "complete"
     if stage.planned:
         store.add_trials(benchmark_id, stage.planned)
         return "planned"
     return "waiting"
-
-
-def _next_stage(store: Store, spec: BenchmarkSpec, trials: pd.DataFrame) -> Stage | None:
-    if spec.transfer_from is None:
-        return next_stage(spec, trials)
-    from bocb.sweep.transfer import next_transfer_stage
-
-    return next_transfer_stage(spec, store.trials_frame(spec.transfer_from), trials)
 
 
 class StageWatch:

@@ -1,0 +1,100 @@
+"""Transfer: does the pre-training optimizer still matter after fine-tuning (the paper's Table 3 question)?
+
+For each backbone and mode (fine-tune, linear probe), the pre-training optimizer x fine-tuning optimizer
+matrix of test top-1 (each cell the configuration the protocol chose on the second dataset's validation
+split, mean over seeds), and a two-way analysis of variance over the seeds: the pre-training optimizer's
+main effect against seed noise (F test), plus the interaction share of bocb's decomposition with bootstrap
+intervals. The two-way ANOVA with replicates is the textbook one, written with numpy and scipy's F
+distribution (statsmodels is not a dependency); it needs the same number of seeds in every cell.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bocb.analysis._decompose import interaction_shares
+from bocb.errors import DataError
+from bocb.protocol import chosen_seeds, split_transfer_label, transfer_cells
+
+GROUP = ["backbone", "mode"]
+
+
+@dataclass
+class TransferAnalysis:
+    per_seed: pd.DataFrame  # backbone, pre_optimizer, mode, optimizer (fine-tuning), seed, top1, config
+    tests: pd.DataFrame     # per backbone and mode: the pre-training optimizer's effect, and a verdict
+    alpha: float
+
+    def matrix(self, backbone: str, mode: str) -> pd.DataFrame:
+        """Mean test top-1: pre-training optimizers as rows, fine-tuning optimizers as columns."""
+        rows = self.per_seed[(self.per_seed["backbone"] == backbone) & (self.per_seed["mode"] == mode)]
+        means = rows.groupby(["pre_optimizer", "optimizer"], sort=False)["top1"].mean().unstack("optimizer")
+        means = means.reindex(index=pd.unique(rows["pre_optimizer"]), columns=pd.unique(rows["optimizer"]))
+        return means.rename_axis(index="pre-training", columns="fine-tuning")
+
+
+def transfer_analysis(trials: pd.DataFrame, sources: pd.DataFrame, alpha: float = 0.05,
+                      n_boot: int = 1000) -> TransferAnalysis:
+    """``trials``: a transfer benchmark's trials; ``sources``: its pre-training benchmark's trials."""
+    per_seed = chosen_seeds(transfer_cells(trials, sources))
+    if per_seed.empty:
+        raise DataError("transfer: no fine-tuning trial has a result yet")
+    parts = pd.DataFrame([split_transfer_label(label) for label in per_seed["backbone"]],
+                         columns=["backbone", "pre_optimizer", "mode"], index=per_seed.index)
+    per_seed = pd.concat([per_seed.drop(columns=["backbone", "pre_optimizer", "mode"]), parts], axis=1)
+    order = {"pre_optimizer": pd.unique(sources["optimizer"]), "optimizer": pd.unique(trials["optimizer"])}
+    per_seed = per_seed.assign(**{c: pd.Categorical(per_seed[c], categories=v) for c, v in order.items()})
+    per_seed = per_seed.sort_values(GROUP[:1] + ["pre_optimizer", "optimizer", "seed"], kind="stable")
+    per_seed = per_seed.assign(**{c: per_seed[c].astype(str) for c in order})  # the planned order, as text
+    per_seed = per_seed[GROUP + ["pre_optimizer", "optimizer", "seed", "config", "top1"]].reset_index(drop=True)
+    tests = [{"backbone": b, "mode": m, **_pre_optimizer_effect(group, alpha, n_boot)}
+             for (b, m), group in per_seed.groupby(GROUP, sort=False)]
+    return TransferAnalysis(per_seed, pd.DataFrame(tests), alpha)
+
+
+def _pre_optimizer_effect(group: pd.DataFrame, alpha: float, n_boot: int) -> dict[str, object]:
+    """Two-way ANOVA with replicates (seeds) of one backbone and mode: the pre-training optimizer's main
+    effect (F, p), the spread of its marginal means, the interaction share with its interval, a verdict."""
+    counts = group.groupby(["pre_optimizer", "optimizer"])["top1"].count()
+    n_pre, n_fine, n = group["pre_optimizer"].nunique(), group["optimizer"].nunique(), int(counts.min())
+    marginal = group.groupby("pre_optimizer")["top1"].mean()
+    result: dict[str, object] = {"n_pre": n_pre, "n_fine": n_fine, "n_seeds": n,
+                                 "pre_range": float(marginal.max() - marginal.min()), "F": np.nan, "p": np.nan,
+                                 "share": np.nan, "lo": np.nan, "hi": np.nan}
+    if n_pre < 2:
+        return {**result, "verdict": "one pre-training optimizer: nothing to compare"}
+    if len(counts) != n_pre * n_fine or counts.nunique() != 1 or n < 2:
+        return {**result, "verdict": "not testable: every cell needs the same number of seeds, at least 2"}
+    cell = group.groupby(["pre_optimizer", "optimizer"])["top1"].transform("mean")
+    ss_pre = n_fine * n * float(((marginal - group["top1"].mean()) ** 2).sum())
+    df_pre, df_within = n_pre - 1, n_pre * n_fine * (n - 1)
+    ms_within = float(((group["top1"] - cell) ** 2).sum()) / df_within
+    f_value = (ss_pre / df_pre) / ms_within if ms_within > 0 else np.inf
+    p_value = float(stats.f.sf(f_value, df_pre, df_within))
+    result.update(F=f_value, p=p_value)
+    if n_fine >= 2:
+        shares = interaction_shares(group.rename(columns={"backbone": "_b", "pre_optimizer": "backbone"}),
+                                    n_boot=n_boot)
+        total = shares[shares["scope"] == "total"].iloc[0]
+        result.update(share=float(total["share"]), lo=float(total["lo"]), hi=float(total["hi"]))
+    beyond = p_value < alpha
+    result["verdict"] = (f"the pre-training optimizer {'changes' if beyond else 'does not change'} fine-tuned "
+                         f"top-1 beyond seed noise (F({df_pre}, {df_within}) = {f_value:.2f}, p = {p_value:.3g}; "
+                         f"its means span {result['pre_range']:.2f} points)")
+    return result
+
+
+def format_transfer(result: TransferAnalysis, dataset: str) -> str:
+    """The transfer matrices and verdicts as text, one block per backbone and mode."""
+    lines = [f"transfer to {dataset}: test top-1 after fine-tuning the kept models (rows: pre-training optimizer, "
+             f"columns: fine-tuning optimizer; mean over seeds; each cell's configuration chosen on {dataset}'s "
+             "validation split)"]
+    for test in result.tests.itertuples():
+        table = result.matrix(test.backbone, test.mode)
+        lines += ["", f"  {test.backbone}, {test.mode.replace('_', ' ')}:",
+                  *("    " + line for line in table.to_string(float_format="{:.2f}".format).splitlines()),
+                  f"    {test.verdict}"]
+    return "\n".join(lines)
