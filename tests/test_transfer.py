@@ -1,0 +1,135 @@
+"""Transfer: fine-tuning the kept pre-trained models on a second real dataset (digits -> Fashion-MNIST),
+from the right pre-training trials, under the local executor and `bocb worker`, resuming after a kill
+without retraining finished pre-training; a linear probe leaves the backbone as pre-trained."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import bocb_command, write_spec
+from timm.models import adapt_input_conv
+
+from bocb.data._fashion import DEBIAN_DIR
+from bocb.kept import kept_path, load_kept
+from bocb.protocol import StageKind, chosen_seeds
+from bocb.store import Store
+
+pytestmark = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason=f"Fashion-MNIST not installed ({DEBIAN_DIR}); "
+                                                                 "bash .ci/run installs dataset-fashion-mnist")
+
+TRANSFER = {"dataset": {"name": "fashion_mnist", "train_subset": 500, "test_subset": 300},
+            "optimizers": ["sgd", "adamw"], "recipe": "torch", "recipe_overrides": {"crop_padding": 0},
+            "epochs": 1, "batch_size": 64, "search": {"lr_points": 2, "wd_points": 1}}
+
+
+def _spec(path: Path) -> Path:
+    return write_spec(path, backbones=["resnet50"], optimizers=["sgd", "adamw"], seeds=[0, 1],
+                      recipe_overrides={"hflip": False, "crop_padding": 0}, transfer=TRANSFER)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("transfer")
+    done = bocb_command("run", str(_spec(out / "spec.yaml")), "--out", str(out), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout
+
+
+def _benchmarks(store: Store) -> tuple[str, str]:
+    pretraining, transfer = store.benchmark_ids()
+    return pretraining, transfer
+
+
+def test_a_transfer_fine_tunes_each_chosen_model_from_the_right_pretraining_trial(finished) -> None:
+    out, printed = finished
+    store = Store(out / "bocb.db")
+    pretraining, transfer = _benchmarks(store)
+    sources = chosen_seeds(store.trials_frame(pretraining)).set_index("trial_key")
+    assert len(sources) == 4  # 2 optimizers x 2 seeds, each cell's chosen configuration
+    tuned = store.trials_frame(transfer)
+    init = tuned["config_json"].map(lambda text: json.loads(text)["init"])
+    assert set(init.map(lambda i: i["trial"])) == set(sources.index)
+    source_seed = init.map(lambda i: int(sources.loc[i["trial"], "seed"]))
+    assert (source_seed == tuned["seed"]).all()  # a model fine-tuned at its own seed
+    search = tuned["stage"] == StageKind.TRANSFER
+    assert search.sum() == 2 * 2 * 2 * 2  # first-seed sources x fine-tuning optimizers x modes x lr grid
+    assert (tuned.loc[search, "seed"] == 0).all() and (tuned.loc[~search, "seed"] == 1).all()
+    assert (~search).sum() == 2 * 2 * 2  # other-seed sources x fine-tuning optimizers x modes: chosen config
+    assert (tuned["state"] == "done").all()
+    assert "transfer to fashion_mnist" in printed and "resnet50, linear probe:" in printed
+    assert printed.count("beyond seed noise (F(1, 4)") == 2  # 2 pre-training x 2 fine-tuning optimizers x 2 seeds
+    assert "Transfer: does the pre-training optimizer matter" in (out / "report" / "index.html").read_text()
+
+
+def test_a_linear_probe_leaves_the_pretrained_backbone_unchanged(finished) -> None:
+    out, _ = finished
+    store = Store(out / "bocb.db")
+    _, transfer = _benchmarks(store)
+    tuned = store.trials_frame(transfer)
+    compared = 0
+    for row in tuned.itertuples():
+        init = json.loads(row.config_json)["init"]
+        probe = kept_path(out / "artifacts", row.trial_key)
+        if init["mode"] != "linear_probe" or not probe.exists():
+            continue
+        after, _ = load_kept(probe)
+        before, _ = load_kept(kept_path(out / "artifacts", init["trial"]))
+        changed = {name for name in before if not torch.equal(before[name], after[name])}
+        assert changed == {"conv1.weight", "fc.weight", "fc.bias"}, changed  # BatchNorm statistics kept too
+        grey = adapt_input_conv(1, before["conv1.weight"], base_chans=3)  # digits are RGB, Fashion-MNIST grey
+        assert torch.equal(after["conv1.weight"], grey)  # the stem as timm adapts it, then frozen
+        compared += 1
+    assert compared == 8  # kept: each probe cell's chosen configuration (2 pre-training x 2 fine-tuning
+    # optimizers) at both seeds
+    finetuned = [r for r in tuned.itertuples() if json.loads(r.config_json)["init"]["mode"] == "finetune"
+                 and kept_path(out / "artifacts", r.trial_key).exists()]
+    after, _ = load_kept(kept_path(out / "artifacts", finetuned[0].trial_key))
+    source = json.loads(finetuned[0].config_json)["init"]["trial"]
+    before, _ = load_kept(kept_path(out / "artifacts", source))
+    body = [name for name in before if name.endswith("conv1.weight") and name != "conv1.weight"]
+    assert not any(torch.equal(before[name], after[name]) for name in body)  # fine-tuning trains the body
+
+
+def _finished_transfer_trials(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        try:
+            return conn.execute("SELECT COUNT(*) FROM trials t JOIN plan p ON p.trial_key = t.key "
+                                "JOIN benchmarks b ON b.id = p.benchmark_id "
+                                "WHERE b.name LIKE '% transfer' AND t.state = 'done'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_bocb_worker_runs_the_transfer_and_resumes_after_a_kill_without_retraining(tmp_path: Path) -> None:
+    spec = _spec(tmp_path / "spec.yaml")
+    db = tmp_path / "bocb.db"
+    planned = bocb_command("run", str(spec), "--plan-only", "--store", str(db), "--out", str(tmp_path))
+    assert planned.returncode == 0, planned.stderr
+    worker = subprocess.Popen([sys.executable, "-m", "bocb", "worker", "--store", str(db)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and _finished_transfer_trials(db) < 3 and worker.poll() is None:
+        time.sleep(0.5)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    store = Store(db)
+    pretraining, transfer = _benchmarks(store)
+    before = store.trials_frame(pretraining)[["trial_key", "finished_at", "attempts"]]
+    assert _finished_transfer_trials(db) >= 3 and len(before) == 4
+    resumed = bocb_command("worker", "--store", str(db))
+    assert resumed.returncode == 0, resumed.stderr
+    after = store.trials_frame(pretraining)[["trial_key", "finished_at", "attempts"]]
+    assert after.equals(before)  # the finished pre-training was not retrained
+    tuned = store.trials_frame(transfer)
+    assert len(tuned) == 24 and (tuned["state"] == "done").all()
