@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
 import subprocess
 import sys
@@ -18,14 +19,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"quick": ROOT / "README.md", "fashion": ROOT / "docs" / "presets.md"}
+TARGETS = {"quick": ROOT / "README.md", "fashion": ROOT / "docs" / "presets.md",
+           "transfer": ROOT / "docs" / "transfer.md"}
 
 
-def run_preset(preset: str, out: Path) -> tuple[str, float, int]:
+def run_preset(preset: str, out: Path) -> tuple[str, float, int, float]:
+    load = os.getloadavg()[0]  # what else the machine was doing: a loaded machine takes longer
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "bocb", "run", "--preset", preset, "--out", str(out)],
                           capture_output=True, text=True)
-    return done.stdout, time.perf_counter() - started, done.returncode
+    return done.stdout, time.perf_counter() - started, done.returncode, load
 
 
 def environment() -> dict[str, str]:
@@ -36,7 +39,7 @@ def environment() -> dict[str, str]:
     return {"commit": commit[:10], "torch": torch, "lock": lock, "mismatches": mismatches}
 
 
-def block(preset: str, printed: str, seconds: float, env: dict[str, str]) -> str:
+def block(preset: str, printed: str, seconds: float, env: dict[str, str], load: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     counts = re.search(r"^(\d+ trials: .*?crashed)", printed, flags=re.MULTILINE)
     locked = "installed from `requirements.lock`" if env["mismatches"] == "0" else \
@@ -45,7 +48,8 @@ def block(preset: str, printed: str, seconds: float, env: dict[str, str]) -> str
     return (f"`bocb run --preset {preset}` on this project's reference machine (2 CPU cores, no GPU), {locked} "
             f"(lock `{env['lock']}`, torch {env['torch']}) at commit `{env['commit']}`, took **{minutes} min "
             f"{rest:02d} s** from the command to the report on {datetime.date.today().isoformat()} "
-            f"({counts.group(1) if counts else 'no trial count printed'}), and printed:\n\n"
+            f"({counts.group(1) if counts else 'no trial count printed'}; 1-minute load average {load:.1f} at the "
+            "start), and printed:\n\n"
             f"```\n{printed.rstrip()}\n```\n")
 
 
@@ -65,12 +69,12 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "bocb-results"
-        printed, seconds, code = run_preset(args.preset, out)
+        printed, seconds, code, load = run_preset(args.preset, out)
         if code != 0:
             print(printed)
             raise SystemExit(f"bocb run --preset {args.preset} exited {code}; README left alone")
         replace_block(TARGETS[args.preset], args.preset, block(args.preset, printed.replace(str(out), "bocb-results"),
-                                                               seconds, environment()))
+                                                               seconds, environment(), load))
     print(f"{TARGETS[args.preset].relative_to(ROOT)}: {args.preset} run written ({seconds:.0f} s)")
     return 0
 

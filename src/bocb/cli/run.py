@@ -37,7 +37,7 @@ def _spec_from_args(spec_path: Path | None, preset: str | None, overrides: dict)
 @app.command()
 def run(
     spec_path: Path | None = typer.Argument(None, metavar="[SPEC]", help="YAML spec; default: the quick preset"),
-    preset: str | None = typer.Option(None, "--preset", help="a built-in spec: quick (default), fashion"),
+    preset: str | None = typer.Option(None, "--preset", help="a built-in spec: quick (default), fashion, transfer"),
     out: Path = typer.Option(Path("bocb-results"), "--out", "-o", help="results.csv, bocb.db, report/"),
     store: str | None = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path; default OUT/bocb.db"),
     workers: int | None = typer.Option(None, "--workers", min=1, help="local worker processes; default one per core"),
@@ -65,7 +65,8 @@ def run(
     if plan_only:
         planned = plan_benchmark(spec, out, store)
         _say_retried(planned.retried)
-        typer.echo(f"planned benchmark {planned.benchmark_id} in {planned.store_url}; "
+        part = f" and its transfer part {planned.transfer_id}" if planned.transfer_id else ""
+        typer.echo(f"planned benchmark {planned.benchmark_id}{part} in {planned.store_url}; "
                    f"start workers with: bocb worker --store {planned.store_url}")
         return
     if spec.executor == "local":  # Ray workers have their own devices; this machine may have none
