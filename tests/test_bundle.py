@@ -232,3 +232,34 @@ def test_a_bundle_merges_into_sqlite_and_postgresql_alike(finished_store: Path, 
         code, _, err = _import(tmp_path / bundle, store_url, capsys)  # type: ignore[arg-type]
         assert code == 0, err
     assert _results(store_url, capsys) == _results(finished_store, capsys)  # type: ignore[arg-type]
+
+
+def test_kept_weights_travel_with_weights_and_a_tampered_model_is_refused(finished_store: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    bundle = tmp_path / "with-weights.zip"
+    code, out, err = bocb_main("export", str(finished_store), "-o", str(bundle), "--weights", capsys=capsys)
+    assert code == 0, err
+    source = sorted((finished_store.parent / "artifacts" / "weights").glob("*"))
+    assert f"{len(source) // 2} kept models" in out and len(source) >= 8  # the 4 chosen cells, weights + JSON
+    target = tmp_path / "machine-b" / "bocb.db"
+    code, _, err = _import(bundle, target, capsys)
+    assert code == 0, err
+    arrived = sorted((target.parent / "artifacts" / "weights").glob("*"))
+    assert [p.name for p in arrived] == [p.name for p in source]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(arrived, source))
+    code, out, _ = bocb_main("models", str(target), capsys=capsys)
+    assert code == 0 and f"{len(source) // 2} kept model(s)" in out
+
+    with zipfile.ZipFile(bundle) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    name = next(n for n in files if n.endswith(".safetensors"))
+    files[name] = files[name][:-1] + bytes([files[name][-1] ^ 0xFF])  # one flipped byte, manifest untouched
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(tampered, "w") as archive:
+        for member, content in files.items():
+            archive.writestr(member, content)
+    fresh = tmp_path / "machine-c" / "bocb.db"
+    code, _, err = _import(tampered, fresh, capsys)
+    assert code == 2 and f"{name} does not match the SHA-256" in err and err.count("\n") == 1, err
+    assert not list((fresh.parent / "artifacts" / "weights").glob("*"))  # nothing left behind
+    assert Store(fresh).trials_frame().empty  # and nothing merged

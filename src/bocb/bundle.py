@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 
 from bocb import __version__
 from bocb.errors import BocbError
+from bocb.kept import kept_path, kept_sha256, read_description
 from bocb.protocol import trial_key
 from bocb.store import FINISHED_VALUES, MACHINE_COLUMNS, Merged, Store, config_columns, metadata
 
@@ -29,32 +31,53 @@ VERSION = 1
 TABLES = ("benchmarks", "trials", "plan", "epochs", "layer_tables")  # in the order they are checked
 MAX_MEMBER_BYTES = 4 << 30  # a zip's declared sizes are checked before reading: no zip bomb fills memory
 MAX_MANIFEST_BYTES = 1 << 20
+Rows = dict[str, list[dict[str, Any]]]  # per table, as Store.finished_rows gives them
+WEIGHT_MEMBER = re.compile(r"weights/[0-9a-f]{20}\.(safetensors|json)")
 
 
 def _columns(table: str) -> dict[str, sa.Column]:
     return {c.name: c for c in metadata.tables[table].columns if c.name not in MACHINE_COLUMNS}
 
 
-def export_bundle(store: Store, benchmark_id: str, path: Path, overwrite: bool = False) -> dict[str, int]:
-    """Write the benchmark's finished trials (with their plan, epoch and layer rows) to ``path``, atomically;
-    returns the row count of each table."""
+def export_bundle(store: Store, benchmark_id: str, path: Path, overwrite: bool = False,
+                  weights_root: Path | None = None) -> dict[str, int]:
+    """Write the benchmark's finished trials (with their plan, epoch and layer rows) to ``path``, atomically,
+    and with ``weights_root`` the kept weights found under it; returns the count of each table and 'weights'."""
     if path.exists() and not overwrite:
         raise BocbError(f"-o: {path} exists; give a new path or --force to replace it")
     rows = store.finished_rows(benchmark_id)
     files = {f"{name}.jsonl": _jsonl(rows[name]) for name in TABLES}
-    manifest = {
-        "format": FORMAT, "version": VERSION, "bocb_version": __version__, "created_at": time.time(),
-        "benchmark": benchmark_id, "locks": sorted(_locks(rows["trials"])),
-        "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                         "rows": len(rows[name.removesuffix(".jsonl")])} for name, data in files.items()},
-    }
+    listed = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                     "rows": len(rows[name.removesuffix(".jsonl")])} for name, data in files.items()}
+    kept = _kept_files([row["key"] for row in rows["trials"]], weights_root) if weights_root else {}
+    listed.update({name: {"sha256": kept_sha256(source), "bytes": source.stat().st_size}
+                   for name, source in kept.items()})
+    manifest = {"format": FORMAT, "version": VERSION, "bocb_version": __version__, "created_at": time.time(),
+                "benchmark": benchmark_id, "locks": sorted(_locks(rows["trials"])), "files": listed}
     partial = path.with_name(path.name + ".partial")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
         for name, data in files.items():
             archive.writestr(name, data)
+        for name, source in kept.items():
+            archive.write(source, name)  # streamed from disk
     os.replace(partial, path)  # a reader never sees half a bundle
-    return {name: len(rows[name]) for name in TABLES}
+    return {**{name: len(rows[name]) for name in TABLES}, "weights": len(kept) // 2}
+
+
+def _kept_files(keys: list[str], root: Path) -> dict[str, Path]:
+    """Bundle member name -> file, for the kept weights (and their JSON) of ``keys`` found under ``root``;
+    a kept file that does not match its JSON's digest is refused rather than passed on."""
+    files = {}
+    for key in keys:
+        weights = kept_path(root, key)
+        if not weights.is_file():
+            continue
+        if kept_sha256(weights) != read_description(weights).get("sha256"):
+            raise BocbError(f"--weights: {weights} does not match the SHA-256 in its JSON (damaged); not exported")
+        files[f"weights/{weights.name}"] = weights
+        files[f"weights/{weights.with_suffix('.json').name}"] = weights.with_suffix(".json")
+    return files
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -66,21 +89,84 @@ def _locks(trial_rows: list[dict[str, Any]]) -> set[str]:
     return {str(lock) for lock in found if lock}
 
 
-def import_bundle(path: Path, store: Store) -> Merged:
-    """Check the bundle at ``path`` whole, then merge it into ``store`` in one transaction (keys decide)."""
-    return store.merge_finished(read_bundle(path))
+def import_bundle(path: Path, store: Store, weights_root: Path | None = None) -> Merged:
+    """Check the bundle at ``path`` whole, then merge it into ``store`` in one transaction (keys decide). Its
+    kept weights, checked too, go under ``weights_root`` (default: the benchmark's artifact root beside the
+    store), except those of trials in conflict and those already there."""
+    staged: dict[str, list[Path]] = {}
+    try:
+        rows = _read_bundle(path, lambda rows: weights_root or _artifact_root(rows, store), staged)
+        merged = store.merge_finished(rows)
+        for key, (weights, description) in staged.items():
+            final = kept_path(weights.parent.parent, key)
+            if key not in merged.conflicts and not final.exists():
+                os.replace(weights, final)  # the weights first: a kept model is complete once its JSON is there
+                os.replace(description, final.with_suffix(".json"))
+    finally:
+        for partial in (p for pair in staged.values() for p in pair):
+            partial.unlink(missing_ok=True)
+    return merged
 
 
-def read_bundle(path: Path) -> dict[str, list[dict[str, Any]]]:
+def read_bundle(path: Path) -> Rows:
     """The bundle's rows per table, each checked; a BocbError naming the first problem otherwise."""
+    return _read_bundle(path, None, {})
+
+
+def _read_bundle(path: Path, weights_root: Callable[[Rows], Path] | None, staged: dict[str, list[Path]]) -> Rows:
     try:
         with zipfile.ZipFile(path) as archive:
             manifest = _manifest(archive, path)
             rows = {name: _rows(archive, name, manifest["files"], path) for name in TABLES}
+            _check_links(rows, path)
+            if weights_root is not None and any(WEIGHT_MEMBER.fullmatch(n) for n in archive.namelist()):
+                _stage_weights(archive, manifest["files"], {r["key"] for r in rows["trials"]}, weights_root(rows),
+                               staged, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise BocbError(f"bundle: {path} is not a readable bocb bundle ({exc})") from None
-    _check_links(rows, path)
     return rows
+
+
+def _artifact_root(rows: Rows, store: Store) -> Path:
+    from bocb.spec import parse_spec, upgrade_stored_spec
+    from bocb.sweep import artifact_root_for
+
+    spec = parse_spec(upgrade_stored_spec(json.loads(rows["benchmarks"][0]["spec_json"])))
+    return artifact_root_for(spec, store.url)
+
+
+def _stage_weights(archive: zipfile.ZipFile, files: Mapping[str, Any], keys: set[str], root: Path,
+                   staged: dict[str, list[Path]], path: Path) -> None:
+    """Copy each kept model of the bundle to a temporary name under ``root``, checking its size and SHA-256
+    against the manifest and its JSON against the weights, before anything is merged."""
+    names = [n for n in archive.namelist() if n.startswith("weights/")]
+    for name in sorted(n for n in names if n.endswith(".safetensors")):
+        key = name.removeprefix("weights/").removesuffix(".safetensors")
+        description = f"weights/{key}.json"
+        if key not in keys or description not in names:
+            raise BocbError(f"bundle: {path}: {name} belongs to no trial of the bundle, or lacks its JSON")
+        (root / "weights").mkdir(parents=True, exist_ok=True)
+        partial = [root / "weights" / f".{key}.{os.getpid()}.import", root / "weights" / f".{key}.{os.getpid()}.json"]
+        staged[key] = partial
+        _copy_checked(archive, name, files, partial[0], path)
+        _copy_checked(archive, description, files, partial[1], path)
+        text = _json(partial[1].read_bytes(), description)
+        if not isinstance(text, dict) or text.get("sha256") != files[name]["sha256"] or text.get("key") != key:
+            raise BocbError(f"bundle: {path}: {description} does not describe {name}")
+
+
+def _copy_checked(archive: zipfile.ZipFile, name: str, files: Mapping[str, Any], target: Path, path: Path) -> None:
+    listed = files.get(name)
+    info = archive.getinfo(name)
+    if not isinstance(listed, dict) or info.file_size > MAX_MEMBER_BYTES or info.file_size != listed.get("bytes"):
+        raise BocbError(f"bundle: {path}: {name} is not listed in the manifest with its size")
+    digest = hashlib.sha256()
+    with archive.open(name) as member, target.open("wb") as out:
+        for block in iter(lambda: member.read(1 << 20), b""):
+            digest.update(block)
+            out.write(block)
+    if digest.hexdigest() != listed.get("sha256"):
+        raise BocbError(f"bundle: {path}: {name} does not match the SHA-256 in its manifest (damaged or altered)")
 
 
 def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
@@ -88,9 +174,10 @@ def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     if len(names) != len(set(names)):
         raise BocbError(f"bundle: {path} names a file twice")
     expected = {"manifest.json", *(f"{t}.jsonl" for t in TABLES)}
-    if set(names) != expected:
-        raise BocbError(f"bundle: {path} holds {sorted(set(names) ^ expected)[:3]} where a bundle holds exactly "
-                        f"{', '.join(sorted(expected))}")
+    found = {n for n in names if not WEIGHT_MEMBER.fullmatch(n)}
+    if found != expected:
+        raise BocbError(f"bundle: {path} holds {sorted(found ^ expected)[:3]} where a bundle holds exactly "
+                        f"{', '.join(sorted(expected))} and kept weights (weights/KEY.safetensors, weights/KEY.json)")
     manifest = _json(_read(archive, "manifest.json", MAX_MANIFEST_BYTES), f"{path}: manifest.json")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BocbError(f"bundle: {path} is not a {FORMAT} (its manifest says {str(manifest)[:80]})")

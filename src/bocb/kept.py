@@ -36,7 +36,7 @@ def _description_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _sha256(path: Path) -> str:
+def kept_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -51,7 +51,7 @@ def save_kept(model: torch.nn.Module, path: Path, description: dict[str, Any]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     save_model(model, str(partial), metadata={"format": FORMAT})  # shared (tied) tensors stored once
-    digest = _sha256(partial)
+    digest = kept_sha256(partial)
     os.replace(partial, path)
     text = json.dumps({**description, "format": FORMAT, "sha256": digest}, sort_keys=True, default=str)
     partial_json = path.with_name(path.name + ".json.partial")
@@ -75,7 +75,7 @@ def load_kept(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from bocb.weights import load_state_dict
 
     description = read_description(path)
-    if not path.is_file() or _sha256(path) != description.get("sha256"):
+    if not path.is_file() or kept_sha256(path) != description.get("sha256"):
         raise DataError(f"kept weights: '{path}' is missing or does not match the SHA-256 in its description "
                         "(damaged or altered)")
     return load_state_dict(path), description

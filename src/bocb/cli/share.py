@@ -17,27 +17,35 @@ def export(
     out: Path = typer.Option(..., "-o", "--out", help="the bundle file to write (a .zip)"),
     benchmark: str | None = typer.Option(None, "--benchmark", help="benchmark id; default: the latest"),
     force: bool = typer.Option(False, "--force", help="replace the file if it exists"),
+    weights: bool = typer.Option(False, "--weights", help="include the kept final weights (keep_weights)"),
+    artifact_root: Path | None = typer.Option(None, "--artifact-root", help="where the kept weights are; "
+                                              "default: the spec's (as bocb worker)"),
 ) -> None:
     """Write a benchmark's finished trials, epochs, layer tables, spec and provenance to one bundle."""
     from bocb.bundle import export_bundle
+    from bocb.sweep import stored_artifact_root
 
     db = open_store(store)
     benchmark_id = benchmark_id_of(db, benchmark)
-    counts = export_bundle(db, benchmark_id, out, overwrite=force)
+    root = (artifact_root or stored_artifact_root(db, benchmark_id)) if weights else None
+    counts = export_bundle(db, benchmark_id, out, overwrite=force, weights_root=root)
     typer.echo(f"exported benchmark {benchmark_id}: {counts['trials']} finished trials, {counts['epochs']} "
-               f"epochs, {counts['layer_tables']} layer tables -> {out}")
+               f"epochs, {counts['layer_tables']} layer tables, {counts['weights']} kept models -> {out}")
+
 
 
 @app.command("import")
 def import_(
     bundle: Path = typer.Argument(..., help="a bundle written by `bocb export`"),
     store: str = typer.Option(..., "--store", help="SQLAlchemy URL or SQLite path (created if missing)"),
+    artifact_root: Path | None = typer.Option(None, "--artifact-root", help="where its kept weights go; "
+                                              "default: the benchmark's artifact root beside the store"),
 ) -> None:
     """Merge a bundle into a store, keys deciding: new trials added, equal ones skipped, others listed (exit 4)."""
     from bocb.bundle import import_bundle
     from bocb.store import Store
 
-    merged = import_bundle(bundle, Store(store))
+    merged = import_bundle(bundle, Store(store), artifact_root)
     typer.echo(f"imported {bundle}: {merged.added} trials added, {merged.present} already there, "
                f"{len(merged.conflicts)} in conflict")
     if merged.conflicts:

@@ -78,12 +78,11 @@ def models(
     from bocb.cli._app import benchmark_id_of, open_store, print_table
     from bocb.kept import kept_path, read_description
     from bocb.protocol import with_config
-    from bocb.sweep import artifact_root_for
-    from bocb.sweep.worker import load_benchmark
+    from bocb.sweep import stored_artifact_root
 
     db = open_store(store)
     benchmark_id = benchmark_id_of(db, benchmark)
-    root = artifact_root or artifact_root_for(load_benchmark(db, benchmark_id), db.url)
+    root = artifact_root or stored_artifact_root(db, benchmark_id)
     table = Table("trial", "backbone", "optimizer", "configuration", "seed", "test top-1", "MB", "file",
                   title=f"kept weights of benchmark {benchmark_id} under {root}")
     kept = 0

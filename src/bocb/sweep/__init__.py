@@ -14,7 +14,8 @@ from bocb.store import Store, normalise_url
 from bocb.sweep.planner import next_stage
 from bocb.sweep.worker import WorkerOptions
 
-__all__ = ["BenchmarkRun", "Executor", "artifact_root_for", "executor_for", "plan_benchmark", "run_benchmark"]
+__all__ = ["BenchmarkRun", "Executor", "artifact_root_for", "executor_for", "plan_benchmark", "run_benchmark",
+           "stored_artifact_root"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,13 @@ def artifact_root_for(spec: BenchmarkSpec, store_url: str, out_dir: Path | None 
     if store_url.startswith("sqlite:///"):
         return Path(store_url.removeprefix("sqlite:///")).parent / "artifacts"
     return (out_dir or Path(".")) / ("artifacts" if out_dir else "bocb-artifacts")
+
+
+def stored_artifact_root(store: Store, benchmark_id: str) -> Path:
+    """The artifact root of a stored benchmark, as its workers use it (checkpoints, kept weights)."""
+    from bocb.sweep.worker import load_benchmark
+
+    return artifact_root_for(load_benchmark(store, benchmark_id), store.url)
 
 
 def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None) -> BenchmarkRun:
