@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from conftest import bocb_command, write_spec
@@ -65,7 +66,11 @@ def test_a_transfer_fine_tunes_each_chosen_model_from_the_right_pretraining_tria
     assert (tuned["state"] == "done").all()
     assert "transfer to fashion_mnist" in printed and "resnet50, linear probe:" in printed
     assert printed.count("beyond seed noise (F(1, 4)") == 2  # 2 pre-training x 2 fine-tuning optimizers x 2 seeds
-    assert "Transfer: does the pre-training optimizer matter" in (out / "report" / "index.html").read_text()
+    page = (out / "report" / "index.html").read_text()
+    assert "Transfer: does the pre-training optimizer matter" in page and "interaction share" in page
+    assert "fine-tuned models: mean alpha per backbone and mode, by pre-training optimizer" in page
+    tests = pd.read_csv(out / "report" / "transfer_tests.csv")
+    assert list(tests["mode"]) == ["finetune", "linear_probe"] and (tests["n_seeds"] == 2).all()
 
 
 def test_a_linear_probe_leaves_the_pretrained_backbone_unchanged(finished) -> None:

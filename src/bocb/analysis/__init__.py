@@ -21,13 +21,19 @@ from bocb.analysis._stats import (
     summary_without_worst,
     top_k,
 )
-from bocb.analysis._transfer import TransferAnalysis, format_transfer, transfer_analysis
+from bocb.analysis._transfer import (
+    TransferAnalysis,
+    format_transfer,
+    layers_by_pre_optimizer,
+    transfer_analysis,
+)
 from bocb.analysis._tuning import NEAR_BEST, configs_needed, expected_best, tuning_cost
 from bocb.analysis._verdict import verdicts
 
 __all__ = ["FORMATS", "NEAR_BEST", "RULES", "WEIGHTS", "Analysis", "TransferAnalysis", "analyse", "backbone_summary",
            "budget_check", "configs_needed", "curve_stats", "curve_summary", "decompose", "expected_best",
            "failure_flags", "failure_threshold", "flag_cells", "format_matrix", "format_transfer", "hp_distances",
-           "hp_robustness", "interaction_shares", "markdown_table", "matrix", "one_hot_codes", "performance_profiles",
-           "ranking_components", "read_results", "seed_aware_flags", "missing_cells", "select_cells",
-           "summary_without_worst", "tidy", "top_k", "transfer_analysis", "tuning_cost", "verdicts", "weighted_ranking"]
+           "hp_robustness", "interaction_shares", "layers_by_pre_optimizer", "markdown_table", "matrix",
+           "one_hot_codes", "performance_profiles", "ranking_components", "read_results", "seed_aware_flags",
+           "missing_cells", "select_cells", "summary_without_worst", "tidy", "top_k", "transfer_analysis",
+           "tuning_cost", "verdicts", "weighted_ranking"]

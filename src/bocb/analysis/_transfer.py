@@ -24,7 +24,7 @@ GROUP = ["backbone", "mode"]
 
 @dataclass
 class TransferAnalysis:
-    per_seed: pd.DataFrame  # backbone, pre_optimizer, mode, optimizer (fine-tuning), seed, top1, config
+    per_seed: pd.DataFrame  # backbone, pre_optimizer, mode, optimizer (fine-tuning), seed, config, top1, trial_key
     tests: pd.DataFrame     # per backbone and mode: the pre-training optimizer's effect, and a verdict
     alpha: float
 
@@ -49,7 +49,8 @@ def transfer_analysis(trials: pd.DataFrame, sources: pd.DataFrame, alpha: float 
     per_seed = per_seed.assign(**{c: pd.Categorical(per_seed[c], categories=v) for c, v in order.items()})
     per_seed = per_seed.sort_values(GROUP[:1] + ["pre_optimizer", "optimizer", "seed"], kind="stable")
     per_seed = per_seed.assign(**{c: per_seed[c].astype(str) for c in order})  # the planned order, as text
-    per_seed = per_seed[GROUP + ["pre_optimizer", "optimizer", "seed", "config", "top1"]].reset_index(drop=True)
+    per_seed = per_seed[GROUP + ["pre_optimizer", "optimizer", "seed", "config", "top1", "trial_key"]]
+    per_seed = per_seed.reset_index(drop=True)
     tests = [{"backbone": b, "mode": m, **_pre_optimizer_effect(group, alpha, n_boot)}
              for (b, m), group in per_seed.groupby(GROUP, sort=False)]
     return TransferAnalysis(per_seed, pd.DataFrame(tests), alpha)
@@ -98,3 +99,14 @@ def format_transfer(result: TransferAnalysis, dataset: str) -> str:
                   *("    " + line for line in table.to_string(float_format="{:.2f}".format).splitlines()),
                   f"    {test.verdict}"]
     return "\n".join(lines)
+
+
+def layers_by_pre_optimizer(result: TransferAnalysis, layers: pd.DataFrame) -> pd.DataFrame:
+    """The layer tables of the chosen fine-tuned models, with ``optimizer`` = the pre-training optimizer and
+    ``backbone`` = 'backbone (mode)': the layer-wise patterns grouped as the paper asks after transfer."""
+    if layers is None or layers.empty:
+        return pd.DataFrame()
+    lineage = result.per_seed[["trial_key", "backbone", "mode", "pre_optimizer"]]
+    chosen = layers.drop(columns=["backbone", "optimizer"]).merge(lineage, on="trial_key")
+    return chosen.assign(backbone=chosen["backbone"] + " (" + chosen["mode"].str.replace("_", " ") + ")",
+                         optimizer=chosen["pre_optimizer"])

@@ -125,7 +125,8 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
 
         typer.echo("writing the report ...", err=True)
         page = render_report(result, done.out_dir / "report", layers=db.layers_frame(done.benchmark_id),
-                             transfer=transfer)
+                             transfer=transfer,
+                             transfer_layers=db.layers_frame(done.transfer_id) if transfer is not None else None)
         typer.echo(f"report: {page}")
     return EXIT_CRASHED if n_crashed + n_crashed_transfer else 0
 

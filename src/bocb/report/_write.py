@@ -12,11 +12,12 @@ from bocb.analysis import (
     TransferAnalysis,
     analyse,
     format_matrix,
+    layers_by_pre_optimizer,
     markdown_table,
     read_results,
 )
 from bocb.protocol import rule_parameters
-from bocb.report._figures import all_figures, tuning_figures, weight_figures
+from bocb.report._figures import all_figures, save, tuning_figures, weight_figures
 from bocb.report._tables import html_matrix, latex_table, latex_tuning, markdown_matrix, tuning_table
 
 FLOAT = "{:.2f}".format
@@ -58,16 +59,29 @@ def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:
 
 
 def _transfer_blocks(transfer: TransferAnalysis | None) -> list[tuple[str, str, str]]:
-    """(heading, matrix HTML, verdict) per backbone and mode of a transfer."""
+    """(heading, matrix HTML, verdict with the interaction share) per backbone and mode of a transfer."""
     if transfer is None:
         return []
     return [(f"{t.backbone}, {t.mode.replace('_', ' ')}", _html(transfer.matrix(t.backbone, t.mode), index=True),
-             t.verdict) for t in transfer.tests.itertuples()]
+             f"{t.verdict}; interaction share {FLOAT(t.share)} [{FLOAT(t.lo)}, {FLOAT(t.hi)}]")
+            for t in transfer.tests.itertuples()]
+
+
+def _transfer_figures(transfer: TransferAnalysis | None, layers: pd.DataFrame | None,
+                      out: Path) -> list[tuple[str, str]]:
+    """The fine-tuned models' mean alpha per backbone and mode, grouped by pre-training optimizer."""
+    grouped = layers_by_pre_optimizer(transfer, layers) if transfer is not None else pd.DataFrame()
+    if grouped.empty:
+        return []
+    from bocb.weights.plots import alpha_bar_chart
+
+    return [("fine-tuned models: mean alpha per backbone and mode, by pre-training optimizer (2-6 band)",
+             save(alpha_bar_chart(grouped), out / "transfer_alpha_bars"))]
 
 
 def render_html(result: Analysis, figures: dict[str, str], title: str, compare_paper: int | None,
                 weights: list[tuple[str, str]] = (), tuning: list[tuple[str, str]] = (),
-                transfer: list[tuple[str, str, str]] = ()) -> str:
+                transfer: list[tuple[str, str, str]] = (), transfer_figures: list[tuple[str, str]] = ()) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("bocb.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     shares = result.shares
@@ -87,7 +101,8 @@ def render_html(result: Analysis, figures: dict[str, str], title: str, compare_p
         hp_table=_html(result.hp_optimizer.groupby("optimizer", sort=False)["distance"].mean().to_frame(), index=True),
         curves_table=_html(result.curves), budget_table=_html(result.budget),
         tuning_table=_html(tuning_table(result), index=True), tuning_figures=tuning, within=f"{NEAR_BEST:g}",
-        compare_table=_html(comparison), compare_title=compare_title, weight_figures=weights, transfer=transfer)
+        compare_table=_html(comparison), compare_title=compare_title, weight_figures=weights, transfer=transfer,
+        transfer_figures=transfer_figures)
 
 
 def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epochs: pd.DataFrame | None = None,
@@ -113,12 +128,13 @@ def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epoc
 
 def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame | None = None,
                   compare_paper: int | None = None, title: str = "Backbone-optimizer coupling report",
-                  transfer: TransferAnalysis | None = None) -> Path:
+                  transfer: TransferAnalysis | None = None, transfer_layers: pd.DataFrame | None = None) -> Path:
     """Write a finished analysis into ``out_dir``: index.html (self-contained, figures embedded), report.md,
     heatmap.tex, tuning.tex, cells.csv, verdicts.csv, matrix.csv, summary.csv, ranking.csv, tuning.csv (the
     expected-best curves), tuning_summary.csv and each figure as PNG and SVG. Returns index.html.
     ``layers`` (layer tables with backbone and optimizer columns) adds the layer-wise plots; ``transfer`` a
-    transfer section (its matrices and tests also as transfer.csv and transfer_tests.csv)."""
+    transfer section (its matrices and tests also as transfer.csv and transfer_tests.csv), with the
+    fine-tuned models' layer patterns by pre-training optimizer from ``transfer_layers``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = all_figures(result, out)
@@ -138,7 +154,7 @@ def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame
         transfer.tests.to_csv(out / "transfer_tests.csv", index=False)
     page = out / "index.html"
     page.write_text(render_html(result, figures, title, compare_paper, weight_figures(layers, out), tuning,
-                                _transfer_blocks(transfer)))
+                                _transfer_blocks(transfer), _transfer_figures(transfer, transfer_layers, out)))
     return page
 
 
