@@ -41,14 +41,14 @@ def environment() -> dict[str, str]:
 
 def block(preset: str, printed: str, seconds: float, env: dict[str, str], load: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
-    counts = re.search(r"^(\d+ trials: .*?crashed)", printed, flags=re.MULTILINE)
+    counts = "; ".join(re.findall(r"^((?:transfer: )?\d+ trials: .*?crashed)", printed, flags=re.MULTILINE))
     locked = "installed from `requirements.lock`" if env["mismatches"] == "0" else \
         f"with {env['mismatches']} package(s) differing from `requirements.lock`"
     printed = printed.replace(str(Path.cwd()) + "/", "")
     return (f"`bocb run --preset {preset}` on this project's reference machine (2 CPU cores, no GPU), {locked} "
             f"(lock `{env['lock']}`, torch {env['torch']}) at commit `{env['commit']}`, took **{minutes} min "
             f"{rest:02d} s** from the command to the report on {datetime.date.today().isoformat()} "
-            f"({counts.group(1) if counts else 'no trial count printed'}; 1-minute load average {load:.1f} at the "
+            f"({counts or 'no trial count printed'}; 1-minute load average {load:.1f} at the "
             "start), and printed:\n\n"
             f"```\n{printed.rstrip()}\n```\n")
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bocb.analysis._cells import select_cells
 from bocb.analysis._decompose import interaction_shares
 from bocb.errors import DataError
 from bocb.protocol import chosen_seeds, split_transfer_label, transfer_cells
@@ -27,6 +28,8 @@ class TransferAnalysis:
     per_seed: pd.DataFrame  # backbone, pre_optimizer, mode, optimizer (fine-tuning), seed, config, top1, trial_key
     tests: pd.DataFrame     # per backbone and mode: the pre-training optimizer's effect, and a verdict
     alpha: float
+    at_edge: int            # chosen fine-tuning configurations at an edge of their searched grid
+    n_cells: int            # chosen fine-tuning configurations (source x mode x fine-tuning optimizer)
 
     def matrix(self, backbone: str, mode: str) -> pd.DataFrame:
         """Mean test top-1: pre-training optimizers as rows, fine-tuning optimizers as columns."""
@@ -39,21 +42,24 @@ class TransferAnalysis:
 def transfer_analysis(trials: pd.DataFrame, sources: pd.DataFrame, alpha: float = 0.05,
                       n_boot: int = 1000) -> TransferAnalysis:
     """``trials``: a transfer benchmark's trials; ``sources``: its pre-training benchmark's trials."""
-    per_seed = chosen_seeds(transfer_cells(trials, sources))
+    cells = transfer_cells(trials, sources)
+    per_seed = chosen_seeds(cells)
     if per_seed.empty:
         raise DataError("transfer: no fine-tuning trial has a result yet")
+    edges = select_cells(cells)["edge"]
     parts = pd.DataFrame([split_transfer_label(label) for label in per_seed["backbone"]],
                          columns=["backbone", "pre_optimizer", "mode"], index=per_seed.index)
     per_seed = pd.concat([per_seed.drop(columns=["backbone", "pre_optimizer", "mode"]), parts], axis=1)
-    order = {"pre_optimizer": pd.unique(sources["optimizer"]), "optimizer": pd.unique(trials["optimizer"])}
+    order = {"backbone": pd.unique(sources["backbone"]), "pre_optimizer": pd.unique(sources["optimizer"]),
+             "optimizer": pd.unique(trials["optimizer"])}
     per_seed = per_seed.assign(**{c: pd.Categorical(per_seed[c], categories=v) for c, v in order.items()})
-    per_seed = per_seed.sort_values(GROUP[:1] + ["pre_optimizer", "optimizer", "seed"], kind="stable")
+    per_seed = per_seed.sort_values(["backbone", "pre_optimizer", "optimizer", "seed"], kind="stable")
     per_seed = per_seed.assign(**{c: per_seed[c].astype(str) for c in order})  # the planned order, as text
     per_seed = per_seed[GROUP + ["pre_optimizer", "optimizer", "seed", "config", "top1", "trial_key"]]
     per_seed = per_seed.reset_index(drop=True)
     tests = [{"backbone": b, "mode": m, **_pre_optimizer_effect(group, alpha, n_boot)}
              for (b, m), group in per_seed.groupby(GROUP, sort=False)]
-    return TransferAnalysis(per_seed, pd.DataFrame(tests), alpha)
+    return TransferAnalysis(per_seed, pd.DataFrame(tests), alpha, int(edges.sum()), len(edges))
 
 
 def _pre_optimizer_effect(group: pd.DataFrame, alpha: float, n_boot: int) -> dict[str, object]:
@@ -91,14 +97,17 @@ def _pre_optimizer_effect(group: pd.DataFrame, alpha: float, n_boot: int) -> dic
 def format_transfer(result: TransferAnalysis, dataset: str) -> str:
     """The transfer matrices and verdicts as text, one block per backbone and mode."""
     lines = [f"transfer to {dataset}: test top-1 after fine-tuning the kept models (rows: pre-training optimizer, "
-             f"columns: fine-tuning optimizer; mean over seeds; each cell's configuration chosen on {dataset}'s "
-             "validation split)"]
+             "columns: fine-tuning optimizer; mean over seeds; each cell's configuration chosen on the validation "
+             f"split of {dataset})"]
     for test in result.tests.itertuples():
         table = result.matrix(test.backbone, test.mode)
         lines += ["", f"  {test.backbone}, {test.mode.replace('_', ' ')}:",
                   *("    " + line for line in table.to_string(float_format="{:.2f}".format).splitlines()),
                   f"    {test.verdict}"]
-    return "\n".join(lines)
+    edge = (f"{result.at_edge} of {result.n_cells} chosen fine-tuning configurations at an edge of their grid "
+            "(the optimum may lie outside: widen transfer.search)" if result.at_edge else
+            f"none of the {result.n_cells} chosen fine-tuning configurations is at an edge of its grid")
+    return "\n".join([*lines, f"transfer grid edges: {edge}"])
 
 
 def layers_by_pre_optimizer(result: TransferAnalysis, layers: pd.DataFrame) -> pd.DataFrame:
