@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason=f"Fashion-MNIST 
 
 TRANSFER = {"dataset": {"name": "fashion_mnist", "train_subset": 500, "test_subset": 300},
             "optimizers": ["sgd", "adamw"], "recipe": "torch", "recipe_overrides": {"crop_padding": 0},
-            "epochs": 1, "batch_size": 64, "search": {"lr_points": 2, "wd_points": 1}}
+            "epochs": 1, "batch_size": 64, "search": {"lr_points": 2, "wd_points": 1, "extend_edges": 1}}
 
 
 def _spec(path: Path) -> Path:
@@ -59,10 +59,17 @@ def test_a_transfer_fine_tunes_each_chosen_model_from_the_right_pretraining_tria
     assert set(init.map(lambda i: i["trial"])) == set(sources.index)
     source_seed = init.map(lambda i: int(sources.loc[i["trial"], "seed"]))
     assert (source_seed == tuned["seed"]).all()  # a model fine-tuned at its own seed
-    search = tuned["stage"] == StageKind.TRANSFER
+    search, seeds = tuned["stage"] == StageKind.TRANSFER, tuned["stage"] == StageKind.TRANSFER_SEEDS
     assert search.sum() == 2 * 2 * 2 * 2  # first-seed sources x fine-tuning optimizers x modes x lr grid
-    assert (tuned.loc[search, "seed"] == 0).all() and (tuned.loc[~search, "seed"] == 1).all()
-    assert (~search).sum() == 2 * 2 * 2  # other-seed sources x fine-tuning optimizers x modes: chosen config
+    assert (tuned.loc[~seeds, "seed"] == 0).all() and (tuned.loc[seeds, "seed"] == 1).all()
+    assert seeds.sum() == 2 * 2 * 2  # other-seed sources x fine-tuning optimizers x modes: chosen config
+    edges = tuned[tuned["stage"] == "transfer-edges1"]  # a 2-point grid's best is at an edge: one step past it
+    assert len(edges) == 2 * 2 * 2
+    grid = tuned[search].assign(source=init[search].map(lambda i: (i["trial"], i["mode"])))
+    for row, source in zip(edges.itertuples(), init[edges.index]):
+        tried = grid.loc[(grid["source"] == (source["trial"], source["mode"])) & (grid["optimizer"] == row.optimizer),
+                         "lr"]
+        assert row.lr not in set(tried) and (row.lr > tried.max() or row.lr < tried.min())
     assert (tuned["state"] == "done").all()
     assert "transfer to fashion_mnist" in printed and "resnet50, linear probe:" in printed
     assert printed.count("beyond seed noise (F(1, 4)") == 2  # 2 pre-training x 2 fine-tuning optimizers x 2 seeds

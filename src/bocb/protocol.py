@@ -72,20 +72,23 @@ class StageKind(_Name):
     SEEDS = "seeds"    # the chosen configuration at the remaining seeds
     BUDGET = "budget"  # the chosen configuration at more epochs
     TRANSFER = "transfer"              # fine-tuning grid from each cell's first-seed pre-trained model
+    TRANSFER_EDGES = "transfer-edges"  # fine-tuning grid points past an edge best: transfer-edges1, ...
     TRANSFER_SEEDS = "transfer-seeds"  # the chosen fine-tuning configuration from the other seeds' models
 
 
-SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES)  # stages that try configurations
+SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES, StageKind.TRANSFER,
+                StageKind.TRANSFER_EDGES)  # stages that try configurations
+NUMBERED_KINDS = (StageKind.RUNG, StageKind.EDGES, StageKind.TRANSFER_EDGES)
 
 
 def stage_name(kind: StageKind, index: int | None = None) -> str:
     """'search', 'seeds', 'budget'; 'rung0', 'edges1', ... for the numbered kinds."""
-    return f"{kind}{index}" if kind in (StageKind.RUNG, StageKind.EDGES) else str(kind)
+    return f"{kind}{index}" if kind in NUMBERED_KINDS else str(kind)
 
 
 def stage_kind(name: str) -> StageKind:
     """The kind of a stage name ('rung2' -> RUNG); ValueError for a name no planner gives."""
-    for kind in (StageKind.RUNG, StageKind.EDGES):
+    for kind in NUMBERED_KINDS:
         if name.startswith(kind.value) and name[len(kind.value):].isdigit():
             return kind
     return StageKind(name)
@@ -96,8 +99,15 @@ def stage_index(name: str) -> int:
 
 
 def is_search_stage(stages: pd.Series) -> pd.Series:
-    """True for trials that searched a configuration (not seed re-runs or budget re-runs)."""
-    return stages.astype(str).str.startswith(tuple(k.value for k in SEARCH_KINDS))
+    """True for trials that searched a configuration (not seed re-runs or budget re-runs); False for a
+    stage name no planner gives (a CSV's own)."""
+    def searched(name: object) -> bool:
+        try:
+            return stage_kind(str(name)) in SEARCH_KINDS
+        except ValueError:
+            return False
+
+    return stages.map(searched).astype(bool)
 
 
 # -- trial keys ------------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def format_transfer(result: TransferAnalysis, dataset: str) -> str:
                   *("    " + line for line in table.to_string(float_format="{:.2f}".format).splitlines()),
                   f"    {test.verdict}"]
     edge = (f"{result.at_edge} of {result.n_cells} chosen fine-tuning configurations at an edge of their grid "
-            "(the optimum may lie outside: widen transfer.search)" if result.at_edge else
+            "(the optimum may lie outside: raise transfer.search.extend_edges or lr_step)" if result.at_edge else
             f"none of the {result.n_cells} chosen fine-tuning configurations is at an edge of its grid")
     return "\n".join([*lines, f"transfer grid edges: {edge}"])
 

@@ -14,6 +14,8 @@ from the fine-tuning settings of the spec's ``transfer`` section, and starts fro
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 
 from bocb.protocol import (
@@ -22,13 +24,24 @@ from bocb.protocol import (
     TrialState,
     choose_configs,
     chosen_seeds,
+    stage_name,
     transfer_cells,
     transfer_label,
     with_config,
 )
 from bocb.spec import BenchmarkSpec, InitSpec, TrialConfig
 from bocb.store import PlannedTrial
-from bocb.sweep.planner import Pair, Stage, _choice_of, grid, next_stage, pairs, trial_config
+from bocb.sweep.planner import (
+    Pair,
+    Stage,
+    _choice_of,
+    _Chosen,
+    _edge_steps,
+    grid,
+    next_stage,
+    pairs,
+    trial_config,
+)
 
 
 def fine_tuning_spec(spec: BenchmarkSpec) -> BenchmarkSpec:
@@ -59,26 +72,48 @@ def next_transfer_stage(spec: BenchmarkSpec, source_trials: pd.DataFrame, result
     stored = set(results["trial_key"]) if len(results) else set()
     unfinished = set(results.loc[~results["state"].isin(FINISHED), "trial_key"]) if len(results) else set()
     first = models[models["seed"] == spec.seeds[0]]
-    stages = (
-        (StageKind.TRANSFER, lambda: [
-            _planned(tuning, by_names[(m.backbone, o.name)], m, mode, choice, StageKind.TRANSFER)
+    edges = [stage_name(StageKind.TRANSFER_EDGES, i) for i in range(1, tuning.search.extend_edges + 1)]
+    stages = [
+        (str(StageKind.TRANSFER), lambda _: [
+            _planned(tuning, by_names[(m.backbone, o.name)], m, mode, choice, str(StageKind.TRANSFER))
             for m in first.itertuples() for o in tuning.optimizers for mode in spec.transfer.modes
             for choice in grid(by_names[(m.backbone, o.name)])]),
-        (StageKind.TRANSFER_SEEDS, lambda: _reseeded(spec, tuning, by_names, models, results)),
-    )
-    for name, planned in stages:
-        wanted = planned()  # the later stage reads the earlier one's results: computed only when reached
+        *((name, lambda earlier, name=name: _past_edges(spec, tuning, by_names, first, earlier, name))
+          for name in edges),
+        (str(StageKind.TRANSFER_SEEDS), lambda earlier: _reseeded(spec, tuning, by_names, models, earlier)),
+    ]
+    names = [name for name, _ in stages]
+    for i, (name, planned) in enumerate(stages):
+        earlier = results[results["stage"].isin(names[:i])] if len(results) else results
+        wanted = planned(earlier)  # a later stage reads the earlier ones' results: computed only when reached
         missing = [t for t in wanted if t.key not in stored]
         if missing:
-            return Stage(str(name), missing, waiting=False)
+            return Stage(name, missing, waiting=False)
         if any(t.key in unfinished for t in wanted):
-            return Stage(str(name), [], waiting=True)
+            return Stage(name, [], waiting=True)
     return None
 
 
+def _past_edges(spec: BenchmarkSpec, tuning: BenchmarkSpec, by_names: dict[tuple[str, str], Pair],
+               first: pd.DataFrame, earlier: pd.DataFrame, stage: str) -> list[PlannedTrial]:
+    """One more grid point past each edge at which a transfer cell's chosen configuration sits (the
+    planner's own rule, on transfer cells)."""
+    if earlier.empty:
+        return []
+    chosen = _Chosen(transfer_cells(earlier, first))
+    planned = []
+    for m in first.itertuples():
+        for optimizer in tuning.optimizers:
+            pair = by_names[(m.backbone, optimizer.name)]
+            for mode in spec.transfer.modes:
+                cell = replace(pair, backbone=pair.backbone.model_copy(
+                    update={"name": transfer_label(m.backbone, m.optimizer, mode)}))
+                planned += [_planned(tuning, pair, m, mode, step, stage) for step in _edge_steps(tuning, cell, chosen)]
+    return planned
+
+
 def _reseeded(spec: BenchmarkSpec, tuning: BenchmarkSpec, by_names: dict[tuple[str, str], Pair],
-              models: pd.DataFrame, results: pd.DataFrame) -> list[PlannedTrial]:
-    searched = results[results["stage"] == StageKind.TRANSFER]
+              models: pd.DataFrame, searched: pd.DataFrame) -> list[PlannedTrial]:
     if searched.empty:
         return []
     cells = with_config(transfer_cells(searched, models))
@@ -94,11 +129,11 @@ def _reseeded(spec: BenchmarkSpec, tuning: BenchmarkSpec, by_names: dict[tuple[s
                 pair = by_names[(m.backbone, optimizer.name)]
                 row = cells[(cells["backbone"] == label) & (cells["optimizer"] == optimizer.name)
                             & (cells["config"] == config.iloc[0])].iloc[0]
-                planned.append(_planned(tuning, pair, m, mode, _choice_of(pair, row), StageKind.TRANSFER_SEEDS))
+                planned.append(_planned(tuning, pair, m, mode, _choice_of(pair, row), str(StageKind.TRANSFER_SEEDS)))
     return planned
 
 
-def _planned(tuning: BenchmarkSpec, pair: Pair, model: object, mode: str, choice: tuple, stage: StageKind
+def _planned(tuning: BenchmarkSpec, pair: Pair, model: object, mode: str, choice: tuple, stage: str
              ) -> PlannedTrial:
     lr, wd, extras = choice
     config: TrialConfig = trial_config(tuning, pair, lr, wd, extras, int(model.seed), pair.recipe["epochs"])
