@@ -494,6 +494,17 @@ class Store:
         with self.engine.connect() as conn:
             return {state: n for state, n in conn.execute(query)}
 
+    def stage_progress(self, benchmark_id: str) -> pd.DataFrame:
+        """Per stage (in planned order) and state: the number of trials and their mean time (for progress
+        displays: which stage runs, and how long its trials take)."""
+        query = sa.select(plan.c.stage, trials.c.state, sa.func.count().label("n"),
+                          sa.func.avg(trials.c.time_s).label("time_s"), sa.func.min(trials.c.created_at).label("at")) \
+            .join(plan, plan.c.trial_key == trials.c.key).where(plan.c.benchmark_id == benchmark_id) \
+            .group_by(plan.c.stage, trials.c.state)
+        with self.engine.connect() as conn:
+            frame = pd.read_sql(query, conn)
+        return frame.sort_values("at", kind="stable").drop(columns="at").reset_index(drop=True)
+
     def progress_signature(self, benchmark_id: str) -> tuple[int, int, float | None]:
         """(trials planned, trials finished, last finish time): changes exactly when the planner's view of
         the benchmark can have changed (a claim or a heartbeat leaves it alone), at the cost of one

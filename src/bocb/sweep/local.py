@@ -12,8 +12,9 @@ import signal
 import time
 from dataclasses import dataclass
 
+import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bocb.errors import SpecError
 from bocb.protocol import FINISHED
@@ -82,17 +83,35 @@ class LocalExecutor:
 
 
 def _watch(procs: list, store: Store, benchmark_id: str, console: Console) -> None:
-    columns = (TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[best]}"))
+    # the total is the trials planned so far: it grows as each stage is planned from the last one's results
+    columns = (TextColumn("[bold]{task.fields[stage]}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[best]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("trials", total=None, best="")
+        task = progress.add_task("trials", total=None, best="", stage="planning", eta="")
         while any(p.is_alive() for p in procs):
-            _update(progress, task, store, benchmark_id)
+            _update(progress, task, store, benchmark_id, len(procs))
             time.sleep(2.0)
-        _update(progress, task, store, benchmark_id)
+        _update(progress, task, store, benchmark_id, len(procs))
 
 
-def _update(progress: Progress, task: int, store: Store, benchmark_id: str) -> None:
-    counts = store.counts(benchmark_id)
-    finished = sum(counts.get(s.value, 0) for s in FINISHED)
-    progress.update(task, total=sum(counts.values()), completed=finished, best=_best_so_far(store, benchmark_id))
+def _update(progress: Progress, task: int, store: Store, benchmark_id: str, workers: int) -> None:
+    stages = store.stage_progress(benchmark_id)
+    finished = stages["state"].isin([s.value for s in FINISHED])
+    running = stages.loc[~finished, "stage"].drop_duplicates().tolist()
+    total = int(stages["n"].sum())
+    progress.update(task, total=total, completed=int(stages.loc[finished, "n"].sum()),
+                    best=_best_so_far(store, benchmark_id),
+                    stage=", ".join(running) or ("done" if total else "planning"),
+                    eta=_eta(stages, finished, workers))
+
+
+def _eta(stages: pd.DataFrame, finished: pd.Series, workers: int) -> str:
+    """Time left for the trials planned so far, from the measured mean time of this benchmark's finished
+    trials (later stages, planned as earlier ones finish, add to it)."""
+    done = stages[finished & stages["time_s"].notna()]
+    if done.empty:
+        return "eta -"
+    mean = float((done["time_s"] * done["n"]).sum() / done["n"].sum())
+    left = int(stages.loc[~finished, "n"].sum())
+    minutes, seconds = divmod(round(mean * left / max(workers, 1)), 60)
+    return f"eta {minutes}:{seconds:02d}"
