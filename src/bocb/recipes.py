@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bocb.errors import SpecError, unknown_name_message
+from bocb.plugins import ENTRY_POINT_GROUPS, renamed_instance
 from bocb.registry import Registry
 
 
@@ -54,6 +55,7 @@ class Recipe:
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")
+RECIPES.accept_plugins(ENTRY_POINT_GROUPS["recipe"], "recipe", renamed_instance(Recipe))
 
 # Shared by DeiT and ConvNeXt (both follow DeiT's augmentation).
 _DEIT_AUGMENT: dict[str, Any] = dict(

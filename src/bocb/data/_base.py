@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bocb.plugins import ENTRY_POINT_GROUPS, renamed_instance
 from bocb.registry import Registry
 
 if TYPE_CHECKING:
@@ -72,3 +73,4 @@ class DatasetInfo:
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
+DATASETS.accept_plugins(ENTRY_POINT_GROUPS["dataset"], "dataset", renamed_instance(DatasetInfo))
