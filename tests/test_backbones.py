@@ -14,7 +14,6 @@ from torch import nn
 from bocb.backbones import (
     BACKBONES,
     PAPER_ORDER,
-    _api,
     build_backbone,
     get_backbone,
     input_size,
@@ -152,9 +151,9 @@ def test_entry_point_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-bocb-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(f"[bocb.backbones]\nplugin_cnn = {USER_FACTORY}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(_api, "_ENTRY_POINTS_LOADED", False)
     monkeypatch.setattr(BACKBONES, "_entries", dict(BACKBONES._entries))
-    assert resolve_backbone_name("plugin_cnn") == "plugin_cnn"
+    assert "plugin_cnn" in BACKBONES.names()  # listed before it is loaded
+    assert resolve_backbone_name("Plugin-CNN") == "plugin_cnn"
     assert get_backbone("plugin_cnn").era == "user"
     model = build_backbone("plugin_cnn", num_classes=4, img_size=16)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 4)

@@ -66,6 +66,23 @@ SPEC_CASES = {
                                              "cannot import backbone factory 'hostile_raises:net': RuntimeError"),
     "factory module with a syntax error": (_tiny(backbones=["hostile_syntax:net"]),
                                            "cannot import backbone factory 'hostile_syntax:net': SyntaxError"),
+    "optimizer module that does not import": (_tiny(optimizers=["no_such_module_xyz:Opt"]),
+                                              "optimizers: cannot import optimizer class 'no_such_module_xyz:Opt': "
+                                              "ModuleNotFoundError"),
+    "optimizer class the module lacks": (_tiny(optimizers=[{"name": "hostile_optim:Missing", "lr": 0.1}]),
+                                         "optimizers: cannot import optimizer class 'hostile_optim:Missing': "
+                                         "AttributeError"),
+    "optimizer that is no Optimizer": (_tiny(optimizers=["hostile_optim:NOT_AN_OPTIMIZER"]),
+                                       "optimizers: 'hostile_optim:NOT_AN_OPTIMIZER' is of type int, "
+                                       "not a torch.optim.Optimizer subclass"),
+    "optimizer class without an lr default or a spec lr": (_tiny(optimizers=["hostile_optim:NoLr"]),
+                                                           "optimizers.hostile_optim:NoLr.lr: the optimizer has no "
+                                                           "default"),
+    "a backbone's own recipe misspelt": (_tiny(backbones=[{"name": "deit_s", "recipe": "deitt"}]),
+                                         "backbones.deit_s.recipe: unknown recipe 'deitt'; did you mean 'deit'?"),
+    "a backbone's own override out of range": (_tiny(backbones=["resnet50", {"name": "deit_s", "recipe_overrides":
+                                                                             {"warmup_epochs": -1}}]),
+                                               "backbones.deit_s.recipe_overrides.warmup_epochs: must be a number"),
 }
 
 
@@ -74,6 +91,10 @@ def test_bad_spec_is_one_line_and_leaves_the_store_alone(case, tmp_path, planned
     text, expected = SPEC_CASES[case]
     (tmp_path / "hostile_raises.py").write_text("raise RuntimeError('import-time failure')\n")
     (tmp_path / "hostile_syntax.py").write_text("def net(:\n")
+    (tmp_path / "hostile_optim.py").write_text("import torch\nNOT_AN_OPTIMIZER = 3\n\n\n"
+                                              "class NoLr(torch.optim.SGD):\n"
+                                              "    def __init__(self, params, lr, weight_decay=0.0):\n"
+                                              "        super().__init__(params, lr=lr, weight_decay=weight_decay)\n")
     monkeypatch.chdir(tmp_path)
     before = fingerprint(planned_store)
     code, out, err = bocb_main("run", str(_spec_with(tmp_path, text)), "--store", str(planned_store),

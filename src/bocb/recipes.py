@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from bocb.errors import SpecError, unknown_name_message
+from bocb.plugins import ENTRY_POINT_GROUPS, renamed_instance
 from bocb.protocol import SETTINGS
 from bocb.registry import Registry
 
@@ -68,6 +69,7 @@ class Recipe:
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")
+RECIPES.accept_plugins(ENTRY_POINT_GROUPS["recipe"], "recipe", renamed_instance(Recipe))
 
 # Shared by DeiT and ConvNeXt (both follow DeiT's augmentation).
 _DEIT_AUGMENT: dict[str, Any] = dict(

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from bocb.errors import SpecError, unknown_name_message
 from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters, trial_key
@@ -51,9 +61,20 @@ class DatasetSpec(StrictModel):
         return DATASETS.get(name, field="dataset.name").name
 
 
+def _known_recipe(name: str, field: str) -> str:
+    """'paper' (each backbone's Table A1 default) or a registered recipe's canonical name."""
+    if name == "paper":
+        return name
+    from bocb.recipes import RECIPES
+
+    return RECIPES.get(name, field=field).name
+
+
 class BackboneEntry(StrictModel):
     name: str
     size: Size | None = None
+    recipe: str | None = Field(None, description="this backbone's own recipe; None: the spec's")
+    recipe_overrides: dict[str, Any] | None = Field(None, description="on top of the spec's recipe_overrides")
 
     @field_validator("name")
     @classmethod
@@ -62,11 +83,24 @@ class BackboneEntry(StrictModel):
 
         return resolve_backbone_name(name, field="backbones")
 
+    @field_validator("recipe")
+    @classmethod
+    def _known_backbone_recipe(cls, name: str | None, info: ValidationInfo) -> str | None:
+        return None if name is None else _known_recipe(name, f"backbones.{info.data.get('name')}.recipe")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_recipe(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An entry without a recipe of its own dumps as before these fields existed: the benchmark ids of
+        existing specs do not move."""
+        data = handler(self)
+        return {k: v for k, v in data.items() if k not in ("recipe", "recipe_overrides") or v is not None}
+
 
 class OptimizerEntry(StrictModel):
     name: str
-    lr: list[float] | None = Field(None, description="searched lr values; None: the grid around the default")
-    weight_decay: list[float] | None = None
+    lr: list[float] | float | None = Field(None, description="searched lr values, or the centre of the searched "
+                                                              "grid; None: the grid around the default")
+    weight_decay: list[float] | float | None = None
     extras: dict[str, list[Any]] = Field(default_factory=dict, description="searched optimizer-specific values")
     params: dict[str, Any] = Field(default_factory=dict, description="fixed optimizer arguments")
 
@@ -79,15 +113,15 @@ class OptimizerEntry(StrictModel):
 
     @field_validator("lr")
     @classmethod
-    def _positive_lr(cls, values: list[float] | None) -> list[float] | None:
-        if values is not None and (not values or any(v <= 0 for v in values)):
+    def _positive_lr(cls, values: list[float] | float | None) -> list[float] | float | None:
+        if values is not None and (not _as_list(values) or any(v <= 0 for v in _as_list(values))):
             raise ValueError("every lr must be > 0")
         return values
 
     @field_validator("weight_decay")
     @classmethod
-    def _non_negative_wd(cls, values: list[float] | None) -> list[float] | None:
-        if values is not None and (not values or any(v < 0 for v in values)):
+    def _non_negative_wd(cls, values: list[float] | float | None) -> list[float] | float | None:
+        if values is not None and (not _as_list(values) or any(v < 0 for v in _as_list(values))):
             raise ValueError("every weight_decay must be >= 0")
         return values
 
@@ -95,8 +129,9 @@ class OptimizerEntry(StrictModel):
     def _arguments_accepted(self) -> OptimizerEntry:
         """Every searched extra value, with the fixed params, is built once on a tiny parameter: no trial is
         planned that must crash on its optimizer's arguments."""
-        from bocb.optim import check_hyperparameters
+        from bocb.optim import check_hyperparameters, search_space
 
+        search_space(self.name, "classical", lr=self.lr, weight_decay=self.weight_decay)  # an lr it lacks
         check_hyperparameters(self.name, dict(self.params), f"optimizers.{self.name}.params")
         for key, values in self.extras.items():
             if not values:
@@ -104,6 +139,10 @@ class OptimizerEntry(StrictModel):
             for value in values:
                 check_hyperparameters(self.name, {**self.params, key: value}, f"optimizers.{self.name}.extras.{key}")
         return self
+
+
+def _as_list(values: list[float] | float) -> list[float]:
+    return values if isinstance(values, list) else [values]
 
 
 class SearchSpec(StrictModel):
@@ -264,12 +303,8 @@ class BenchmarkSpec(StrictModel):
 
     @field_validator("recipe")
     @classmethod
-    def _known_recipe(cls, name: str) -> str:
-        if name == "paper":
-            return name
-        from bocb.recipes import RECIPES
-
-        return RECIPES.get(name, field="recipe").name
+    def _known_spec_recipe(cls, name: str) -> str:
+        return _known_recipe(name, "recipe")
 
     @model_validator(mode="after")
     def _overrides_valid(self) -> BenchmarkSpec:
@@ -281,6 +316,13 @@ class BenchmarkSpec(StrictModel):
         if self.recipe_overrides.get("test_crop") is not None and DATASETS.get(self.dataset.name).build is None:
             raise SpecError("recipe_overrides.test_crop", f"applies to folder datasets (imagefolder, imagenet); "
                                                           f"{self.dataset.name} is held in memory and tested whole")
+        for backbone in self.backbones:
+            if backbone.recipe is not None or backbone.recipe_overrides is not None:
+                try:
+                    self.recipe_of(backbone)
+                except SpecError as exc:  # name the backbone whose recipe it is
+                    raise SpecError(f"backbones.{backbone.name}.{exc.field}", str(exc).split(": ", 1)[-1]) \
+                        from None
         return self
 
     @model_validator(mode="after")
@@ -322,6 +364,21 @@ class BenchmarkSpec(StrictModel):
     def transfer_part(self) -> BenchmarkSpec:
         """The transfer benchmark, which fine-tunes the pre-training benchmark's kept models."""
         return self.model_copy(update={"transfer_from": self.pretraining().benchmark_id()})
+    def recipe_of(self, backbone: BackboneEntry) -> dict[str, Any]:
+        """The resolved recipe ``backbone``'s trials use: its own recipe, else the spec's ('paper': its Table A1
+        default); the spec's recipe_overrides and grad_clip, then its own recipe_overrides, applied."""
+        from bocb.backbones import get_backbone
+        from bocb.data import paper_setting
+        from bocb.recipes import resolve_recipe
+
+        name = backbone.recipe or self.recipe
+        if name == "paper":
+            name = get_backbone(backbone.name).default_recipe
+        overrides = dict(self.recipe_overrides)
+        if self.grad_clip is not None:
+            overrides["grad_clip"] = self.grad_clip
+        return resolve_recipe(name, {**overrides, **(backbone.recipe_overrides or {})},
+                              setting=paper_setting(self.dataset.name))
 
     def benchmark_id(self) -> str:
         """Identifies what the benchmark computes (not where or how fast it runs). A pre-training benchmark's

@@ -5,22 +5,18 @@ or an entry point of the group ``bocb.backbones`` (see docs/own-backbone.md).
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import entry_points
+from dataclasses import dataclass, replace
 
 from torch import nn
 
 from bocb.errors import SpecError
+from bocb.plugins import ENTRY_POINT_GROUPS
 from bocb.registry import Registry
 
 SIZES = ("paper", "tiny")
 TINY_INPUT_SIZE = 32
-ENTRY_POINT_GROUP = "bocb.backbones"
 
 
 @dataclass(frozen=True)
@@ -40,8 +36,6 @@ class BackboneInfo:
 
 
 BACKBONES: Registry[BackboneInfo] = Registry("backbone")
-_USER: dict[str, BackboneInfo] = {}  # 'module:factory' names, checked once
-_ENTRY_POINTS_LOADED = False
 
 
 def register_backbone(info: BackboneInfo, aliases: tuple[str, ...] = ()) -> BackboneInfo:
@@ -75,45 +69,26 @@ def _user_info(name: str, factory: Callable[..., nn.Module]) -> BackboneInfo:
     )
 
 
-def _import_factory(name: str, field: str) -> BackboneInfo:
-    if name in _USER:
-        return _USER[name]
-    module_name, _, attr = name.partition(":")
-    if os.getcwd() not in sys.path:  # the `bocb` console script does not see the working directory
-        sys.path.append(os.getcwd())
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except Exception as exc:  # noqa: BLE001 - the user's module may fail at import in any way (a SyntaxError too)
-        raise SpecError(field, f"cannot import backbone factory '{name}': {type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    if not callable(factory):
+def _plugin_info(name: str, obj: object, field: str) -> BackboneInfo:
+    """A plugin (a 'module:factory' reference or an entry point of ``bocb.backbones``) as the entry ``name``:
+    a :class:`BackboneInfo` as it is, or a factory ``(num_classes, img_size) -> nn.Module``."""
+    if isinstance(obj, BackboneInfo):
+        return replace(obj, name=name)
+    if not callable(obj):
         raise SpecError(field, f"backbone factory '{name}' is not callable")
-    _USER[name] = _user_info(name, factory)
-    return _USER[name]
+    return _user_info(name, obj)
+
+
+BACKBONES.accept_plugins(ENTRY_POINT_GROUPS["backbone"], "backbone factory", _plugin_info)
 
 
 def load_entry_points() -> None:
-    """Register backbones that installed packages publish in the group ``bocb.backbones``.
-
-    An entry point may load a :class:`BackboneInfo` or a factory ``(num_classes, img_size) -> nn.Module``.
-    """
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BACKBONES:
-            continue
-        obj = ep.load()
-        register_backbone(obj if isinstance(obj, BackboneInfo) else _user_info(ep.name, obj))
+    """Register the backbones that installed packages publish in the group ``bocb.backbones``."""
+    BACKBONES.load_entry_points()
 
 
 def get_backbone(name: str, field: str = "backbones") -> BackboneInfo:
     """The metadata and builder of ``name`` (registered name, alias, entry point or 'module:factory')."""
-    if ":" in name:
-        return _import_factory(name, field)
-    if name not in BACKBONES:
-        load_entry_points()
     return BACKBONES.get(name, field=field)
 
 

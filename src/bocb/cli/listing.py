@@ -46,16 +46,19 @@ def backbones(
 
 # --- optimizers (added by the optimizer module) ---------------------------------------------------
 
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"  # a user's class without an lr default: the spec gives it
+
+
 @list_app.command("optimizers")
 def optimizers() -> None:
-    """Every registered optimizer: paper category (a-d, or new), library, class, default lr / wd per family."""
+    """Every registered optimizer: paper category (a-d, new, or user), library, class, default lr / wd per family."""
     from bocb.optim import optimizer_table
 
     table = Table("name", "paper name", "cat.", "source", "class", "classical lr / wd", "modern lr / wd")
     for row in optimizer_table():
         table.add_row(row["name"], row["paper_name"], row["category"], row["source"], row["class"],
-                      f"{row['classical_lr']:g} / {row['classical_wd']:g}",
-                      f"{row['modern_lr']:g} / {row['modern_wd']:g}")
+                      *(f"{_number(row[f'{f}_lr'])} / {_number(row[f'{f}_wd'])}" for f in ("classical", "modern")))
     print_table(table)
 
 

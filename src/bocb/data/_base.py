@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bocb.plugins import ENTRY_POINT_GROUPS, renamed_instance
 from bocb.protocol import GAMMA
 from bocb.registry import Registry
 
@@ -87,3 +88,4 @@ def paper_setting(name: str) -> str:
 def default_gamma(name: str) -> float:
     """Eq. 1's gamma for the dataset ``name``: its setting's (bocb.protocol.GAMMA)."""
     return GAMMA[paper_setting(name)]
+DATASETS.accept_plugins(ENTRY_POINT_GROUPS["dataset"], "dataset", renamed_instance(DatasetInfo))

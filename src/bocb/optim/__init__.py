@@ -5,8 +5,13 @@ from typing import Any
 
 from bocb.optim._handle import GaussNewtonBartlett, OptimizerHandle, build_optimizer, check_hyperparameters
 from bocb.optim._param_groups import WEIGHT_DECAY_POLICIES, count_decayed, weight_decay_groups
+from bocb.optim._plugin import optimizer_info
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
 from bocb.optim._search import FAMILIES, SearchSpace, grid_centre, log_grid, search_space
+from bocb.plugins import ENTRY_POINT_GROUPS
+
+# A 'package.module:Class' in a spec, or an entry point of 'bocb.optimizers', found in whatever process asks.
+OPTIMIZERS.accept_plugins(ENTRY_POINT_GROUPS["optimizer"], "optimizer class", optimizer_info)
 
 
 def optimizer_table() -> list[dict[str, Any]]:

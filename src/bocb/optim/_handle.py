@@ -1,9 +1,8 @@
 """Build an optimizer from the registry and wrap it in the handle the training loop drives."""
 from __future__ import annotations
 
-import importlib
 import math
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ from bocb.errors import SpecError
 from bocb.optim._param_groups import count_decayed, stem_and_head, weight_decay_groups
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
 from bocb.optim._search import FAMILIES
+from bocb.plugins import import_object
 
 DISTRIBUTIONS = {"torch.optim": "torch", "timm.optim": "timm", "pytorch_optimizer": "pytorch_optimizer",
                  "schedulefree": "schedulefree"}
@@ -96,9 +96,15 @@ class OptimizerHandle:
             switch()
 
 
-def import_class(dotted: str) -> type[torch.optim.Optimizer]:
-    module, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
+def _library_version(source: str, cls: type) -> str | None:
+    """Version of the distribution that ships ``cls``: the zoo's libraries by name; a user's class by its
+    top-level package (None for a module that no installed distribution ships)."""
+    names = [DISTRIBUTIONS[source]] if source in DISTRIBUTIONS else \
+        packages_distributions().get(cls.__module__.partition(".")[0], [])
+    try:
+        return version(names[0]) if names else None
+    except PackageNotFoundError:
+        return None
 
 
 def resolve_kwargs(info: OptimizerInfo, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +166,7 @@ def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: flo
     handle_kwargs = {k: kwargs.pop(k) for k in HANDLE_KEYS if info.hessian and k in kwargs}
     fallback = stem_and_head(model) if info.fallback_stem_and_head else []
     groups = weight_decay_groups(model, weight_decay, weight_decay_policy, fallback)
-    cls = import_class(info.cls)
+    cls = import_object(info.cls, "optimizers", "optimizer class")
     optimizer = cls(groups, lr=lr, weight_decay=weight_decay, **kwargs)
     hessian = None
     if info.hessian == "gnb":
@@ -171,7 +177,7 @@ def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: flo
         "paper_name": info.paper_name,
         "family": family,
         "library": info.source,
-        "library_version": version(DISTRIBUTIONS[info.source]),
+        "library_version": _library_version(info.source, cls),
         "class": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}",
         "kwargs": _jsonable({"lr": lr, "weight_decay": weight_decay, **kwargs}),
         "weight_decay_policy": weight_decay_policy,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from bocb.registry import Registry
 
-Category = Literal["a", "b", "c", "d", "new"]
+Category = Literal["a", "b", "c", "d", "new", "user"]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from bocb.backbones import get_backbone, input_size
+from bocb.backbones import input_size
 from bocb.data import paper_setting
 from bocb.optim import search_space
 from bocb.protocol import (
@@ -45,7 +45,6 @@ from bocb.protocol import (
     stage_name,
     with_config,
 )
-from bocb.recipes import resolve_recipe
 from bocb.spec import BackboneEntry, BenchmarkSpec, OptimizerEntry, TrialConfig
 from bocb.store import PlannedTrial
 
@@ -81,21 +80,18 @@ def pairs(spec: BenchmarkSpec) -> list[Pair]:
 
 def _pair(spec: BenchmarkSpec, backbone: BackboneEntry, optimizer: OptimizerEntry) -> Pair:
     size = spec.size_of(backbone)
-    recipe_name = get_backbone(backbone.name).default_recipe if spec.recipe == "paper" else spec.recipe
-    overrides = dict(spec.recipe_overrides)
-    if spec.grad_clip is not None:
-        overrides["grad_clip"] = spec.grad_clip
+    recipe = spec.recipe_of(backbone)
     setting = paper_setting(spec.dataset.name)
-    recipe = resolve_recipe(recipe_name, overrides, setting=setting)
     recipe["epochs"] = spec.epochs or recipe["epochs"]
     recipe["batch_size"] = spec.batch_size or recipe["batch_size"]
     s = spec.search
     space = search_space(optimizer.name, recipe["family"], lr_points=s.lr_points, wd_points=s.wd_points,
-                         lr_step=s.lr_step, wd_step=s.wd_step, recipe=recipe["name"], setting=setting)
+                         lr_step=s.lr_step, wd_step=s.wd_step, recipe=recipe["name"], setting=setting,
+                         lr=optimizer.lr, weight_decay=optimizer.weight_decay)
     return Pair(
         backbone=backbone, optimizer=optimizer, size=size,
         image_size=input_size(backbone.name, size, spec.dataset.image_size), recipe=recipe,
-        lr=tuple(optimizer.lr or space.lr), weight_decay=tuple(optimizer.weight_decay or space.weight_decay),
+        lr=tuple(space.lr), weight_decay=tuple(space.weight_decay),
         extras=tuple((k, tuple(v)) for k, v in sorted(optimizer.extras.items())),
     )
 
