@@ -61,14 +61,16 @@ UNFINISHED = (TrialState.PENDING, TrialState.RUNNING)
 
 
 class StageKind(_Name):
-    SEARCH = "search"  # the whole lr x wd (x extras) grid at the first seed
+    SEARCH = "search"  # the whole lr x wd (x extras, when searched jointly) grid at the first seed
     RUNG = "rung"      # successive halving: rung0, rung1, ...
     EDGES = "edges"    # grid points past an edge best: edges1, edges2, ...
+    EXTRAS = "extras"  # two-phase search: the optimizer's own hyper-parameters at the lr and wd chosen first
     SEEDS = "seeds"    # the chosen configuration at the remaining seeds
     BUDGET = "budget"  # the chosen configuration at more epochs
 
 
-SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES)  # stages that try configurations
+# stages that try configurations
+SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES, StageKind.EXTRAS)
 
 
 def stage_name(kind: StageKind, index: int | None = None) -> str:

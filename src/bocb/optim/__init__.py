@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bocb.optim._handle import GaussNewtonBartlett, OptimizerHandle, build_optimizer, check_hyperparameters
+from bocb.optim._handle import (
+    GaussNewtonBartlett,
+    OptimizerHandle,
+    build_optimizer,
+    check_hyperparameters,
+    resolved_hyperparameters,
+)
 from bocb.optim._param_groups import WEIGHT_DECAY_POLICIES, count_decayed, weight_decay_groups
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
 from bocb.optim._search import FAMILIES, SearchSpace, log_grid, search_space
@@ -27,5 +33,5 @@ def optimizer_table() -> list[dict[str, Any]]:
 __all__ = [
     "FAMILIES", "OPTIMIZERS", "WEIGHT_DECAY_POLICIES", "GaussNewtonBartlett", "OptimizerHandle", "OptimizerInfo",
     "SearchSpace", "build_optimizer", "check_hyperparameters", "count_decayed", "log_grid", "optimizer_table",
-    "search_space", "weight_decay_groups",
+    "resolved_hyperparameters", "search_space", "weight_decay_groups",
 ]
