@@ -52,6 +52,15 @@ def _no_check(spec: DatasetSpec) -> None:
     """Datasets bundled with a dependency (or generated) have nothing to check."""
 
 
+def _unknown_sizes(spec: DatasetSpec) -> None:
+    return None
+
+
+def known_sizes(train: int, test: int) -> Callable[[DatasetSpec], tuple[int, int]]:
+    """``sizes`` of a dataset whose splits have a published size."""
+    return lambda spec: (train, test)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """A registered dataset.
@@ -59,6 +68,8 @@ class DatasetInfo:
     ``check`` is cheap (no full load) and raises ``SpecError('dataset.path', ...)`` naming how to get
     missing files. ``load`` returns the whole dataset in memory (the fast path); a dataset too large
     for memory sets ``build`` instead, a function with :func:`bocb.data.build_loaders`'s signature.
+    ``sizes`` gives the (train, test) image counts of the full splits without loading them (None when
+    unknown), so a plan can be costed before the files are there.
     """
 
     name: str
@@ -69,6 +80,7 @@ class DatasetInfo:
     check: Callable[[DatasetSpec], None] = _no_check
     load: Callable[[DatasetSpec], RawDataset] | None = None
     build: Callable[..., Loaders] | None = None
+    sizes: Callable[[DatasetSpec], tuple[int, int] | None] = _unknown_sizes
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
