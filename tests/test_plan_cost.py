@@ -99,3 +99,14 @@ def test_paper_imagenet_plans_on_a_cpu_without_its_images(tmp_path: Path, capsys
     assert (seeds, backbones, optimizers) == (3, 2, 20)
     assert re.search(r"^estimated wall time: [\d,.]+ h .* on cpu", out, re.MULTILINE)
     assert "note: dataset.path: imagefolder needs path" in out and "note: over the budget of 24 h" in out
+
+
+def test_the_split_sizes_a_plan_is_costed_with_are_those_a_trial_trains_on() -> None:
+    from bocb.data import build_loaders, split_sizes
+    from bocb.recipes import resolve_recipe
+    from bocb.spec import DatasetSpec
+
+    for spec in (DatasetSpec(name="digits", image_size=8), DatasetSpec(name="synthetic", val_fraction=0.25),
+                 DatasetSpec(name="digits", image_size=8, train_subset=500, test_subset=100, val_fraction=0.1)):
+        loaders = build_loaders(spec, image_size=8, batch_size=32, recipe=resolve_recipe("torch"), seed=0)
+        assert split_sizes(spec) == (loaders.train_size, loaders.val_size, loaders.test_size)

@@ -14,6 +14,7 @@ spec's first optimizer), torch.compile (timed eager), and the time between trial
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from bocb.sweep.planner import Bound, Pair, StageCount, count_plan, pairs, trial
 FIRST_CPU_BATCH = 2      # BatchNorm needs two samples per channel in training, Mixup an even batch
 CPU_STEP_SECONDS = 0.25  # a CPU probe doubles its batch while a step takes less than this
 WARMUP_STEPS = 1         # untimed: the first step pays allocation and kernel selection
-TIMED_STEPS = {"cuda": 3, "cpu": 1}  # CPU steps are slow enough (>= CPU_STEP_SECONDS, or the full batch) to time one
+TIMED_STEPS = 2          # each timed alone; the fastest counts (a machine shared with other jobs slows some)
 UNKNOWN_CLASSES = 1000   # a folder dataset's class count is unknown without its files: ImageNet's
 
 
@@ -81,24 +82,48 @@ def _synthetic_loaders(config: TrialConfig, train_side: int, device: torch.devic
                    in_chans=info.in_chans, train_size=steps * config.batch_size, val_size=0, test_size=1)
 
 
+_TIMED: dict[str, StepTime] = {}  # this process's timings: a step is timed once however often it is costed
+
+
+def _timing_key(config: TrialConfig, runtime: Runtime) -> str:
+    """What a step's time depends on: the trial without its epochs, seed, lr and weight decay, and where
+    it runs."""
+    shape = config.model_dump(mode="json", exclude={"epochs", "seed", "lr", "weight_decay"})
+    shape["recipe"].pop("epochs", None)
+    return json.dumps([shape, repr(runtime)], sort_keys=True)
+
+
 def time_steps(config: TrialConfig, runtime: Runtime) -> StepTime:
     """Time a few training steps and one evaluation of ``config``'s backbone, recipe and optimizer on
-    ``runtime``'s device, as a worker with ``runtime.threads`` threads runs them."""
+    ``runtime``'s device, as a worker with ``runtime.threads`` threads runs them (once per process)."""
+    key = _timing_key(config, runtime)
+    if key not in _TIMED:
+        _TIMED[key] = _time_steps(config, runtime)
+    return _TIMED[key]
+
+
+def _time_steps(config: TrialConfig, runtime: Runtime) -> StepTime:
     device = resolve_device(runtime.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(runtime.threads)
     torch.set_flush_denormal(True)  # as the engine trains
     try:
-        trial = Trial(config, runtime, _synthetic_loaders(config, train_image_size(config.recipe, config.image_size),
-                                                          device))
-        timed, step_s = _time_training(trial, config.batch_size, device)
-        trial.loaders.test.resize(timed)
-        trial.accuracy(trial.model, trial.loaders.test)  # warm-up
-        started = time.perf_counter()
-        trial.accuracy(trial.model, trial.loaders.test)
-        eval_image_s = (time.perf_counter() - started) / timed
+        return _measure(config, runtime, device)
     finally:
         torch.set_num_threads(threads)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _measure(config: TrialConfig, runtime: Runtime, device: torch.device) -> StepTime:
+    side = train_image_size(config.recipe, config.image_size)
+    trial = Trial(config, runtime, _synthetic_loaders(config, side, device))
+    timed, step_s = _time_training(trial, config.batch_size, device)
+    trial.loaders.test.resize(timed)
+    trial.accuracy(trial.model, trial.loaders.test)  # warm-up
+    started = time.perf_counter()
+    trial.accuracy(trial.model, trial.loaders.test)
+    eval_image_s = (time.perf_counter() - started) / timed
     return StepTime(config.backbone, config.size, config.image_size, config.batch_size, timed,
                     step_s * config.batch_size / timed, eval_image_s)
 
@@ -111,9 +136,7 @@ def _time_training(trial: Trial, batch: int, device: torch.device) -> tuple[int,
         trial.loaders.train.resize(timed)
         try:
             trial.train_epoch(0, steps=WARMUP_STEPS)
-            started = time.perf_counter()
-            trial.train_epoch(0, steps=TIMED_STEPS[device.type])  # ends with .item(): the device has finished
-            seconds = (time.perf_counter() - started) / TIMED_STEPS[device.type]
+            seconds = min(_one_step(trial) for _ in range(TIMED_STEPS))
         except torch.cuda.OutOfMemoryError:
             if timed == 1:
                 raise
@@ -125,6 +148,12 @@ def _time_training(trial: Trial, batch: int, device: torch.device) -> tuple[int,
         timed = min(batch, 2 * timed)
 
 
+def _one_step(trial: Trial) -> float:
+    started = time.perf_counter()
+    trial.train_epoch(0, steps=1)  # ends with .item(): the device has finished
+    return time.perf_counter() - started
+
+
 @dataclass(frozen=True)
 class PlanCost:
     """A plan's trials and epochs per stage and pair, each backbone's timed steps, and the device."""
@@ -132,7 +161,7 @@ class PlanCost:
     counts: list[StageCount]
     steps: dict[tuple[str, str], StepTime]  # by (backbone, size)
     sizes: tuple[int, int, int] | None      # (train, val, test) images of a trial; None: unknown
-    device: str
+    device: str                             # 'cpu, 1 thread per trial' or 'cuda:0 (its name)'
     parallel: int                           # trials run at once (local CPU workers), for the wall time
     seeds: int
     notes: tuple[str, ...] = ()
@@ -192,21 +221,19 @@ def estimate_plan(spec: BenchmarkSpec, workers: int | None = None) -> PlanCost:
         notes.append("timed without torch.compile")
     runtime = Runtime(device=str(device), threads=1, channels_last=spec.gpu.channels_last,
                       non_blocking=spec.gpu.non_blocking, layer_table=False)
-    steps = {}
-    for pair in pairs(spec):  # the first optimizer of each backbone
+    steps: dict[tuple[str, str], StepTime] = {}
+    for pair in pairs(spec):  # each backbone with the first optimizer
         key = (pair.backbone.name, pair.size)
         if key not in steps:
             lr, wd = pair.lr[len(pair.lr) // 2], pair.weight_decay[len(pair.weight_decay) // 2]
-            config = trial_config(spec, pair, lr, wd, {}, spec.seeds[0], pair.recipe["epochs"])
-            steps[key] = time_steps(config, runtime)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            steps[key] = time_steps(trial_config(spec, pair, lr, wd, {}, spec.seeds[0], pair.recipe["epochs"]),
+                                    runtime)
     sizes = split_sizes(spec.dataset)
     if sizes is None:
         notes.append(f"the size of dataset {spec.dataset.name!r} is unknown without its files: no wall time "
                      "(give dataset.path, or dataset.train_subset and test_subset)")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    where = f"{device} ({name})" if device.type == "cuda" else f"cpu, 1 thread per trial, {parallel} at a time"
+    where = f"{device} ({name})" if device.type == "cuda" else "cpu, 1 thread per trial"
     return PlanCost(count_plan(spec), steps, sizes, where, parallel, len(spec.seeds), tuple(notes))
 
 
@@ -249,8 +276,8 @@ def plan_lines(cost: PlanCost) -> list[str]:
     if cost.wall_hours is None:
         lines.append("estimated wall time: unknown")
     else:
-        lines.append(f"estimated wall time: {duration(cost.wall_hours)} on {cost.device} "
-                     f"({duration(cost.device_hours)} of trials one at a time); an estimate from timed steps: "
+        lines.append(f"estimated wall time: {duration(cost.wall_hours)} on {cost.device}, {cost.parallel} trial(s) "
+                     f"at a time ({duration(cost.device_hours)} one at a time); an estimate from timed steps: "
                      "data loading and per-optimizer differences are not in it")
     lines += [f"note: {n}" for n in cost.notes]
     return lines

@@ -126,9 +126,9 @@ def _confirm_budget(cost: PlanCost, budget_hours: float, yes: bool) -> None:
     over = not yes and hours is not None and hours > budget_hours
     if over and not sys.stdin.isatty():
         raise SpecError("--budget-hours", f"the plan ({cost.trials} trials, {cost.epochs} GPU-epochs) is estimated "
-                                          f"at {duration(hours)} on {cost.device}, over the budget of "
-                                          f"{budget_hours:g} h; pass --yes to train it anyway (`bocb run "
-                                          "--plan-only` prints the estimate)")
+                                          f"at {duration(hours)} ({cost.parallel} at a time on {cost.device}), "
+                                          f"over the budget of {budget_hours:g} h; pass --yes to train it anyway "
+                                          "(`bocb run --plan-only` prints the estimate)")
     typer.echo("\n".join(plan_lines(cost)), err=True)
     if over and not typer.confirm(f"over the budget of {budget_hours:g} h (--budget-hours): train it anyway?",
                                   default=False, err=True):

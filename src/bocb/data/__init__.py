@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from bocb.data import _builtin, _cifar, _fashion, _folder  # noqa: F401  (registers the datasets)
-from bocb.data._base import DATASETS, DatasetInfo, Loaders, RawDataset
+from bocb.data._base import DATASETS, DatasetInfo, Loaders, RawDataset, known_sizes
 from bocb.data._batches import EvalBatches, TrainBatches
 from bocb.data._folder import FolderBatches
 from bocb.data._memory import build_in_memory, clear_cache
@@ -18,7 +18,7 @@ from bocb.spec import DatasetSpec
 
 __all__ = [
     "DATASETS", "DatasetInfo", "EvalBatches", "FolderBatches", "Loaders", "RawDataset", "TrainBatches",
-    "build_loaders", "clear_cache", "split_sizes",
+    "build_loaders", "clear_cache", "known_sizes", "split_sizes",
 ]
 
 
