@@ -19,12 +19,14 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from bocb.data import DATASETS, Loaders, split_sizes
-from bocb.devices import resolve_device
+from bocb.devices import check_device, resolve_device
 from bocb.engine import Runtime, Trial, train_image_size
+from bocb.errors import SpecError
 from bocb.spec import BenchmarkSpec, TrialConfig
 from bocb.sweep.planner import Bound, Pair, StageCount, count_plan, pairs, trial_config
 
@@ -175,9 +177,10 @@ class PlanCost:
         return sum(sum(c.epochs) for c in self.counts)
 
     @property
-    def bound(self) -> Bound:
+    def bound(self) -> Bound | Literal["about"]:
+        """'exact', or the bound of the stages that are not: 'about' where some are at most, some at least."""
         bounds = {c.bound for c in self.counts if c.epochs} - {"exact"}
-        return "exact" if not bounds else bounds.pop() if len(bounds) == 1 else "about"  # type: ignore[return-value]
+        return "exact" if not bounds else bounds.pop() if len(bounds) == 1 else "about"
 
     def epoch_seconds(self, pair: Pair) -> float | None:
         """Seconds of one epoch of ``pair``'s trials: its training steps and its evaluations."""
@@ -203,9 +206,6 @@ class PlanCost:
 
 def estimate_plan(spec: BenchmarkSpec, workers: int | None = None) -> PlanCost:
     """Count ``spec``'s plan and time each of its backbones on the device its trials would use here."""
-    from bocb.devices import check_device
-    from bocb.errors import SpecError
-
     notes = []
     try:
         check_device(spec.device)

@@ -92,12 +92,17 @@ def run(
 
         check_device(spec.device)
         check_workers(workers or spec.workers or 1)
-    _confirm_budget(estimate_plan(spec, workers), budget_hours, yes)
+    cost = estimate_plan(spec, workers)
+    asked = _confirm_budget(cost, budget_hours, yes)
     from bocb.sweep.worker import stop_on_sigterm
 
+    def on_planned(planned: BenchmarkRun) -> None:  # the store is sound and nothing has trained yet
+        if not asked:
+            typer.echo("\n".join(plan_lines(cost)), err=True)
+        _say_retried(planned.retried)
+
     with resumable_on_interrupt(), stop_on_sigterm():  # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does
-        done = run_benchmark(spec, out, store, workers=workers, address=address,
-                             on_planned=lambda planned: _say_retried(planned.retried))
+        done = run_benchmark(spec, out, store, workers=workers, address=address, on_planned=on_planned)
     code = _print_and_write(done, spec, report)
     typer.echo(f"finished in {time.perf_counter() - started:.0f} s; results in {done.out_dir}/")
     if code:
@@ -116,24 +121,27 @@ def _note_missing_data(spec: BenchmarkSpec) -> None:
         typer.echo(f"note: {exc} (not needed to plan; the machines that train need it)")
 
 
-def _confirm_budget(cost: PlanCost, budget_hours: float, yes: bool) -> None:
-    """Print the plan and its estimate (stderr), and train a plan over the budget only when told to:
-    --yes, or a 'y' at the prompt of an interactive terminal; elsewhere (a script, a scheduler) one line
-    and exit code 2, before anything is stored."""
+def _confirm_budget(cost: PlanCost, budget_hours: float, yes: bool) -> bool:
+    """Train a plan over the budget only when told to: --yes, or a 'y' at the prompt of an interactive
+    terminal, which shows the plan (stderr) with the question; elsewhere (a script, a scheduler) one line
+    and exit code 2, before anything is stored. Returns whether it asked (and so showed the plan)."""
     from bocb.estimate import duration, plan_lines
 
     hours = cost.wall_hours
     over = not yes and hours is not None and hours > budget_hours
-    if over and not sys.stdin.isatty():
+    if not over:
+        return False
+    if not sys.stdin.isatty():
         raise SpecError("--budget-hours", f"the plan ({cost.trials} trials, {cost.epochs} GPU-epochs) is estimated "
                                           f"at {duration(hours)} ({cost.parallel} at a time on {cost.device}), "
                                           f"over the budget of {budget_hours:g} h; pass --yes to train it anyway "
                                           "(`bocb run --plan-only` prints the estimate)")
     typer.echo("\n".join(plan_lines(cost)), err=True)
-    if over and not typer.confirm(f"over the budget of {budget_hours:g} h (--budget-hours): train it anyway?",
-                                  default=False, err=True):
+    if not typer.confirm(f"over the budget of {budget_hours:g} h (--budget-hours): train it anyway?",
+                         default=False, err=True):
         typer.echo("not started (--yes trains it without asking)", err=True)
         raise typer.Exit(1)
+    return True
 
 
 def _say_retried(retried: int) -> None:
