@@ -248,3 +248,79 @@ def test_planner_and_analysis_choose_the_same_configuration() -> None:
     assert cells == planner
     assert planner[("resnet50", "sgd")] == lrs["sgd"][2] and planner[("deit_s", "adamw")] == lrs["adamw"][1]
     assert planner[("deit_s", "sgd")] != lrs["sgd"][1]  # the crashed configuration is never chosen
+
+
+def _two_phase(**changes):
+    return _spec(**{"optimizers": [{"name": "sgd", "extras": {"momentum": [0.8, 0.9, 0.95]}}, "adam"],
+                    "seeds": [0, 1], "search": {"phases": "two", "lr_points": 3, "wd_points": 2}, **changes})
+
+
+def test_two_phase_searches_lr_and_wd_first_then_extras_only_at_the_chosen_lr_and_wd() -> None:
+    spec = _two_phase()
+    assert stage_names(spec) == ["search", "extras", "seeds"]
+    first = next_stage(spec, pd.DataFrame())
+    # phase 1: 3 x 2 lr/wd per optimizer, every extra at its default (none in hparams): not 3 x 2 x 3
+    assert first.name == "search" and len(first.planned) == 2 * 6
+    assert all(t.config["hparams"] == {} for t in first.planned)
+    lrs = {o: sorted({t.config["lr"] for t in first.planned if t.config["optimizer"] == o}) for o in ("sgd", "adam")}
+
+    def val(c):  # the middle lr and the smaller wd win phase 1; momentum 0.95 beats the default in phase 2
+        return 80 - abs(math.log(c["lr"] / lrs[c["optimizer"]][1])) - 1000 * c["weight_decay"] \
+            + (5 if c["hparams"].get("momentum") == 0.95 else 0)
+
+    search = _rows(first.planned, val)
+    extras = next_stage(spec, search)
+    assert extras.name == "extras"
+    chosen = select_cells(search).set_index("optimizer")
+    # sgd: momentum 0.8 and 0.95 at sgd's chosen lr and wd (0.9 is the default: trained in phase 1 already);
+    # adam: the registry's beta2 grid (the spec names none), its default 0.999 left out
+    assert sorted((t.config["optimizer"], json.dumps(t.config["hparams"])) for t in extras.planned) == [
+        ("adam", '{"beta2": 0.99}'), ("sgd", '{"momentum": 0.8}'), ("sgd", '{"momentum": 0.95}')]
+    for t in extras.planned:
+        assert (t.config["lr"], t.config["weight_decay"]) == (
+            chosen.at[t.config["optimizer"], "lr"], chosen.at[t.config["optimizer"], "weight_decay"])
+        assert t.config["lr"] == lrs[t.config["optimizer"]][1]
+    both = pd.concat([search, _rows(extras.planned, val)], ignore_index=True)
+    seeds = next_stage(spec, both)
+    reseeded = {t.config["optimizer"]: t.config["hparams"] for t in seeds.planned}
+    assert reseeded == {"sgd": {"momentum": 0.95}, "adam": {}}  # adam's beta2 0.99 did not beat its default
+    # the planner's choice is the analysis' choice (one rule, bocb.protocol.choose_configs)
+    cells = select_cells(both).set_index("optimizer")
+    assert cells.at["sgd", "config"].endswith(",momentum=0.95") and "beta2" not in cells.at["adam", "config"]
+    assert cells.at["sgd", "lr"] == lrs["sgd"][1] and cells.at["adam", "lr"] == lrs["adam"][1]
+
+
+def test_one_phase_stays_the_default_and_multiplies_only_the_extras_the_spec_names() -> None:
+    spec = _two_phase(search={"lr_points": 3, "wd_points": 2})
+    assert spec.search.phases == "one" and stage_names(spec) == ["search", "seeds"]
+    first = next_stage(spec, pd.DataFrame())
+    assert len(first.planned) == 6 * 3 + 6  # sgd's momentum multiplies its grid; adam searches no extras
+
+
+def test_counted_plan_is_what_the_planner_plans() -> None:
+    from bocb.sweep.planner import count_plan
+
+    for spec in (_two_phase(), _two_phase(search={"lr_points": 3, "wd_points": 2}),
+                 _two_phase(epochs=9, search={"phases": "two", "method": "halving", "lr_points": 3, "wd_points": 3,
+                                              "keep_ties": False})):
+        results = _run_all(spec, val=lambda c: 1000 * c["lr"] + c["hparams"].get("momentum", 0))
+        counted = pd.DataFrame([(c.stage, len(c.epochs), sum(c.epochs)) for c in count_plan(spec)],
+                               columns=["stage", "trials", "epochs"]).groupby("stage").sum()
+        planned = results.groupby("stage").agg(trials=("trial_key", "size"), epochs=("epochs", "sum"))
+        assert counted.loc[planned.index].equals(planned) and set(counted.index) == set(planned.index)
+
+
+def test_two_phase_search_on_digits(tmp_path) -> None:
+    """A real tiny run: the extras are trained only at the lr the search chose on its real results."""
+    from bocb.sweep.worker import WorkerOptions, worker_loop
+
+    spec = _spec(optimizers=[{"name": "sgd", "extras": {"momentum": [0.8, 0.9]}}], epochs=1,
+                 search={"phases": "two", "lr_points": 2, "wd_points": 1})
+    run = plan_benchmark(spec, tmp_path)
+    assert worker_loop(run.store, run.benchmark_id, WorkerOptions(artifact_root=run.artifact_root)) == 3
+    trials = run.store.trials_frame(run.benchmark_id)
+    search, extras = (trials[trials["stage"] == s] for s in ("search", "extras"))
+    assert len(search) == 2 and set(search["hparams_json"]) == {"{}"} and set(trials["state"]) == {"done"}
+    chosen = select_cells(search).iloc[0]
+    assert len(extras) == 1 and json.loads(extras["hparams_json"].iloc[0]) == {"momentum": 0.8}
+    assert (extras["lr"].iloc[0], extras["weight_decay"].iloc[0]) == (chosen["lr"], chosen["weight_decay"])

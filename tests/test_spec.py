@@ -116,6 +116,16 @@ def test_benchmark_id_ignores_where_it_runs() -> None:
     assert a.benchmark_id() == b.benchmark_id() != c.benchmark_id()
 
 
+def test_two_phase_search_is_chosen_in_the_spec_and_the_default_keeps_earlier_benchmark_ids() -> None:
+    earlier = parse_spec(TINY_SPEC)  # a spec written before search.phases existed
+    one = parse_spec({**TINY_SPEC, "search": {**TINY_SPEC["search"], "phases": "one"}})
+    two = parse_spec({**TINY_SPEC, "search": {**TINY_SPEC["search"], "phases": "two"}})
+    assert earlier.search.phases == "one" and two.search.phases == "two"
+    assert earlier.benchmark_id() == one.benchmark_id() != two.benchmark_id()
+    with pytest.raises(SpecError, match=r"^search\.phases: Input should be 'one' or 'two'"):
+        parse_spec({**TINY_SPEC, "search": {"phases": "three"}})
+
+
 def test_spec_error_names_field() -> None:
     with pytest.raises(SpecError, match=r"^seeds: "):
         parse_spec({**TINY_SPEC, "seeds": []})

@@ -88,6 +88,45 @@ def test_sigkill_mid_sweep_then_resume(tmp_path: Path, capsys) -> None:
     assert after.loc[done_before.index, "attempts"].eq(1).all()
 
 
+def test_two_phase_search_resumes_after_sigkill_in_its_second_phase(tmp_path: Path, capsys) -> None:
+    """Killed after the lr/wd phase and part of the extras phase: the rerun trains only what is left, and
+    every extras trial sits at the lr and wd the rule chose from the first phase's results."""
+    from bocb.analysis import select_cells
+
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], epochs=2, seeds=[0],
+                      optimizers=[{"name": "sgd", "extras": {"momentum": [0.8, 0.9, 0.95]}}, "adam"],
+                      search={"phases": "two", "lr_points": 2, "wd_points": 1})
+    out, db = tmp_path / "out", tmp_path / "out" / "bocb.db"
+    staged = "SELECT trials.key, trials.state, trials.finished_at, plan.stage FROM trials JOIN plan ON " \
+             "plan.trial_key = trials.key"
+    run = subprocess.Popen([sys.executable, "-m", "bocb", "run", str(spec), "--out", str(out), "--workers", "1",
+                            "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        rows = _query(db, staged)
+        if len(rows) and ((rows["stage"] == "extras") & (rows["state"] == "done")).sum() >= 1:
+            break
+        time.sleep(0.3)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    time.sleep(1.0)
+    before = _query(db, staged)
+    done_before = before[before["state"] == "done"].set_index("key")
+    assert 5 <= len(done_before) < 7, "the kill must land in the extras phase"
+    code, _, err = bocb_main("run", str(spec), "--out", str(out), "--workers", "1", "--no-report", capsys=capsys)
+    assert code == 0, err
+    after = _finished(db).set_index("key")
+    assert len(after) == 7 and after.index.is_unique and set(after["state"]) == {"done"}
+    assert (after.loc[done_before.index, "finished_at"] == done_before["finished_at"]).all()
+    assert after.loc[done_before.index, "attempts"].eq(1).all()
+    trials = Store(db).trials_frame()
+    search, extras = trials[trials["stage"] == "search"], trials[trials["stage"] == "extras"]
+    assert len(search) == 4 and len(extras) == 3  # sgd: momentum 0.8, 0.95; adam: beta2 0.99
+    chosen = select_cells(search).set_index("optimizer")
+    for row in extras.itertuples():
+        assert (row.lr, row.weight_decay) == (chosen.at[row.optimizer, "lr"], chosen.at[row.optimizer, "weight_decay"])
+
+
 def test_absurd_lr_diverges_and_the_sweep_goes_on(tmp_path: Path, capsys) -> None:
     spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], epochs=2,
                       optimizers=[{"name": "sgd", "lr": [1.0e8]}, "adamw"])

@@ -30,7 +30,7 @@ from timm.utils import ModelEmaV3
 
 from bocb.backbones import build_backbone
 from bocb.checkpoint import discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from bocb.data import build_loaders
+from bocb.data import Loaders, build_loaders
 from bocb.devices import resolve_device
 from bocb.memory import PeakMemory, tensor_megabytes
 from bocb.optim import OPTIMIZERS, build_optimizer
@@ -147,19 +147,20 @@ class Trial:
     """The mutable state of one running trial (model, optimizer, schedule, EMA, records).
 
     :meth:`train_epoch` is the training loop (``steps`` cuts it short: benchmarks/throughput.py
-    times it); :meth:`state` / :meth:`restore` are what a checkpoint holds.
+    and bocb.estimate time it); :meth:`state` / :meth:`restore` are what a checkpoint holds.
+    ``loaders`` replaces the dataset's own (bocb.estimate times steps on batches of the right shape).
     """
 
-    def __init__(self, config: TrialConfig, runtime: Runtime) -> None:
+    def __init__(self, config: TrialConfig, runtime: Runtime, loaders: Loaders | None = None) -> None:
         self.config, self.runtime = config, runtime
         self.recipe = config.recipe
         self.device = resolve_device(runtime.device)
         self.amp = config.precision == "bf16"
         seed_everything(config.seed)
         self.train_image_size = train_image_size(self.recipe, config.image_size)
-        self.loaders = build_loaders(config.dataset, image_size=config.image_size, batch_size=config.batch_size,
-                                     recipe={**self.recipe, "train_image_size": self.train_image_size},
-                                     seed=config.seed, device=self.device)
+        self.loaders = loaders or build_loaders(
+            config.dataset, image_size=config.image_size, batch_size=config.batch_size,
+            recipe={**self.recipe, "train_image_size": self.train_image_size}, seed=config.seed, device=self.device)
         if getattr(OPTIMIZERS.get(config.optimizer), "needs_double_backward", False):
             from timm.layers import set_fused_attn
 

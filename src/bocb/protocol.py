@@ -66,9 +66,10 @@ UNFINISHED = (TrialState.PENDING, TrialState.RUNNING)
 
 
 class StageKind(_Name):
-    SEARCH = "search"  # the whole lr x wd (x extras) grid at the first seed
+    SEARCH = "search"  # the whole lr x wd (x extras, when searched jointly) grid at the first seed
     RUNG = "rung"      # successive halving: rung0, rung1, ...
     EDGES = "edges"    # grid points past an edge best: edges1, edges2, ...
+    EXTRAS = "extras"  # two-phase search: the optimizer's own hyper-parameters at the lr and wd chosen first
     SEEDS = "seeds"    # the chosen configuration at the remaining seeds
     BUDGET = "budget"  # the chosen configuration at more epochs
     TRANSFER = "transfer"              # fine-tuning grid from each cell's first-seed pre-trained model
@@ -76,7 +77,7 @@ class StageKind(_Name):
     TRANSFER_SEEDS = "transfer-seeds"  # the chosen fine-tuning configuration from the other seeds' models
 
 
-SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES, StageKind.TRANSFER,
+SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES, StageKind.EXTRAS, StageKind.TRANSFER,
                 StageKind.TRANSFER_EDGES)  # stages that try configurations
 NUMBERED_KINDS = (StageKind.RUNG, StageKind.EDGES, StageKind.TRANSFER_EDGES)
 

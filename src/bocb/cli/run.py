@@ -1,6 +1,7 @@
 """`bocb run`, `bocb results`, `bocb worker`: plan, execute and read a benchmark."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,13 +16,18 @@ from bocb.spec import EXECUTORS, BenchmarkSpec, load_preset, load_spec, parse_sp
 if TYPE_CHECKING:
     import pandas as pd
 
+    from bocb.estimate import PlanCost
     from bocb.sweep import BenchmarkRun
 
+DEFAULT_BUDGET_HOURS = 24.0  # a plan estimated at up to a day trains without asking
 
-def _spec_from_args(spec_path: Path | None, preset: str | None, overrides: dict) -> BenchmarkSpec:
+
+def _spec_from_args(spec_path: Path | None, preset: str | None, overrides: dict,
+                    check_data: bool = True) -> BenchmarkSpec:
     if spec_path is not None and preset is not None:
         raise SpecError("--preset", "give a SPEC file or --preset, not both")
-    spec = load_spec(spec_path) if spec_path is not None else load_preset(preset or "quick")
+    spec = (load_spec(spec_path, check_data) if spec_path is not None
+            else load_preset(preset or "quick", check_data))
     if not overrides:
         return spec
     data = spec.model_dump(mode="json", exclude_unset=True)
@@ -31,19 +37,24 @@ def _spec_from_args(spec_path: Path | None, preset: str | None, overrides: dict)
         for part in parents:
             target = target.setdefault(part, {})
         target[leaf] = value
-    return parse_spec(data)
+    return parse_spec(data, check_data)
 
 
 @app.command()
 def run(
     spec_path: Path | None = typer.Argument(None, metavar="[SPEC]", help="YAML spec; default: the quick preset"),
-    preset: str | None = typer.Option(None, "--preset", help="a built-in spec: quick (default), fashion, transfer"),
+    preset: str | None = typer.Option(None, "--preset", help="a built-in spec: quick (default), fashion, "
+                                                             "transfer, paper_cifar100, paper_imagenet"),
     out: Path = typer.Option(Path("bocb-results"), "--out", "-o", help="results.csv, bocb.db, report/"),
     store: str | None = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path; default OUT/bocb.db"),
     workers: int | None = typer.Option(None, "--workers", min=1, help="local worker processes; default one per core"),
     executor: str | None = typer.Option(None, "--executor", help="local | ray"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address; default: start a local one"),
-    plan_only: bool = typer.Option(False, "--plan-only", help="register and plan; run nothing (for `bocb worker`)"),
+    plan_only: bool = typer.Option(False, "--plan-only", help="print the plan and its estimated cost, register "
+                                                              "and plan it; run nothing (for `bocb worker`)"),
+    budget_hours: float = typer.Option(DEFAULT_BUDGET_HOURS, "--budget-hours", min=0.0,
+                                       help="a plan estimated to take longer asks for --yes before training"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="train a plan over --budget-hours without asking"),
     extend_edges: int | None = typer.Option(None, "--extend-edges", min=0,
                                             help="add up to N grid steps past an edge best "
                                                  "(default 3 if given bare)"),
@@ -57,12 +68,18 @@ def run(
         overrides["executor"] = executor
     if extend_edges is not None:
         overrides["search.extend_edges"] = extend_edges
-    spec = _spec_from_args(spec_path, preset, overrides)
+    spec = _spec_from_args(spec_path, preset, overrides, check_data=not plan_only)
     check_output_dir(out, "--out")
+    from bocb.estimate import estimate_plan, plan_lines
     from bocb.sweep import plan_benchmark, run_benchmark
 
     started = time.perf_counter()
-    if plan_only:
+    if plan_only:  # planning on a machine that will not train: missing data files are the workers' to have
+        cost = estimate_plan(spec, workers)
+        typer.echo("\n".join(plan_lines(cost)))
+        _note_missing_data(spec)
+        if cost.wall_hours is not None and cost.wall_hours > budget_hours:
+            typer.echo(f"note: over the budget of {budget_hours:g} h: `bocb run` asks for --yes before training it")
         planned = plan_benchmark(spec, out, store)
         _say_retried(planned.retried)
         part = f" and its transfer part {planned.transfer_id}" if planned.transfer_id else ""
@@ -71,13 +88,21 @@ def run(
         return
     if spec.executor == "local":  # Ray workers have their own devices; this machine may have none
         from bocb.devices import check_device
+        from bocb.sweep.local import check_workers
 
         check_device(spec.device)
+        check_workers(workers or spec.workers or 1)
+    cost = estimate_plan(spec, workers)
+    asked = _confirm_budget(cost, budget_hours, yes)
     from bocb.sweep.worker import stop_on_sigterm
 
+    def on_planned(planned: BenchmarkRun) -> None:  # the store is sound and nothing has trained yet
+        if not asked:
+            typer.echo("\n".join(plan_lines(cost)), err=True)
+        _say_retried(planned.retried)
+
     with resumable_on_interrupt(), stop_on_sigterm():  # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does
-        done = run_benchmark(spec, out, store, workers=workers, address=address,
-                             on_planned=lambda planned: _say_retried(planned.retried))
+        done = run_benchmark(spec, out, store, workers=workers, address=address, on_planned=on_planned)
     code = _print_and_write(done, spec, report)
     typer.echo(f"finished in {time.perf_counter() - started:.0f} s; results in {done.out_dir}/")
     if code:
@@ -85,6 +110,38 @@ def run(
 
 
 EXIT_CRASHED = 3  # the run finished, but some trials crashed (no result): rerunning the command retries them
+
+
+def _note_missing_data(spec: BenchmarkSpec) -> None:
+    from bocb.spec import check_dataset
+
+    try:
+        check_dataset(spec.dataset)
+    except SpecError as exc:
+        typer.echo(f"note: {exc} (not needed to plan; the machines that train need it)")
+
+
+def _confirm_budget(cost: PlanCost, budget_hours: float, yes: bool) -> bool:
+    """Train a plan over the budget only when told to: --yes, or a 'y' at the prompt of an interactive
+    terminal, which shows the plan (stderr) with the question; elsewhere (a script, a scheduler) one line
+    and exit code 2, before anything is stored. Returns whether it asked (and so showed the plan)."""
+    from bocb.estimate import duration, plan_lines
+
+    hours = cost.wall_hours
+    over = not yes and hours is not None and hours > budget_hours
+    if not over:
+        return False
+    if not sys.stdin.isatty():
+        raise SpecError("--budget-hours", f"the plan ({cost.trials} trials, {cost.epochs} GPU-epochs) is estimated "
+                                          f"at {duration(hours)} ({cost.parallel} at a time on {cost.device}), "
+                                          f"over the budget of {budget_hours:g} h; pass --yes to train it anyway "
+                                          "(`bocb run --plan-only` prints the estimate)")
+    typer.echo("\n".join(plan_lines(cost)), err=True)
+    if not typer.confirm(f"over the budget of {budget_hours:g} h (--budget-hours): train it anyway?",
+                         default=False, err=True):
+        typer.echo("not started (--yes trains it without asking)", err=True)
+        raise typer.Exit(1)
+    return True
 
 
 def _say_retried(retried: int) -> None:

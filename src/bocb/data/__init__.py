@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from bocb.data import _builtin, _cifar, _fashion, _folder  # noqa: F401  (registers the datasets)
-from bocb.data._base import DATASETS, DatasetInfo, Loaders, RawDataset, default_gamma, paper_setting
+from bocb.data._base import DATASETS, DatasetInfo, Loaders, RawDataset, default_gamma, known_sizes, paper_setting
 from bocb.data._batches import EvalBatches, TrainBatches
 from bocb.data._folder import FolderBatches
 from bocb.data._memory import build_in_memory, clear_cache
@@ -18,8 +18,19 @@ from bocb.spec import DatasetSpec
 
 __all__ = [
     "DATASETS", "DatasetInfo", "EvalBatches", "FolderBatches", "Loaders", "RawDataset", "TrainBatches",
-    "build_loaders", "clear_cache", "default_gamma", "paper_setting",
+    "build_loaders", "clear_cache", "default_gamma", "known_sizes", "paper_setting", "split_sizes",
 ]
+
+
+def split_sizes(spec: DatasetSpec) -> tuple[int, int, int] | None:
+    """(train, val, test) images a trial of ``spec`` uses, from the dataset's known sizes and the spec's
+    subsets and validation fraction, without the files; None when the dataset's size is unknown."""
+    full = DATASETS.get(spec.name, field="dataset.name").sizes(spec)
+    if full is None:
+        return None
+    pool = min(spec.train_subset or full[0], full[0])
+    val = int(round(spec.val_fraction * pool))  # as train_val_split carves it
+    return pool - val, val, min(spec.test_subset or full[1], full[1])
 
 
 def build_loaders(spec: DatasetSpec, *, image_size: int, batch_size: int, recipe: dict, seed: int,

@@ -54,6 +54,15 @@ def _no_check(spec: DatasetSpec) -> None:
     """Datasets bundled with a dependency (or generated) have nothing to check."""
 
 
+def _unknown_sizes(spec: DatasetSpec) -> None:
+    return None
+
+
+def known_sizes(train: int, test: int) -> Callable[[DatasetSpec], tuple[int, int]]:
+    """``sizes`` of a dataset whose splits have a published size."""
+    return lambda spec: (train, test)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """A registered dataset.
@@ -63,7 +72,8 @@ class DatasetInfo:
     for memory sets ``build`` instead, a function with :func:`bocb.data.build_loaders`'s signature.
     ``setting`` is the paper setting the dataset follows (``bocb.protocol.SETTINGS``): which column of
     Table A3 the recipes take and Eq. 1's default gamma. Small images trained from scratch follow
-    CIFAR-100's; ImageNet-1K its own.
+    CIFAR-100's; ImageNet-1K its own. ``sizes`` gives the (train, test) image counts of the full splits
+    without loading them (None when unknown), so a plan can be costed before the files are there.
     """
 
     name: str
@@ -75,6 +85,7 @@ class DatasetInfo:
     load: Callable[[DatasetSpec], RawDataset] | None = None
     build: Callable[..., Loaders] | None = None
     setting: str = "cifar100"
+    sizes: Callable[[DatasetSpec], tuple[int, int] | None] = _unknown_sizes
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")

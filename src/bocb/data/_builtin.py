@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bocb.data._base import DATASETS, DatasetInfo, RawDataset
+from bocb.data._base import DATASETS, DatasetInfo, RawDataset, known_sizes
 from bocb.spec import DatasetSpec
 
 DIGITS_TEST_FRACTION = 0.2
@@ -48,9 +48,10 @@ def load_synthetic(spec: DatasetSpec) -> RawDataset:
 
 DATASETS.register(DatasetInfo(
     name="digits", description="scikit-learn's 8x8 handwritten digits (1,437 train / 360 test), offline",
-    num_classes=10, native_size=8, in_chans=3, load=load_digits,
+    num_classes=10, native_size=8, in_chans=3, load=load_digits, sizes=known_sizes(1_437, 360),
 ))
 DATASETS.register(DatasetInfo(
     name="synthetic", description="generated class patterns plus noise (1,000 train / 500 test), for tests",
     num_classes=SYNTHETIC_CLASSES, native_size=SYNTHETIC_SIZE, in_chans=3, load=load_synthetic,
+    sizes=known_sizes(SYNTHETIC_TRAIN, SYNTHETIC_TEST),
 ))

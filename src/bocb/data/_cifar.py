@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bocb.data._base import DATASETS, DatasetInfo, RawDataset, data_root
+from bocb.data._base import DATASETS, DatasetInfo, RawDataset, data_root, known_sizes
 from bocb.errors import DataError, SpecError
 from bocb.spec import DatasetSpec
 
@@ -157,6 +157,7 @@ def _register(name: str, fmt: CifarFormat) -> None:
         name=name, description=f"{fmt.title} (50,000 train / 10,000 test, 32x32) from '{fmt.archive}'",
         num_classes=fmt.num_classes, native_size=32, in_chans=3,
         check=lambda spec: _check(fmt, spec), load=lambda spec: load_cifar(fmt, spec),
+        sizes=known_sizes(50_000, 10_000),
     ))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bocb.data._base import DATASETS, DatasetInfo, RawDataset, data_root
+from bocb.data._base import DATASETS, DatasetInfo, RawDataset, data_root, known_sizes
 from bocb.errors import DataError, SpecError
 from bocb.spec import DatasetSpec
 
@@ -107,4 +107,5 @@ def load_fashion_mnist(spec: DatasetSpec) -> RawDataset:
 DATASETS.register(DatasetInfo(
     name="fashion_mnist", description="Zalando's Fashion-MNIST (60,000 train / 10,000 test, 28x28 grey)",
     num_classes=10, native_size=28, in_chans=1, check=_check, load=load_fashion_mnist,
+    sizes=known_sizes(60_000, 10_000),
 ), aliases=("fashion-mnist", "fmnist"))

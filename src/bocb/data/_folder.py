@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from bocb.data._base import DATASETS, DatasetInfo, Loaders
+from bocb.data._base import DATASETS, DatasetInfo, Loaders, known_sizes
 from bocb.data._batches import Batch, epoch_generator, epoch_order
 from bocb.data._splits import subset, train_val_split
 from bocb.errors import DataError, SpecError
@@ -126,13 +126,25 @@ def build_folder(spec: DatasetSpec, *, image_size: int, batch_size: int, recipe:
     )
 
 
+def _counted_sizes(spec: DatasetSpec) -> tuple[int, int] | None:
+    """The files under train/ and val/ (without opening them); None when the folder is not there."""
+    root = Path(spec.path).expanduser() if spec.path else None
+    if root is None or not all((root / s).is_dir() for s in ("train", "val")):
+        return None
+    train, test = (sum(len(files) for _, _, files in os.walk(root / s)) for s in ("train", "val"))
+    return train, test
+
+
 DATASETS.register(DatasetInfo(
     name="imagefolder", description="an ImageNet-style folder (path/train/<class>/*, path/val/<class>/*), "
                                     "read from disk by DataLoader workers with timm transforms",
-    num_classes=0, native_size=224, in_chans=3, check=_check, build=build_folder,
+    num_classes=0, native_size=224, in_chans=3, check=_check, build=build_folder, sizes=_counted_sizes,
 ))
 DATASETS.register(DatasetInfo(
     name="imagenet", description="ImageNet-1K in the imagefolder layout (path/train/<wnid>/*, path/val/<wnid>/*): "
-                                 "the paper's ImageNet-1K setting (Table A3's ImageNet columns, Eq. 1 gamma 1)",
+                                 "the paper's ImageNet-1K setting (Table A3's ImageNet columns, Eq. 1 gamma 1); "
+                                 "its published size (ILSVRC-2012: 1,281,167 train / 50,000 val images) costs a "
+                                 "plan without the files",
     num_classes=1000, native_size=224, in_chans=3, check=_check, build=build_folder, setting="imagenet1k",
+    sizes=known_sizes(1_281_167, 50_000),
 ), aliases=("imagenet1k", "imagenet_1k", "in1k"))

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bocb.optim._handle import GaussNewtonBartlett, OptimizerHandle, build_optimizer, check_hyperparameters
+from bocb.optim._handle import (
+    GaussNewtonBartlett,
+    OptimizerHandle,
+    build_optimizer,
+    check_hyperparameters,
+    resolved_hyperparameters,
+)
 from bocb.optim._param_groups import WEIGHT_DECAY_POLICIES, count_decayed, weight_decay_groups
 from bocb.optim._plugin import optimizer_info
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
@@ -32,6 +38,5 @@ def optimizer_table() -> list[dict[str, Any]]:
 __all__ = [
     "FAMILIES", "OPTIMIZERS", "WEIGHT_DECAY_POLICIES", "GaussNewtonBartlett", "OptimizerHandle", "OptimizerInfo",
     "SearchSpace", "build_optimizer", "check_hyperparameters", "count_decayed", "grid_centre", "log_grid",
-    "optimizer_table",
-    "search_space", "weight_decay_groups",
+    "optimizer_table", "resolved_hyperparameters", "search_space", "weight_decay_groups",
 ]

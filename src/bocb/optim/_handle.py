@@ -124,6 +124,12 @@ def resolve_kwargs(info: OptimizerInfo, hparams: dict[str, Any]) -> dict[str, An
     return kwargs
 
 
+def resolved_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments (besides lr and weight decay) optimizer ``name`` is built with for ``hparams``:
+    two sets of hparams train alike exactly when these are equal."""
+    return resolve_kwargs(OPTIMIZERS.get(name, field="optimizers"), dict(hparams))
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}

@@ -5,13 +5,18 @@ earlier stages, so planning is deterministic and idempotent: any process (the
 driver, a worker, a Ray driver) may call :func:`next_stage` and insert what it
 returns; keys make duplicates impossible.
 
-- grid: ``search`` (every lr x wd x extras configuration at the first seed);
+- grid: ``search`` (every lr x wd x extras configuration at the first seed;
+  with ``search.phases: two``, every lr x wd configuration with the extras at
+  their defaults);
 - halving: ``rung0 .. rungN`` (successive halving over epochs: each rung keeps
   the best ``keep_fraction`` of the previous one by validation top-1, and
   those tied with the last one kept; the last rung is the full budget);
 - ``edges1 .. edgesK`` (with ``search.extend_edges`` = K): a pair whose best
   lr or wd sits at the edge of what was tried gets the next grid point in that
   direction, one step per stage;
+- ``extras`` (with ``search.phases: two``, the paper's second phase): each
+  combination of the optimizer's extras at the lr and wd chosen so far (the
+  combination that trains exactly as the chosen configuration is not re-run);
 - ``seeds``: each pair's best configuration re-run at the remaining seeds;
 - ``budget``: with ``budget_check``, chosen cells re-run at 2x and 4x epochs.
 Which configuration a pair has chosen, which cells are re-seeded and the stage
@@ -23,13 +28,13 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
 from bocb.backbones import input_size
 from bocb.data import paper_setting
-from bocb.optim import search_space
+from bocb.optim import resolved_hyperparameters, search_space
 from bocb.protocol import (
     CELL,
     FINISHED,
@@ -88,11 +93,14 @@ def _pair(spec: BenchmarkSpec, backbone: BackboneEntry, optimizer: OptimizerEntr
     space = search_space(optimizer.name, recipe["family"], lr_points=s.lr_points, wd_points=s.wd_points,
                          lr_step=s.lr_step, wd_step=s.wd_step, recipe=recipe["name"], setting=setting,
                          lr=optimizer.lr, weight_decay=optimizer.weight_decay)
+    # A joint search multiplies the grid by the extras, so it searches only those the spec names; the
+    # second phase adds them instead, so it tunes the registry's grid when the spec names none.
+    extras = optimizer.extras or (space.extras if s.phases == "two" else {})
     return Pair(
         backbone=backbone, optimizer=optimizer, size=size,
         image_size=input_size(backbone.name, size, spec.dataset.image_size), recipe=recipe,
         lr=tuple(space.lr), weight_decay=tuple(space.weight_decay),
-        extras=tuple((k, tuple(v)) for k, v in sorted(optimizer.extras.items())),
+        extras=tuple((k, tuple(v)) for k, v in sorted(extras.items())),
     )
 
 
@@ -106,18 +114,25 @@ def trial_config(spec: BenchmarkSpec, pair: Pair, lr: float, wd: float, extras: 
     )
 
 
-def grid(pair: Pair) -> list[tuple[float, float, dict[str, Any]]]:
+def extras_combinations(pair: Pair) -> list[dict[str, Any]]:
+    """Every combination of the pair's searched extras ([{}] when none is searched)."""
     names = [k for k, _ in pair.extras]
-    combos = itertools.product(pair.lr, pair.weight_decay, *(v for _, v in pair.extras))
-    return [(lr, wd, dict(zip(names, rest))) for lr, wd, *rest in combos]
+    return [dict(zip(names, values)) for values in itertools.product(*(v for _, v in pair.extras))]
+
+
+def grid(spec: BenchmarkSpec, pair: Pair) -> list[tuple[float, float, dict[str, Any]]]:
+    """The configurations of the first search phase: lr x wd, times the extras when searched jointly."""
+    extras = extras_combinations(pair) if spec.search.phases == "one" else [{}]
+    return [(lr, wd, e) for lr, wd, e in itertools.product(pair.lr, pair.weight_decay, extras)]
 
 
 def stage_names(spec: BenchmarkSpec) -> list[str]:
     search = ([stage_name(StageKind.SEARCH)] if spec.search.method == "grid"
               else [stage_name(StageKind.RUNG, i) for i in range(len(spec.search.rungs))])
     edges = [stage_name(StageKind.EDGES, i) for i in range(1, spec.search.extend_edges + 1)]
+    extras = [stage_name(StageKind.EXTRAS)] if spec.search.phases == "two" else []
     budget = [stage_name(StageKind.BUDGET)] if spec.budget_check else []
-    return search + edges + [stage_name(StageKind.SEEDS)] + budget
+    return search + edges + extras + [stage_name(StageKind.SEEDS)] + budget
 
 
 def rung_epochs(spec: BenchmarkSpec, pair: Pair, rung: int) -> int:
@@ -207,14 +222,16 @@ def _planned(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) -> li
 def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) -> list[tuple[TrialConfig, int]]:
     seed0, epochs, kind = spec.seeds[0], pair.recipe["epochs"], stage_kind(stage)
     if kind == StageKind.SEARCH:
-        choices = grid(pair)
+        choices = grid(spec, pair)
     elif kind == StageKind.RUNG:
         rung = stage_index(stage)
-        configs = grid(pair)
+        configs = grid(spec, pair)
         return [(trial_config(spec, pair, *configs[i], seed0, rung_epochs(spec, pair, rung)), 1)
                 for i in _survivors(spec, pair, rung, chosen.rows(pair))]
     elif kind == StageKind.EDGES:
         choices = _edge_steps(spec, pair, chosen)
+    elif kind == StageKind.EXTRAS:
+        choices = _extras_at_chosen(pair, chosen)
     else:
         best = chosen.best(pair)
         if best is None:
@@ -252,16 +269,38 @@ def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -
     should not cut among them by training-loss noise: the slow starter it would drop can be the pair's
     best by far). Without it, ties go to the lower training loss."""
     if rung == 0:
-        return list(range(len(grid(pair))))
+        return list(range(len(grid(spec, pair))))
     alive = _survivors(spec, pair, rung - 1, rows)
-    keep = max(1, math.ceil(len(alive) * spec.search.keep_fraction))
-    configs, seed0, epochs = grid(pair), spec.seeds[0], rung_epochs(spec, pair, rung - 1)
+    keep = _kept(len(alive), spec.search.keep_fraction)
+    configs, seed0, epochs = grid(spec, pair), spec.seeds[0], rung_epochs(spec, pair, rung - 1)
     scores = {i: _score(rows, trial_config(spec, pair, *configs[i], seed0, epochs)) for i in alive}
     ranked = sorted(alive, key=lambda i: (-scores[i][0], -scores[i][1], i))
     last_kept = scores[ranked[keep - 1]][0]
     while spec.search.keep_ties and keep < len(ranked) and scores[ranked[keep]][0] == last_kept > -math.inf:
         keep += 1
     return ranked[:keep]
+
+
+def _kept(alive: int, keep_fraction: float) -> int:
+    """How many of ``alive`` configurations a rung keeps (before ties)."""
+    return max(1, math.ceil(alive * keep_fraction))
+
+
+def _extras_at_chosen(pair: Pair, chosen: _Chosen) -> list[Choice]:
+    """The second search phase: each combination of the extras at the lr and wd chosen so far."""
+    best = chosen.best(pair)
+    if best is None:
+        return []
+    lr, wd, extras = best
+    return [(lr, wd, combination) for combination in _new_extras(pair, extras)]
+
+
+def _new_extras(pair: Pair, chosen: dict[str, Any]) -> list[dict[str, Any]]:
+    """The extras combinations that train differently from ``chosen`` (one of them, all extras at their
+    defaults say, trains exactly as the configuration already chosen: it is not trained again)."""
+    name, params = pair.optimizer.name, pair.optimizer.params
+    trained = resolved_hyperparameters(name, {**params, **chosen})
+    return [c for c in extras_combinations(pair) if resolved_hyperparameters(name, {**params, **c}) != trained]
 
 
 def _choice_of(pair: Pair, row: pd.Series) -> Choice:
@@ -296,3 +335,44 @@ def _edge_steps(spec: BenchmarkSpec, pair: Pair, chosen: _Chosen) -> list[Choice
         elif wd <= wds.min() and wd > 0:
             steps.append((lr, round_sig(wd / spec.search.wd_step), extras))
     return steps
+
+
+# -- what a plan will train, known before any result -------------------------------------------------------
+
+Bound = Literal["exact", "at most", "at least"]
+
+
+@dataclass(frozen=True)
+class StageCount:
+    """What one stage of one pair trains: its trials' epochs, and whether that number is exact or a bound
+    (the cells re-seeded by failure candidates and the steps past a grid edge depend on results: at most;
+    halving keeps ties: at least)."""
+
+    pair: Pair
+    stage: str
+    epochs: tuple[int, ...]  # one entry per trial
+    bound: Bound
+
+
+def count_plan(spec: BenchmarkSpec) -> list[StageCount]:
+    """Every stage of every pair, counted from the spec alone (the same rules :func:`next_stage` follows)."""
+    return [StageCount(pair, name, *_stage_epochs(spec, pair, name))
+            for name in stage_names(spec) for pair in pairs(spec)]
+
+
+def _stage_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> tuple[tuple[int, ...], Bound]:
+    kind, epochs = stage_kind(stage), pair.recipe["epochs"]
+    if kind == StageKind.SEARCH:
+        return (epochs,) * len(grid(spec, pair)), "exact"
+    if kind == StageKind.RUNG:
+        rung, alive = stage_index(stage), len(grid(spec, pair))
+        for _ in range(rung):
+            alive = _kept(alive, spec.search.keep_fraction)
+        return (rung_epochs(spec, pair, rung),) * alive, "at least" if rung and spec.search.keep_ties else "exact"
+    if kind == StageKind.EDGES:  # one step in lr and one in wd where the grid has a direction to step in
+        return (epochs,) * ((len(pair.lr) >= 2) + (len(pair.weight_decay) >= 2)), "at most"
+    if kind == StageKind.EXTRAS:
+        return (epochs,) * len(_new_extras(pair, {})), "exact"
+    if kind == StageKind.SEEDS:
+        return (epochs,) * (len(spec.seeds) - 1), "exact" if spec.reseed == "all" else "at most"
+    return tuple(epochs * m for m in _budget_multipliers(spec, pair)), "exact"
