@@ -244,3 +244,30 @@ def test_a_rerun_trains_with_its_own_execution_fields_not_the_stored_ones(tmp_pa
     assert len(trials) == 2 and set(trials["state"]) == {"done"} and set(trials["device"]) == {"cpu"}
     stored = store.benchmark_spec(store.benchmark_ids()[0])
     assert stored["device"] == "cpu" and stored["checkpoint_every"] == 1  # `bocb worker` follows the latest
+
+
+CHILD_ONLY_FAILURE = '''
+import multiprocessing
+
+import torch
+
+if multiprocessing.parent_process() is not None:  # imports in `bocb run`, fails in its worker processes
+    raise ImportError("this module is not installed where the workers run")
+
+
+class ShyOptimizer(torch.optim.SGD):
+    pass
+'''
+
+
+def test_a_worker_process_that_fails_is_no_finished_run(tmp_path: Path) -> None:
+    (tmp_path / "shy_opts.py").write_text(CHILD_ONLY_FAILURE)
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["shy_opts:ShyOptimizer"],
+                      epochs=1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "bocb", "run", str(spec), "--out", str(tmp_path / "out"),
+                           "--workers", "1", "--no-report"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: worker process: " in done.stderr and "this module is not installed" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: 1 of 1 worker process(es) failed (exit code 2")
+    assert "finished in" not in done.stdout  # no matrix, no report: nothing passed for a result

@@ -243,8 +243,8 @@ class TransferSpec(StrictModel):
         from bocb.recipes import resolve_recipe
 
         resolve_recipe(self.recipe, self.recipe_overrides)
-        if self.search.method != "grid":
-            raise SpecError("transfer.search.method", "a transfer searches its grid ('grid')")
+        if self.search.method != "grid" or self.search.phases != "one":
+            raise SpecError("transfer.search", "a transfer searches its grid in one phase (method: grid, phases: one)")
         DATASETS.get(self.dataset.name).check(self.dataset)
         return self
 

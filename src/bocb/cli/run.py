@@ -71,7 +71,7 @@ def run(
     spec = _spec_from_args(spec_path, preset, overrides, check_data=not plan_only)
     check_output_dir(out, "--out")
     from bocb.estimate import estimate_plan, plan_lines
-    from bocb.sweep import plan_benchmark, run_benchmark
+    from bocb.sweep import executor_for, plan_benchmark, run_benchmark
 
     started = time.perf_counter()
     if plan_only:  # planning on a machine that will not train: missing data files are the workers' to have
@@ -88,10 +88,9 @@ def run(
         return
     if spec.executor == "local":  # Ray workers have their own devices; this machine may have none
         from bocb.devices import check_device
-        from bocb.sweep.local import check_workers
 
         check_device(spec.device)
-        check_workers(workers or spec.workers or 1)
+    executor_for(spec, workers, address).check()  # before the plan is timed and anything is stored
     cost = estimate_plan(spec, workers)
     asked = _confirm_budget(cost, budget_hours, yes)
     from bocb.sweep.worker import stop_on_sigterm

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bocb.errors import SpecError
+from bocb.errors import BocbError, SpecError
 from bocb.protocol import FINISHED
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store
@@ -30,6 +31,9 @@ def _worker_main(store: Store, spec: BenchmarkSpec, benchmark_id: str, options: 
         worker_loop(store, benchmark_id, options, spec)
     except KeyboardInterrupt:
         pass  # stopped by the parent (SIGTERM): the trial in hand was released
+    except BocbError as exc:  # this process cannot go on (a plugin its planner cannot import, say): one line
+        print(f"error: worker process: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _best_so_far(store: Store, benchmark_id: str) -> str:
@@ -69,6 +73,10 @@ class LocalExecutor:
             finally:
                 signal.signal(signal.SIGINT, previous)
             _watch(procs, store, benchmark_id, console)
+            failed = [proc.exitcode for proc in procs if proc.exitcode]
+            if failed:  # a worker that died of an error of bocb's own: no result may pass for complete
+                raise BocbError(f"{len(failed)} of {len(procs)} worker process(es) failed (exit code {failed[0]}, "
+                                "their error above); finished trials are stored: run again to go on")
         except BaseException:  # Ctrl-C, SIGTERM, or an error of our own: stop the workers first
             for proc in procs:
                 if proc.is_alive():

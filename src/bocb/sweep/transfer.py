@@ -77,7 +77,7 @@ def next_transfer_stage(spec: BenchmarkSpec, source_trials: pd.DataFrame, result
         (str(StageKind.TRANSFER), lambda _: [
             _planned(tuning, by_names[(m.backbone, o.name)], m, mode, choice, str(StageKind.TRANSFER))
             for m in first.itertuples() for o in tuning.optimizers for mode in spec.transfer.modes
-            for choice in grid(by_names[(m.backbone, o.name)])]),
+            for choice in grid(tuning, by_names[(m.backbone, o.name)])]),
         *((name, lambda earlier, name=name: _past_edges(spec, tuning, by_names, first, earlier, name))
           for name in edges),
         (str(StageKind.TRANSFER_SEEDS), lambda earlier: _reseeded(spec, tuning, by_names, models, earlier)),
