@@ -144,4 +144,4 @@ def test_bocb_worker_runs_the_transfer_and_resumes_after_a_kill_without_retraini
     after = store.trials_frame(pretraining)[["trial_key", "finished_at", "attempts"]]
     assert after.equals(before)  # the finished pre-training was not retrained
     tuned = store.trials_frame(transfer)
-    assert len(tuned) == 24 and (tuned["state"] == "done").all()
+    assert len(tuned) == 16 + 8 + 8 and (tuned["state"] == "done").all()  # search, edges1, seeds
