@@ -3,7 +3,7 @@ commands share: opening a store, choosing its benchmark, printing a table."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,3 +92,23 @@ def resumable_on_interrupt() -> Iterator[None]:
         typer.echo("interrupted: finished trials are stored and trials in flight resume from their last "
                    "checkpoint; run the same command again to go on", err=True)
         raise typer.Exit(code=130) from None
+
+
+def confirm_budget(hours: float | None, what: str, budget_hours: float, yes: bool,
+                   plan: Callable[[], list[str]], hint: str, where: str = "") -> bool:
+    """Go on with work estimated over ``budget_hours`` only when told to: --yes, or a 'y' at the prompt of an
+    interactive terminal, which shows the ``plan`` lines (stderr) with the question; elsewhere (a script, a
+    scheduler) one line and exit code 2, before anything trains. Returns whether it asked."""
+    from bocb.estimate import duration
+
+    if yes or hours is None or hours <= budget_hours:
+        return False
+    if not sys.stdin.isatty():
+        raise SpecError("--budget-hours", f"{what} is estimated at {duration(hours)}{where}, over the budget of "
+                                          f"{budget_hours:g} h; pass --yes to train it anyway ({hint})")
+    typer.echo("\n".join(plan()), err=True)
+    if not typer.confirm(f"over the budget of {budget_hours:g} h (--budget-hours): train it anyway?",
+                         default=False, err=True):
+        typer.echo("not started (--yes trains it without asking)", err=True)
+        raise typer.Exit(1)
+    return True

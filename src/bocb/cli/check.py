@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from bocb.cli._app import app, check_output_dir, resumable_on_interrupt
+from bocb.cli._app import app, check_output_dir, confirm_budget, resumable_on_interrupt
+from bocb.cli.run import DEFAULT_BUDGET_HOURS
 from bocb.errors import SpecError
 
 
@@ -28,6 +29,9 @@ def check(
     store: str | None = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path; default OUT/bocb.db"),
     workers: int | None = typer.Option(None, "--workers", min=1, help="local worker processes; default one per core"),
     plan_only: bool = typer.Option(False, "--plan-only", help="plan; run nothing (for `bocb worker`)"),
+    budget_hours: float = typer.Option(DEFAULT_BUDGET_HOURS, "--budget-hours", min=0.0,
+                                       help="a check estimated to take longer asks for --yes before training"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="train a check over --budget-hours without asking"),
     report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report"),
 ) -> None:
     """Train TARGET against a reference panel and say whether it is coupled (a backbone) or where it fails
@@ -44,10 +48,13 @@ def check(
     typer.echo(f"checking the {g.kind} {g.target} against {len(g.panel)} "
                f"{'optimizers' if g.kind == 'backbone' else 'backbones'} ({', '.join(g.panel)}) by the {preset} "
                f"protocol; reference cells: {run.reference_from}")
+    cost = _say_cost(run, workers)
     if plan_only:
         typer.echo(f"planned in {run.store.url}; start workers with: bocb worker --store {run.store.url}, then "
                    "run this command again for the answer")
         return
+    confirm_budget(cost, f"this check ({_to_train(run)})", budget_hours, yes, lambda: [],
+                   "`bocb check --plan-only` prints the estimate")
     with resumable_on_interrupt():
         _train(run, out, workers)
     code = _print_and_write(run, out, report)
@@ -55,22 +62,44 @@ def check(
         raise typer.Exit(code)
 
 
-def _train(run, out: Path, workers: int | None) -> None:  # noqa: ANN001 - a bocb.check.CheckRun
+def _parts(run) -> list[tuple]:  # noqa: ANN001 - a bocb.check.CheckRun
+    """(spec, benchmark id, what) of the check's benchmarks that have trials to train."""
     from bocb.check import _unfinished
+
+    g = run.gauntlet
+    parts = ((g.reference, run.reference_id, "the reference cells"), (g.candidate, run.candidate_id,
+                                                                        f"the cells of {g.target}"))
+    return [part for part in parts if _unfinished(run.store, part[1])]
+
+
+def _to_train(run) -> str:  # noqa: ANN001 - a bocb.check.CheckRun
+    return " and ".join(what for _, _, what in _parts(run)) or "nothing"
+
+
+def _say_cost(run, workers: int | None) -> float | None:  # noqa: ANN001 - a bocb.check.CheckRun
+    """Print what training the check costs (the plan and its estimate per part, bocb.estimate) before any
+    training; returns the estimated hours (None: unknown)."""
+    from bocb.estimate import estimate_plan, plan_lines
+
+    hours: list[float | None] = []
+    for spec, _, what in _parts(run):
+        cost = estimate_plan(spec, workers)
+        typer.echo(f"{what}:\n" + "\n".join(plan_lines(cost)), err=True)
+        hours.append(cost.wall_hours)
+    return None if None in hours else sum(hours)
+
+
+def _train(run, out: Path, workers: int | None) -> None:  # noqa: ANN001 - a bocb.check.CheckRun
     from bocb.devices import check_device
     from bocb.sweep import artifact_root_for, executor_for
     from bocb.sweep.worker import WorkerOptions, stop_on_sigterm
 
-    g = run.gauntlet
-    check_device(g.candidate.device)
+    check_device(run.gauntlet.candidate.device)
     with stop_on_sigterm():
-        for spec, benchmark_id, what in ((g.reference, run.reference_id, "reference cells"),
-                                         (g.candidate, run.candidate_id, f"cells of {g.target}")):
-            if not _unfinished(run.store, benchmark_id):
-                continue
+        for spec, benchmark_id, what in _parts(run):
             executor = executor_for(spec, workers)
             executor.check()
-            typer.echo(f"training the {what} ...", err=True)
+            typer.echo(f"training {what} ...", err=True)
             options = WorkerOptions(artifact_root=artifact_root_for(spec, run.store.url, out))
             executor.run(run.store, benchmark_id, spec, options, None)
 

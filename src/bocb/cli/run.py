@@ -1,14 +1,20 @@
 """`bocb run`, `bocb results`, `bocb worker`: plan, execute and read a benchmark."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from bocb.cli._app import app, benchmark_id_of, check_output_dir, open_store, resumable_on_interrupt
+from bocb.cli._app import (
+    app,
+    benchmark_id_of,
+    check_output_dir,
+    confirm_budget,
+    open_store,
+    resumable_on_interrupt,
+)
 from bocb.errors import SpecError, unknown_name_message
 from bocb.protocol import TrialState
 from bocb.spec import EXECUTORS, BenchmarkSpec, load_preset, load_spec, parse_spec
@@ -121,26 +127,13 @@ def _note_missing_data(spec: BenchmarkSpec) -> None:
 
 
 def _confirm_budget(cost: PlanCost, budget_hours: float, yes: bool) -> bool:
-    """Train a plan over the budget only when told to: --yes, or a 'y' at the prompt of an interactive
-    terminal, which shows the plan (stderr) with the question; elsewhere (a script, a scheduler) one line
-    and exit code 2, before anything is stored. Returns whether it asked (and so showed the plan)."""
-    from bocb.estimate import duration, plan_lines
+    """Train a plan over the budget only when told to (bocb.cli._app.confirm_budget); returns whether it
+    asked (and so showed the plan)."""
+    from bocb.estimate import plan_lines
 
-    hours = cost.wall_hours
-    over = not yes and hours is not None and hours > budget_hours
-    if not over:
-        return False
-    if not sys.stdin.isatty():
-        raise SpecError("--budget-hours", f"the plan ({cost.trials} trials, {cost.epochs} GPU-epochs) is estimated "
-                                          f"at {duration(hours)} ({cost.parallel} at a time on {cost.device}), "
-                                          f"over the budget of {budget_hours:g} h; pass --yes to train it anyway "
-                                          "(`bocb run --plan-only` prints the estimate)")
-    typer.echo("\n".join(plan_lines(cost)), err=True)
-    if not typer.confirm(f"over the budget of {budget_hours:g} h (--budget-hours): train it anyway?",
-                         default=False, err=True):
-        typer.echo("not started (--yes trains it without asking)", err=True)
-        raise typer.Exit(1)
-    return True
+    return confirm_budget(cost.wall_hours, f"the plan ({cost.trials} trials, {cost.epochs} GPU-epochs)", budget_hours,
+                          yes, lambda: plan_lines(cost), "`bocb run --plan-only` prints the estimate",
+                          f" ({cost.parallel} at a time on {cost.device})")
 
 
 def _say_retried(retried: int) -> None:
