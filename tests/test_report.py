@@ -1,4 +1,5 @@
-"""bocb.report on a hand-made CSV of 4 backbones x 5 optimizers x 2 seeds: files, LaTeX, HTML in Chromium."""
+"""bocb.report on a hand-made CSV of 4 backbones x 5 optimizers x 2 seeds (files, LaTeX, HTML in Chromium), and on
+the store of a real tiny run (`bocb report STORE` writes what `bocb run` wrote)."""
 from __future__ import annotations
 
 import itertools
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import bocb_command, report_files, write_spec
 
 from bocb.report import write_report
 
@@ -157,3 +159,32 @@ def test_cli_report_and_bad_input(tmp_path):
         bad = subprocess.run([sys.executable, "-c", CLI, "report", *args, "-o", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+# A real tiny run: 2 backbones x 4 optimizers of three categories (a, b, b, d) x 2 learning rates, 2 epochs.
+RUN_OPTIMIZERS = ("sgd", "adamw", "lamb", "adagrad")
+RUN_SPEC = {"backbones": ["resnet50", "deit_s"], "optimizers": list(RUN_OPTIMIZERS),
+            "search": {"lr_points": 2, "wd_points": 1}, "recipe_overrides": {"hflip": False, "crop_padding": 0}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    done = bocb_command("run", str(write_spec(out / "spec.yaml", **RUN_SPEC)), "--out", str(out), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_bocb_report_of_a_store_is_the_report_bocb_run_wrote(tiny_run):
+    again = tiny_run / "again"
+    done = bocb_command("report", str(tiny_run / "bocb.db"), "-o", str(again))
+    assert done.returncode == 0, done.stderr
+    written, rewritten = report_files(tiny_run / "report"), report_files(again)
+    assert written == rewritten
+    figures = written["png"]
+    assert "alpha_bars.png" in figures and [f for f in figures if f.startswith("ridge_")]
+    for table in written["csv"] + written["tex"]:  # the same analysis: the same numbers
+        assert (again / table).read_text() == (tiny_run / "report" / table).read_text(), table
+    captions = [re.findall(r"<figcaption>(.*?)</figcaption>", (d / "index.html").read_text(), re.S)
+                for d in (tiny_run / "report", again)]
+    assert captions[0] == captions[1]

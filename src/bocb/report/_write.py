@@ -9,8 +9,10 @@ import pandas as pd
 from bocb.analysis import (
     NEAR_BEST,
     Analysis,
+    StoreAnalysis,
     TransferAnalysis,
     analyse,
+    analyse_store,
     format_matrix,
     layers_by_pre_optimizer,
     markdown_table,
@@ -21,6 +23,7 @@ from bocb.report._figures import all_figures, save, tuning_figures, weight_figur
 from bocb.report._tables import html_matrix, latex_table, latex_tuning, markdown_matrix, tuning_table
 
 FLOAT = "{:.2f}".format
+TITLE = "Backbone-optimizer coupling report"
 
 
 def _html(frame: pd.DataFrame, index: bool = False) -> str:
@@ -46,8 +49,8 @@ def verdict_table(verdicts: pd.DataFrame) -> pd.DataFrame:
 def _crashed(result: Analysis) -> pd.DataFrame:
     crashed = result.crashed
     columns = [c for c in ("backbone", "optimizer", "config", "seed", "stage", "error") if c in crashed]
-    return crashed[columns].assign(error=crashed["error"].fillna("").str.split("\n").str[0]) \
-        if "error" in crashed else crashed[columns]
+    return crashed[columns].assign(error=crashed["error"].fillna("").astype(str).str.split("\n").str[0]) \
+        if "error" in crashed else crashed[columns]  # a CSV's error column without any error reads as floats
 
 
 def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:
@@ -107,27 +110,35 @@ def render_html(result: Analysis, figures: dict[str, str], title: str, compare_p
 
 def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epochs: pd.DataFrame | None = None,
                  layers: pd.DataFrame | None = None, gamma: float | None = None, alpha: float | None = None,
-                 compare_paper: int | None = None, n_boot: int = 1000,
-                 title: str = "Backbone-optimizer coupling report") -> Path:
+                 benchmark_id: str | None = None, compare_paper: int | None = None, n_boot: int = 1000,
+                 title: str = TITLE) -> Path:
     """Analyse ``source`` (a trial frame, a CSV path, a .db path or a store URL) and write the report.
 
-    A store's report reads its epochs, layer tables and the rules' parameters (gamma, alpha) stored with
-    the benchmark; ``gamma``/``alpha`` override them (default for a frame or CSV: bocb.protocol's).
+    A store's report is :func:`render_store_report` of :func:`bocb.analysis.analyse_store` (its benchmark
+    ``benchmark_id``, default the latest; its epochs, layer tables, transfer part and the rules' parameters
+    stored with it), as ``bocb run`` writes it; ``gamma``/``alpha`` override the stored parameters (default
+    for a frame or CSV: bocb.protocol's).
     """
-    spec: dict = {}
-    if not isinstance(source, pd.DataFrame):
-        stored = read_results(source)
-        source, spec = stored.trials, stored.spec or {}
-        epochs = stored.epochs if epochs is None else epochs
-        layers = stored.layers if layers is None else layers
-    stored_gamma, stored_alpha = rule_parameters(spec)
-    result = analyse(source, epochs, gamma=stored_gamma if gamma is None else gamma,
-                     alpha=stored_alpha if alpha is None else alpha, n_boot=n_boot)
-    return render_report(result, out_dir, layers=layers, compare_paper=compare_paper, title=title)
+    if isinstance(source, pd.DataFrame) or str(source).lower().endswith(".csv"):
+        trials = source if isinstance(source, pd.DataFrame) else read_results(source).trials
+        default_gamma, default_alpha = rule_parameters({})
+        result = analyse(trials, epochs, gamma=default_gamma if gamma is None else gamma,
+                         alpha=default_alpha if alpha is None else alpha, n_boot=n_boot)
+        return render_report(result, out_dir, layers=layers, compare_paper=compare_paper, title=title)
+    analysed = analyse_store(source, benchmark_id, gamma=gamma, alpha=alpha, n_boot=n_boot)
+    return render_store_report(analysed, out_dir, compare_paper=compare_paper, title=title)
+
+
+def render_store_report(analysed: StoreAnalysis, out_dir: str | Path, *, compare_paper: int | None = None,
+                        title: str = TITLE) -> Path:
+    """Write the report of a store's analysed benchmark (and its transfer part): what ``bocb run`` and
+    ``bocb report STORE`` both write."""
+    return render_report(analysed.result, out_dir, layers=analysed.layers, compare_paper=compare_paper, title=title,
+                         transfer=analysed.transfer, transfer_layers=analysed.transfer_layers)
 
 
 def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame | None = None,
-                  compare_paper: int | None = None, title: str = "Backbone-optimizer coupling report",
+                  compare_paper: int | None = None, title: str = TITLE,
                   transfer: TransferAnalysis | None = None, transfer_layers: pd.DataFrame | None = None) -> Path:
     """Write a finished analysis into ``out_dir``: index.html (self-contained, figures embedded), report.md,
     heatmap.tex, tuning.tex, cells.csv, verdicts.csv, matrix.csv, summary.csv, ranking.csv, tuning.csv (the
