@@ -288,6 +288,8 @@ def test_bocb_report_of_a_store_is_the_report_bocb_run_wrote(tiny_run):
     figures = written["png"]
     for kind in ("alpha_bars", "layers_alpha", "ridge_resnet50_alpha", "curves_resnet50", "tuning_resnet50"):
         assert f"{kind}.png" in figures, kind
+    families = pd.read_csv(tiny_run / "report" / "categories.csv").query("backbone == 'all backbones'")
+    assert dict(zip(families["category"], families["optimizers"])) == {"a": "sgd", "b": "adamw, lamb", "d": "adagrad"}
     for table in written["csv"] + written["tex"]:  # the same analysis: the same numbers
         assert (again / table).read_text() == (tiny_run / "report" / table).read_text(), table
     captions = [re.findall(r"<figcaption>(.*?)</figcaption>", (d / "index.html").read_text(), re.S)
