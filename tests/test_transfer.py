@@ -68,7 +68,7 @@ def test_a_transfer_fine_tunes_each_chosen_model_from_the_right_pretraining_tria
     assert printed.count("beyond seed noise (F(1, 4)") == 2  # 2 pre-training x 2 fine-tuning optimizers x 2 seeds
     page = (out / "report" / "index.html").read_text()
     assert "Transfer: does the pre-training optimizer matter" in page and "interaction share" in page
-    assert "fine-tuned models: mean alpha per backbone and mode, by pre-training optimizer" in page
+    assert "Fine-tuned models: mean PL exponent α per backbone and mode, by pre-training optimizer" in page
     tests = pd.read_csv(out / "report" / "transfer_tests.csv")
     assert list(tests["mode"]) == ["finetune", "linear_probe"] and (tests["n_seeds"] == 2).all()
 

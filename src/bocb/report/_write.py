@@ -225,7 +225,8 @@ MARKDOWN_MARKS = {"bold": "**bold**", "italics in a dashed box": "_italics_"}  #
 def render_markdown(result: Analysis, title: str) -> str:
     key = "; ".join(f"{MARKDOWN_MARKS.get(mark, mark)}: {meaning}" for mark, meaning in heatmap_marks(result).items())
     parts = [f"# {title}", "", "## Verdict", "", markdown_table(verdict_table(result.verdicts), index=False),
-             f"Test top-1 of the configuration selected on {result.selected_on}; {key}.", *result.notes, "",
+             f"Test top-1 of the configuration selected on {result.selected_on}; failures by Eq. 1 with γ = "
+             f"{result.gamma:g}." + (f" Key: {key}." if key else ""), *result.notes, "",
              markdown_matrix(result), top_and_failed(result),
              "## Per backbone", "", markdown_table(result.summary, index=False),
              "## Ranking", "", markdown_table(result.ranking)]
