@@ -56,6 +56,11 @@ def bocb_main(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return code, out, err
 
 
+def report_files(report: Path) -> dict[str, list[str]]:
+    """A report directory's figures (PNG, SVG) and tables (CSV, LaTeX, Markdown) by suffix."""
+    return {suffix: sorted(p.name for p in report.glob(f"*.{suffix}")) for suffix in ("png", "svg", "csv", "tex", "md")}
+
+
 @pytest.fixture
 def tiny_spec(tmp_path: Path) -> Path:
     return write_spec(tmp_path / "spec.yaml")

@@ -1,16 +1,20 @@
-"""bocb.report on a hand-made CSV of 4 backbones x 5 optimizers x 2 seeds: files, LaTeX, HTML in Chromium."""
+"""bocb.report on a hand-made CSV of 4 backbones x 5 optimizers x 2 seeds (files, LaTeX, HTML in Chromium), and on
+the store of a real tiny run (`bocb report STORE` writes what `bocb run` wrote)."""
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import bocb_command, report_files, write_spec
 
 from bocb.report import write_report
 
@@ -18,6 +22,7 @@ BACKBONES = ("resnet50", "deit_s", "vgg13_bn", "convnext_t")
 OPTIMIZERS = ("sgd", "adamw", "lamb", "adan", "lars")
 FIGURES = ("heatmap", "violin", "box_backbone", "box_optimizer", "hp_backbone", "hp_optimizer", "interaction",
            "profiles", *(f"tuning_{b}" for b in BACKBONES))
+CATEGORIES = {"sgd": "a", "adamw": "b", "lamb": "b", "adan": "b", "lars": "c"}  # as the optimizer registry has them
 CLI = "import sys, bocb.cli.report; from bocb.cli import main; sys.argv = ['bocb'] + sys.argv[1:]; main()"
 
 
@@ -29,7 +34,7 @@ def _results() -> pd.DataFrame:
         top1 = 60 + 2 * i + 0.5 * j + 0.3 * seed + (5 if lr == 0.1 else 0) - (20 if (b, o) == ("deit_s", "sgd") else 0)
         rows.append(dict(backbone=b, optimizer=o, seed=seed, lr=lr, weight_decay=0.05, val_top1=top1 + 0.1,
                          test_top1=top1, state="done", time_s=10 + j, peak_mem_mb=100 + i, lr_grid="0.01;0.1;1",
-                         wd_grid="0.05", num_classes=100))
+                         wd_grid="0.05", num_classes=100, optimizer_category=CATEGORIES[o]))
     rows[-1] |= {"state": "diverged"}  # convnext_t / lars / seed 1 / lr 1: chance level, not selected
     return pd.DataFrame(rows)
 
@@ -89,16 +94,41 @@ def test_tuning_cost_in_every_format(report_dir):
     assert 'id="fig-hp-backbone"' in page and 'id="fig-hp-optimizer"' in page
 
 
-def test_each_optimizer_keeps_its_colour(report_dir):
+def _drawn_colours(svg: Path) -> dict[str, set[str]]:
+    """optimizer stem -> the fill and stroke colours of every SVG element the report tagged with that optimizer
+    (its artists and its legend entries: ids 'optimizer-<name>')."""
+    found: dict[str, set[str]] = {}
+    for element in ET.parse(svg).getroot().iter():
+        tag = element.get("id") or ""
+        if tag.startswith("optimizer-"):
+            drawn = ET.tostring(element, encoding="unicode")
+            found.setdefault(tag.removeprefix("optimizer-"), set()).update(
+                re.findall(r"(?:fill|stroke):\s*(#[0-9a-f]{6})", drawn))
+    return found
+
+
+def _check_one_colour_per_optimizer(report: Path, expected_figures: list[str]) -> None:
+    """Every optimizer, in every figure that draws it, in its one colour (assigned in the heat map's order) and
+    in no other optimizer's colour; every figure in ``expected_figures`` draws every optimizer."""
     from matplotlib.colors import to_hex
 
     from bocb.report._figures import optimizer_colours
 
-    colours = {o: to_hex(c) for o, c in optimizer_colours(OPTIMIZERS).items()}
-    assert list(colours) == list(OPTIMIZERS) and len(set(colours.values())) == len(OPTIMIZERS)
-    for figure in [f"tuning_{b}" for b in BACKBONES] + ["hp_backbone", "hp_optimizer"]:
-        svg = (report_dir / f"{figure}.svg").read_text()
-        assert all(colour in svg for colour in colours.values()), figure
+    order = pd.read_csv(report / "matrix.csv", index_col=0).index
+    colours = {o: to_hex(c) for o, c in optimizer_colours(order).items()}
+    assert len(set(colours.values())) == len(colours)
+    for svg in sorted(report.glob("*.svg")):
+        drawn = _drawn_colours(svg)
+        if svg.stem in expected_figures:
+            assert set(drawn) == set(colours), svg.name
+        for optimizer, seen in drawn.items():
+            assert colours[optimizer] in seen, (svg.name, optimizer)
+            assert not seen & (set(colours.values()) - {colours[optimizer]}), (svg.name, optimizer, seen)
+
+
+def test_each_optimizer_keeps_its_colour(report_dir):
+    optimizer_figures = [f for f in FIGURES if f != "heatmap"]
+    _check_one_colour_per_optimizer(report_dir, optimizer_figures)
 
 
 def test_latex_table_structure(report_dir, tmp_path):
@@ -127,20 +157,96 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def test_html_opens_in_headless_chromium(report_dir, tmp_path):
+def _rendered(page: Path, tmp_path: Path) -> str:
+    """The DOM of ``page`` after its load scripts ran in headless Chromium (skips without a browser)."""
     browser = _chromium()
     if browser is None:
         pytest.skip("no chromium on PATH (apt-get install -y chromium) to load the HTML report")
-    dom = subprocess.run(
+    return subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=10000", "--dump-dom", (report_dir / "index.html").as_uri()],
+         "--window-size=1280,900", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120).stdout
-    check = re.search(r'<pre id="image-check"[^>]*>([^<]*)</pre>', dom)
-    assert check, "the page's load script did not run"
-    widths = json.loads(check.group(1))
+
+
+def _written_by_script(dom: str, element: str) -> list:
+    check = re.search(rf'<pre id="{element}"[^>]*>([^<]*)</pre>', dom)
+    assert check and check.group(1) != "pending", f"the page's load script did not fill #{element}"
+    return json.loads(html.unescape(check.group(1)))
+
+
+def test_html_opens_in_headless_chromium(report_dir, tmp_path):
+    dom = _rendered(report_dir / "index.html", tmp_path)
+    widths = _written_by_script(dom, "image-check")
     assert len(widths) == len(FIGURES) and all(w > 0 for w in widths)
     assert 'id="heatmap-table"' in dom and dom.count("<tr>") >= len(OPTIMIZERS) + 1
+
+
+def _heatmap_cells(page: str) -> list[tuple[str, str, str, str]]:
+    """(classes, background, text colour, text) of each heat-map table cell, as the page declares them."""
+    table = page[page.index('id="heatmap-table"'):]
+    table = table[:table.index("</table>")]
+    return re.findall(r'<td class="([^"]*)" style="background:(#[0-9a-f]{6});color:(#[0-9a-f]{6})">([^<]*)</td>',
+                      table)
+
+
+def test_wcag_contrast_by_the_formula():
+    from bocb.report._contrast import WCAG_AA, contrast_ratio, text_colour
+
+    assert contrast_ratio("#000000", "#ffffff") == pytest.approx(21)
+    assert contrast_ratio("#777777", "#ffffff") == pytest.approx(4.48, abs=0.01)  # WCAG's grey that just fails AA
+    assert contrast_ratio("#ffffff", "#767676") == pytest.approx(4.54, abs=0.01)  # ... and the one that passes
+    backgrounds = [f"#{v:02x}{v:02x}{v:02x}" for v in range(256)] + [(r / 7, g / 7, b / 7) for r, g, b in
+                                                                        itertools.product(range(8), repeat=3)]
+    assert min(contrast_ratio(text_colour(c), c) for c in backgrounds) >= WCAG_AA
+
+
+def test_heatmap_marks_match_their_key(report_dir):
+    from bocb.report._contrast import WCAG_AA, contrast_ratio
+
+    page = (report_dir / "index.html").read_text()
+    cells = _heatmap_cells(page)
+    assert len(cells) == len(BACKBONES) * len(OPTIMIZERS)
+    assert all(contrast_ratio(background, text) >= WCAG_AA for _, background, text, _ in cells)
+    resnet50 = {optimizer: cells[i * len(BACKBONES)] for i, optimizer in enumerate(OPTIMIZERS)}
+    # resnet50: 65.15 + 0.5 j; IQR 1, so Eq. 1 fails below 67.15 - 1: sgd and adamw; top-4: all but sgd
+    assert [o for o, c in resnet50.items() if "failure" in c[0]] == ["sgd", "adamw"]
+    assert [o for o, c in resnet50.items() if "top4" in c[0]] == ["adamw", "lamb", "adan", "lars"]
+    key = html.unescape(re.search(r'<p id="heatmap-key">(.*?)</p>', page, re.S).group(1))
+    assert "bold</span>: among the backbone's 4 best" in key and "dashed box</span>: fails Eq. 1" in key
+    assert "†" not in key and not any("†" in c[3] for c in cells)  # no chosen configuration had a diverged seed
+    both = html.unescape(re.search(r'<p id="top-and-failed">(.*?)</p>', page, re.S).group(1))
+    assert both.startswith("4 cell(s) are both top-4 and Eq.-1 failures") and "resnet50 + adamw" in both
+    markdown = (report_dir / "report.md").read_text()
+    assert "**bold**: among" in markdown and "_italics_: fails Eq. 1" in markdown and "†" not in markdown
+
+
+def test_a_diverged_seed_of_a_chosen_configuration_is_marked(tmp_path):
+    frame = _results()
+    diverged = (frame["backbone"] == "resnet50") & (frame["optimizer"] == "sgd") & (frame["seed"] == 1)
+    frame.loc[diverged, "state"] = "diverged"  # every configuration of the cell: the chosen one too
+    write_report(frame, tmp_path, n_boot=10)
+    page = (tmp_path / "index.html").read_text()
+    marked = [c[3] for c in _heatmap_cells(page) if "†" in c[3]]
+    # a diverged seed ranks its configuration last, so all tie and the first label, lr=0.01, is chosen:
+    # its seed 0 scored 60.0 and seed 1 chance (1 %)
+    assert marked == [f"{(60.0 + 1) / 2:.2f}†"]
+    assert "†</span>: a seed of the chosen configuration diverged" in page
+    assert "| sgd | _30.50_† |" in (tmp_path / "report.md").read_text()  # a failure, italic, with its mark
+
+
+def test_analysis_by_optimizer_category(report_dir):
+    table = pd.read_csv(report_dir / "categories.csv")
+    resnet50 = table[table["backbone"] == "resnet50"].set_index("category")
+    assert resnet50["optimizers"].to_dict() == {"a": "sgd", "b": "adamw, lamb, adan", "c": "lars"}
+    assert resnet50["mean_rank"].to_dict() == {"a": 5, "b": 3, "c": 1}  # places by test top-1: lars first
+    assert resnet50["failures"].to_dict() == {"a": 1, "b": 1, "c": 0}  # sgd and adamw fail Eq. 1
+    assert resnet50.loc["b", "spread"] == pytest.approx(1.0) and resnet50[["spread"]].loc[["a", "c"]].isna().all().all()
+    overall = table[table["backbone"] == "all backbones"].set_index("category")
+    assert overall["failures"].to_dict() == {"a": 4, "b": 4, "c": 0}
+    assert overall["mean_rank"].to_dict() == {"a": 5, "b": 3, "c": 1}
+    page = (report_dir / "index.html").read_text()
+    assert 'id="categories"' in page and "## By optimizer category" in (report_dir / "report.md").read_text()
 
 
 def test_cli_report_and_bad_input(tmp_path):
@@ -157,3 +263,60 @@ def test_cli_report_and_bad_input(tmp_path):
         bad = subprocess.run([sys.executable, "-c", CLI, "report", *args, "-o", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+# A real tiny run: 2 backbones x 4 optimizers of three categories (a, b, b, d) x 2 learning rates, 2 epochs.
+RUN_OPTIMIZERS = ("sgd", "adamw", "lamb", "adagrad")
+RUN_SPEC = {"backbones": ["resnet50", "deit_s"], "optimizers": list(RUN_OPTIMIZERS),
+            "search": {"lr_points": 2, "wd_points": 1}, "recipe_overrides": {"hflip": False, "crop_padding": 0}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    done = bocb_command("run", str(write_spec(out / "spec.yaml", **RUN_SPEC)), "--out", str(out), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_bocb_report_of_a_store_is_the_report_bocb_run_wrote(tiny_run):
+    again = tiny_run / "again"
+    done = bocb_command("report", str(tiny_run / "bocb.db"), "-o", str(again))
+    assert done.returncode == 0, done.stderr
+    written, rewritten = report_files(tiny_run / "report"), report_files(again)
+    assert written == rewritten
+    figures = written["png"]
+    for kind in ("alpha_bars", "layers_alpha", "ridge_resnet50_alpha", "curves_resnet50", "tuning_resnet50"):
+        assert f"{kind}.png" in figures, kind
+    families = pd.read_csv(tiny_run / "report" / "categories.csv").query("backbone == 'all backbones'")
+    assert dict(zip(families["category"], families["optimizers"])) == {"a": "sgd", "b": "adamw, lamb", "d": "adagrad"}
+    for table in written["csv"] + written["tex"]:  # the same analysis: the same numbers
+        assert (again / table).read_text() == (tiny_run / "report" / table).read_text(), table
+    captions = [re.findall(r"<figcaption>(.*?)</figcaption>", (d / "index.html").read_text(), re.S)
+                for d in (tiny_run / "report", again)]
+    assert captions[0] == captions[1] and len(captions[0]) == len(figures)  # a caption under every figure
+
+
+def _rgb(css: str) -> tuple[float, float, float]:
+    """'rgb(68, 1, 84)' (getComputedStyle's form) -> (r, g, b) in 0..1."""
+    red, green, blue = (int(v) / 255 for v in re.findall(r"\d+", css)[:3])
+    return red, green, blue
+
+
+def test_the_report_of_a_real_run_in_headless_chromium(tiny_run, tmp_path):
+    from bocb.report._contrast import WCAG_AA, contrast_ratio
+
+    report = tiny_run / "report"
+    page = (report / "index.html").read_text()
+    dom = _rendered(report / "index.html", tmp_path)
+    widths = _written_by_script(dom, "image-check")  # every image loaded, the ridge plots' behind <details> too
+    assert len(widths) == page.count("<img ") == len(report_files(report)["png"]) and all(w > 0 for w in widths)
+    assert re.findall(r"<h2[^>]*>", dom)[0] == '<h2 id="verdict">'  # the answer first
+    rendered = _written_by_script(dom, "heatmap-check")  # each cell's computed background and text colour
+    assert len(rendered) == len(RUN_SPEC["backbones"]) * len(RUN_OPTIMIZERS)
+    for background, text, number in rendered:
+        assert contrast_ratio(_rgb(background), _rgb(text)) >= WCAG_AA, (number, background, text)
+    details = page.index('<details id="ridge-plots">')
+    assert page.index('class="fig-ridge"') > details and page.rindex('class="fig-weights"') < details
+    optimizer_figures = [svg.stem for svg in report.glob("*.svg") if svg.stem != "heatmap"]
+    _check_one_colour_per_optimizer(report, optimizer_figures)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import bocb_command, write_spec
+from conftest import bocb_command, report_files, write_spec
 from timm.models import adapt_input_conv
 
 from bocb.data._fashion import DEBIAN_DIR
@@ -75,9 +75,21 @@ def test_a_transfer_fine_tunes_each_chosen_model_from_the_right_pretraining_tria
     assert printed.count("beyond seed noise (F(1, 4)") == 2  # 2 pre-training x 2 fine-tuning optimizers x 2 seeds
     page = (out / "report" / "index.html").read_text()
     assert "Transfer: does the pre-training optimizer matter" in page and "interaction share" in page
-    assert "fine-tuned models: mean alpha per backbone and mode, by pre-training optimizer" in page
+    assert "Fine-tuned models: mean PL exponent α per backbone and mode, by pre-training optimizer" in page
     tests = pd.read_csv(out / "report" / "transfer_tests.csv")
     assert list(tests["mode"]) == ["finetune", "linear_probe"] and (tests["n_seeds"] == 2).all()
+
+
+def test_bocb_report_of_the_store_has_the_transfer_section_bocb_run_wrote(finished, tmp_path) -> None:
+    out, _ = finished
+    done = bocb_command("report", str(out / "bocb.db"), "-o", str(tmp_path / "again"))  # not the transfer part:
+    # the latest benchmark is the transfer part, and the report is about its pre-training benchmark
+    assert done.returncode == 0, done.stderr
+    written = report_files(out / "report")
+    assert report_files(tmp_path / "again") == written and "transfer_alpha_bars.png" in written["png"]
+    for table in ("transfer.csv", "transfer_tests.csv", "matrix.csv", "cells.csv"):
+        assert (tmp_path / "again" / table).read_text() == (out / "report" / table).read_text(), table
+    assert 'id="transfer"' in (tmp_path / "again" / "index.html").read_text()
 
 
 def test_a_linear_probe_leaves_the_pretrained_backbone_unchanged(finished) -> None:

@@ -575,6 +575,7 @@ def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
     frame = with_config(frame).assign(
         optimizer_library=opt.map(lambda o: o.get("library")),
         optimizer_class=opt.map(lambda o: o.get("class")),
+        optimizer_category=opt.map(lambda o: o.get("category")),  # a-d, new (None: a trial run before bocb kept it)
         device=prov.map(lambda p: p.get("device")),
         git_commit=prov.map(lambda p: p.get("git_commit")),
         bocb_version=prov.map(lambda p: p.get("bocb")),

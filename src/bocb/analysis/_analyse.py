@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from bocb.analysis._categories import category_table, optimizer_categories
 from bocb.analysis._cells import matrix, missing_cells, select_cells
-from bocb.analysis._curves import budget_check, curve_stats
+from bocb.analysis._curves import budget_check, curve_stats, learning_curves
 from bocb.analysis._decompose import decompose, interaction_shares, performance_profiles
 from bocb.analysis._frame import tidy
 from bocb.analysis._ranking import ranking_components, weighted_ranking
@@ -33,7 +34,9 @@ class Analysis:
     decomposition: dict | None
     shares: pd.DataFrame | None
     profiles: pd.DataFrame | None
-    curves: pd.DataFrame
+    curves: pd.DataFrame         # per cell: area under the validation curve, epoch to 95 % of its final value
+    learning: pd.DataFrame       # per cell and epoch: the chosen configuration's seed-mean top-1 and training loss
+    categories: pd.DataFrame     # per backbone and optimizer category: mean rank, failures, spread
     budget: pd.DataFrame
     tuning: pd.DataFrame         # per cell and k: expected best validation (and its test) top-1 of k tries
     tuning_summary: pd.DataFrame  # per cell: grid size, mean, best, configurations needed to get within 1 point
@@ -87,6 +90,8 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
         hp_backbone=hp_distances(judged, "backbone"), hp_optimizer=hp_distances(judged, "optimizer"),
         decomposition=decomposition, shares=shares, profiles=profiles,
         curves=curve_stats(trials, epochs, cells) if has_curves else pd.DataFrame(),
+        learning=learning_curves(trials, epochs, cells) if has_curves else pd.DataFrame(),
+        categories=category_table(judged, optimizer_categories(trials)),
         budget=budget_check(trials, judged, judged["eq1"], "eq1", gamma), tuning=tuning, tuning_summary=tuning_summary,
         gamma=gamma, alpha=alpha, notes=notes)
 

@@ -22,22 +22,44 @@ def curve_summary(epoch: np.ndarray, value: np.ndarray) -> tuple[float, float]:
     return auc, float(epoch[reached[0]])
 
 
+def _chosen_epochs(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch rows of each cell's chosen configuration, at every seed it ran."""
+    return chosen_seeds(trials, cells)[KEYS + ["trial_key"]].merge(epochs, on="trial_key")
+
+
+def _curve_column(epochs: pd.DataFrame) -> str:
+    """The validation curve, or the test curve when the epochs frame has no validation values."""
+    return "val_top1" if "val_top1" in epochs and epochs["val_top1"].notna().any() else "test_top1"
+
+
 def curve_stats(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per cell: the seed-mean validation curve's normalised area and epoch to 95 % of its final value.
 
     Needs ``trial_key`` in ``trials`` and ``epochs`` (trial_key, epoch, val_top1[, test_top1]);
     falls back to the test curve when the epochs frame has no validation values.
     """
-    column = "val_top1" if "val_top1" in epochs and epochs["val_top1"].notna().any() else "test_top1"
-    joined = chosen_seeds(trials, cells)[KEYS + ["trial_key"]].merge(epochs, on="trial_key")
+    column = _curve_column(epochs)
     rows = []
-    for (backbone, optimizer), group in joined.groupby(KEYS, sort=False):
+    for (backbone, optimizer), group in _chosen_epochs(trials, epochs, cells).groupby(KEYS, sort=False):
         curve = group.groupby("epoch")[column].mean().dropna()
         if curve.empty:
             continue
         auc, epoch95 = curve_summary(curve.index.to_numpy(float), curve.to_numpy(float))
-        rows.append({"backbone": backbone, "optimizer": optimizer, "auc": auc, "epoch95": epoch95, "curve": column})
+        rows.append({"backbone": backbone, "optimizer": optimizer, "auc": auc, "epoch95": int(epoch95),
+                     "curve": column})  # the store counts epochs in whole numbers
     return pd.DataFrame(rows, columns=KEYS + ["auc", "epoch95", "curve"])
+
+
+def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and epoch, the chosen configuration's validation top-1 (test top-1 without a validation
+    split: column ``curve`` names it) and training loss, each the mean over the seeds that reached the epoch."""
+    column = _curve_column(epochs)
+    joined = _chosen_epochs(trials, epochs, cells)
+    if "train_loss" not in joined:
+        joined = joined.assign(train_loss=np.nan)
+    means = joined.groupby(KEYS + ["epoch"], sort=False).agg(top1=(column, "mean"), train_loss=("train_loss", "mean"),
+                                                             n_seeds=("trial_key", "nunique")).reset_index()
+    return means.assign(epoch=means["epoch"].astype(int), curve=column)
 
 
 def budget_check(trials: pd.DataFrame, cells: pd.DataFrame, flags: pd.Series, rule: str = "eq1",

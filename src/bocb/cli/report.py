@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from bocb.cli._app import app, check_output_dir
+from bocb.cli._app import app, benchmark_id_of, check_output_dir, open_store
 from bocb.errors import SpecError
 
 
@@ -18,8 +18,11 @@ def report(
     compare_paper: bool = typer.Option(False, "--compare-paper", help="put the paper's numbers beside ours"),
     paper_table: int = typer.Option(1, help="the paper table to compare with: 1 (CIFAR-100) or 2 (ImageNet)"),
     n_boot: int = typer.Option(1000, help="bootstrap replicates for the interaction shares' CIs"),
+    benchmark: str | None = typer.Option(None, "--benchmark", help="a store's benchmark id (or its start); default: "
+                                                                   "the latest that is not a transfer part"),
 ) -> None:
-    """Analyse results and write index.html, report.md, heatmap.tex, CSVs and PNG/SVG figures into OUT."""
+    """Analyse results and write index.html, report.md, heatmap.tex, CSVs and PNG/SVG figures into OUT: for a
+    store, the report `bocb run` writes (its transfer part included)."""
     from bocb.paper import check_table
     from bocb.report import write_report
 
@@ -29,7 +32,12 @@ def report(
         raise SpecError("--n-boot", f"must be >= 1, got {n_boot}")
     check_output_dir(out, "--out")
     table = check_table(paper_table, (1, 2)) if compare_paper else None
-    page = write_report(source, out, gamma=gamma, compare_paper=table, n_boot=n_boot)
+    chosen = None
+    if benchmark is not None:
+        if source.lower().endswith(".csv"):
+            raise SpecError("--benchmark", "selects a benchmark of a store; SOURCE is a CSV file")
+        chosen = benchmark_id_of(open_store(source), benchmark)
+    page = write_report(source, out, gamma=gamma, compare_paper=table, n_boot=n_boot, benchmark_id=chosen)
     typer.echo(f"report written: {page}")
 
 

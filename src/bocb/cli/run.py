@@ -22,6 +22,7 @@ from bocb.spec import EXECUTORS, BenchmarkSpec, load_preset, load_spec, parse_sp
 if TYPE_CHECKING:
     import pandas as pd
 
+    from bocb.analysis import StoreAnalysis
     from bocb.estimate import PlanCost
     from bocb.sweep import BenchmarkRun
 
@@ -144,7 +145,7 @@ def _say_retried(retried: int) -> None:
 def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> int:
     """Print the matrix, the verdicts and the trial count, write results.csv and the report; returns the
     exit code (EXIT_CRASHED when any trial crashed)."""
-    from bocb.analysis import analyse, format_matrix
+    from bocb.analysis import analyse_store, format_matrix
 
     db = done.store
     every = db.trials_frame()  # every benchmark of the store: a second spec run into the same --out loses nothing
@@ -155,9 +156,10 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
                    f"(column benchmark; this one is {done.benchmark_id})", err=True)
     counts = trials["state"].value_counts()
     n_crashed = int(counts.get(TrialState.FAILED.value, 0))
-    result = None
+    analysed = None
     if counts.get(TrialState.DONE.value, 0) + counts.get(TrialState.DIVERGED.value, 0):
-        result = analyse(trials, db.epochs_frame(done.benchmark_id), gamma=spec.rules.gamma, alpha=spec.rules.alpha)
+        analysed = analyse_store(db, done.benchmark_id, transfer_id=done.transfer_id)  # as `bocb report` does
+        result = analysed.result
         typer.echo(f"top-1 (test) of the configuration with the best {result.selected_on}:")
         typer.echo(format_matrix(result.matrix, "table"))
         typer.echo(verdict_text(result.verdicts))
@@ -168,30 +170,25 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
     if n_crashed:
         errors = trials.loc[trials["state"] == TrialState.FAILED.value, "error"].fillna("").str.split("\n").str[0]
         typer.echo(f"first crash: {errors.iloc[0]} (`bocb status {done.store_url}` lists them all)", err=True)
-    transfer, n_crashed_transfer = _print_transfer(done, spec, every) if done.transfer_id else (None, 0)
-    if report and result is not None:
-        from bocb.report import render_report
+    n_crashed_transfer = _print_transfer(done, spec, every, analysed) if done.transfer_id else 0
+    if report and analysed is not None:
+        from bocb.report import render_store_report
 
         typer.echo("writing the report ...", err=True)
-        page = render_report(result, done.out_dir / "report", layers=db.layers_frame(done.benchmark_id),
-                             transfer=transfer,
-                             transfer_layers=db.layers_frame(done.transfer_id) if transfer is not None else None)
-        typer.echo(f"report: {page}")
+        typer.echo(f"report: {render_store_report(analysed, done.out_dir / 'report')}")
     return EXIT_CRASHED if n_crashed + n_crashed_transfer else 0
 
 
-def _print_transfer(done: BenchmarkRun, spec: BenchmarkSpec, every: pd.DataFrame) -> tuple[object, int]:
-    """Print the transfer part's matrices, verdicts and trial count; (its analysis or None, its crashes)."""
-    from bocb.analysis import format_transfer, transfer_analysis
+def _print_transfer(done: BenchmarkRun, spec: BenchmarkSpec, every: pd.DataFrame,
+                    analysed: StoreAnalysis | None) -> int:
+    """Print the transfer part's matrices, verdicts and trial count; returns its crashes."""
+    from bocb.analysis import format_transfer
 
-    trials = every[every["benchmark"] == done.transfer_id].reset_index(drop=True)
-    counts = trials["state"].value_counts()
-    result = None
-    if counts.get(TrialState.DONE.value, 0) + counts.get(TrialState.DIVERGED.value, 0):
-        result = transfer_analysis(trials, every[every["benchmark"] == done.benchmark_id], alpha=spec.rules.alpha)
-        typer.echo(format_transfer(result, spec.transfer.dataset.name))
+    counts = every.loc[every["benchmark"] == done.transfer_id, "state"].value_counts()
+    if analysed is not None and analysed.transfer is not None:
+        typer.echo(format_transfer(analysed.transfer, spec.transfer.dataset.name))
     typer.echo(f"transfer: {count_line(counts)}")
-    return result, int(counts.get(TrialState.FAILED.value, 0))
+    return int(counts.get(TrialState.FAILED.value, 0))
 
 
 def edge_line(cells: pd.DataFrame) -> str:

@@ -181,6 +181,7 @@ def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: flo
     provenance = {
         "optimizer": info.name,
         "paper_name": info.paper_name,
+        "category": info.category,  # the paper's a-d family (or 'new'): the report's analysis by category
         "family": family,
         "library": info.source,
         "library_version": _library_version(info.source, cls),

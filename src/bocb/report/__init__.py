@@ -2,6 +2,6 @@
 from __future__ import annotations
 
 from bocb.report._tables import html_matrix, latex_table, markdown_matrix
-from bocb.report._write import render_report, write_report
+from bocb.report._write import render_report, render_store_report, write_report
 
-__all__ = ["html_matrix", "latex_table", "markdown_matrix", "render_report", "write_report"]
+__all__ = ["html_matrix", "latex_table", "markdown_matrix", "render_report", "render_store_report", "write_report"]

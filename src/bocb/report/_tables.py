@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 from bocb.analysis import Analysis
+from bocb.report._contrast import text_colour
+from bocb.report._figures import heatmap_colours
 
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -67,23 +69,28 @@ def latex_tuning(result: Analysis) -> str:
 
 
 def markdown_matrix(result: Analysis) -> str:
-    """Markdown heat-map table: top-4 **bold**, Eq.-1 failures in _italics_ (Markdown has no grey)."""
-    top, failed = _flags(result, "top4"), _flags(result, "eq1")
+    """Markdown heat-map table: top-4 **bold**, Eq.-1 failures in _italics_ (Markdown has no grey), '†' where a
+    seed of the chosen configuration diverged."""
+    top, failed, diverged = _flags(result, "top4"), _flags(result, "eq1"), _diverged(result)
     header = ["optimizer"] + [str(c) for c in result.matrix.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for optimizer, row in result.matrix.iterrows():
         cells = [_styled(row[b], top.loc[optimizer, b], failed.loc[optimizer, b], "**{}**", "_{}_")
-                 for b in result.matrix.columns]
+                 + ("†" if diverged.loc[optimizer, b] else "") for b in result.matrix.columns]
         lines.append("| " + " | ".join([str(optimizer)] + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def _diverged(result: Analysis) -> pd.DataFrame:
+    return result.cells.pivot(index="optimizer", columns="backbone", values="n_diverged") \
+        .reindex_like(result.matrix).fillna(0).gt(0)
+
+
 def html_matrix(result: Analysis) -> str:
-    """The heat-map as an HTML table with per-cell background colours (viridis over the matrix range)."""
-    values = result.matrix.to_numpy(float)
-    low, high = np.nanmin(values), np.nanmax(values)
-    cmap = matplotlib.colormaps["viridis"]
-    top, failed = _flags(result, "top4"), _flags(result, "eq1")
+    """The heat map as an HTML table: each cell's background the figure's colour (viridis over the matrix
+    range), its text black or white by WCAG contrast, top-4 bold, Eq.-1 failures italic in a dashed box."""
+    cmap, norm = heatmap_colours(result)
+    top, failed, diverged = _flags(result, "top4"), _flags(result, "eq1"), _diverged(result)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in result.matrix.columns)
     rows = []
     for optimizer, row in result.matrix.iterrows():
@@ -93,10 +100,24 @@ def html_matrix(result: Analysis) -> str:
             if np.isnan(value):
                 tds.append('<td class="missing">n/a</td>')
                 continue
-            colour = matplotlib.colors.to_hex(cmap((value - low) / (high - low) if high > low else 0.5))
+            background = matplotlib.colors.to_hex(cmap(norm(value)))
             classes = " ".join(c for c, on in (("top4", top.loc[optimizer, b]),
                                                ("failure", failed.loc[optimizer, b])) if on)
-            tds.append(f'<td class="{classes}" style="background:{colour}">{value:.2f}</td>')
+            mark = "†" if diverged.loc[optimizer, b] else ""
+            tds.append(f'<td class="{classes}" style="background:{background};color:{text_colour(background)}">'
+                       f"{value:.2f}{mark}</td>")
         rows.append(f"<tr><th>{html.escape(str(optimizer))}</th>{''.join(tds)}</tr>")
     return (f'<table id="heatmap-table" class="heatmap"><thead><tr><th>optimizer</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def top_and_failed(result: Analysis) -> str:
+    """Why a cell can be top-4 and an Eq.-1 failure at once, naming the cells where it happens ('' if none)."""
+    both = result.cells[result.cells["top4"] & result.cells["eq1"]]
+    if both.empty:
+        return ""
+    names = ", ".join(f"{r.backbone} + {r.optimizer}" for r in both.itertuples())
+    return (f"{len(both)} cell(s) are both top-4 and Eq.-1 failures ({names}): top-4 counts places (the 4 best of "
+            "the backbone's optimizers), while Eq. 1 flags every result more than min(IQR, γ) points below the "
+            "backbone's best, however it ranks. With few optimizers, or one well ahead of the rest, the top 4 "
+            "include results below that line.")

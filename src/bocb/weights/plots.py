@@ -6,8 +6,9 @@ averaged per layer. Imports no training code, so reports can call these directly
 """
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -15,29 +16,55 @@ import matplotlib
 matplotlib.use("Agg")  # no display: figures are written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bocb.errors import DataError, SpecError, unknown_name_message  # noqa: E402
 
 RIDGE_METRICS = ("alpha", "weight_entropy", "l2_norm", "topk_energy", "spectral_norm", "spectral_entropy")
+METRIC_LABELS = {"alpha": "PL exponent α", "weight_entropy": "weight entropy", "l2_norm": "L2 norm",
+                 "topk_energy": "top-k PCA energy", "spectral_norm": "spectral norm",
+                 "spectral_entropy": "spectral entropy"}
 ALPHA_BAND = (2.0, 6.0)  # below: over-fitted / heavy-tailed, above: under-trained (paper §3.1 C)
 _GROUP = ("backbone", "optimizer")
+Colours = Mapping[str, Sequence[float] | str]
 
 
-def ridge_plot(layers: pd.DataFrame, metric: str, *, backbone: str | None = None) -> plt.Figure:
-    """One row per optimizer, x = layer index, the metric as a filled ridge on a shared y scale."""
+def _palette(frame: pd.DataFrame, colours: Colours | None) -> Colours:
+    """The given colours (a report's, one per optimizer throughout), else the report's rule on this frame."""
+    if colours is not None:
+        return colours
+    from bocb.report._figures import optimizer_colours  # one palette rule, kept with the report's figures
+
+    return optimizer_colours(frame["optimizer"])
+
+
+def _ordered(names: Sequence[str] | None, present: pd.Series) -> list[str]:
+    """``names`` (an order, e.g. the heat map's) restricted to those present; first-seen order without one."""
+    seen = list(dict.fromkeys(map(str, present)))
+    return seen if names is None else [str(n) for n in names if str(n) in set(seen)]
+
+
+def _tag(artist: matplotlib.artist.Artist, optimizer: str) -> None:
+    """Name the optimizer an artist draws (the SVG id): a report checks one colour per optimizer by it."""
+    artist.set_gid("optimizer-" + re.sub(r"[^\w.-]+", "_", str(optimizer)))
+
+
+def ridge_plot(layers: pd.DataFrame, metric: str, *, backbone: str | None = None, colours: Colours | None = None,
+               optimizers: Sequence[str] | None = None) -> plt.Figure:
+    """One row per optimizer (in ``optimizers``' order), x = layer index, the metric as a filled ridge in the
+    optimizer's colour on a shared y scale."""
     if metric not in RIDGE_METRICS:
         raise SpecError("metric", unknown_name_message("metric", metric, RIDGE_METRICS))
     frame = _one_backbone(_checked(layers, metric), backbone)
     means = frame.groupby(["optimizer", "layer"])[metric].mean().dropna()  # seeds averaged
-    optimizers = list(dict.fromkeys(frame["optimizer"]))  # first-seen order, as trials were run
+    order, palette = _ordered(optimizers, frame["optimizer"]), _palette(frame, colours)
     baseline = float(means.min()) if len(means) else 0.0
-    fig, axes = plt.subplots(len(optimizers), 1, sharex=True, sharey=True, squeeze=False,
-                             figsize=(8.0, 0.55 * len(optimizers) + 1.2))
-    for ax, optimizer, color in zip(axes[:, 0], optimizers, sns.color_palette("viridis", len(optimizers))):
+    fig, axes = plt.subplots(len(order), 1, sharex=True, sharey=True, squeeze=False,
+                             figsize=(8.0, 0.55 * len(order) + 1.2))
+    for ax, optimizer in zip(axes[:, 0], order):
         ridge = means.get(optimizer, pd.Series(dtype=float))
-        ax.fill_between(ridge.index, ridge.to_numpy(), baseline, color=color, alpha=0.6)
-        ax.plot(ridge.index, ridge.to_numpy(), color=color, linewidth=1.2)
+        _tag(ax.fill_between(ridge.index, ridge.to_numpy(), baseline, color=palette[optimizer], alpha=0.6), optimizer)
+        _tag(ax.plot(ridge.index, ridge.to_numpy(), color=palette[optimizer], linewidth=1.2)[0], optimizer)
         ax.text(-0.01, 0.2, str(optimizer), transform=ax.transAxes, ha="right", fontsize=8)
         ax.patch.set_alpha(0.0)  # rows overlap: let the ridge below show through
         ax.set_yticks([])
@@ -45,23 +72,72 @@ def ridge_plot(layers: pd.DataFrame, metric: str, *, backbone: str | None = None
         for side in ("left", "right", "top"):
             ax.spines[side].set_visible(False)
     axes[-1, 0].set_xlabel("layer index")
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     top = float(means.max()) if len(means) else 0.0
-    fig.suptitle(f"{metric} per layer: {frame['backbone'].iloc[0]} (shared y, {baseline:.3g} to {top:.3g})",
-                 fontsize=10)
-    fig.subplots_adjust(hspace=-0.3 if len(optimizers) > 1 else 0.0, left=0.2)
+    fig.suptitle(f"{frame['backbone'].iloc[0]}: {METRIC_LABELS[metric]} per layer, one ridge per optimizer "
+                 f"(shared y, {baseline:.3g} to {top:.3g})", fontsize=10)
+    fig.subplots_adjust(hspace=-0.3 if len(order) > 1 else 0.0, left=0.2)
     return fig
 
 
-def alpha_bar_chart(layers: pd.DataFrame) -> plt.Figure:
-    """Mean alpha over layers per (backbone, optimizer), with the 2-6 'well-trained' band shaded."""
+def layer_grid(layers: pd.DataFrame, metric: str, *, colours: Colours | None = None,
+               backbones: Sequence[str] | None = None, optimizers: Sequence[str] | None = None) -> plt.Figure:
+    """Small multiples of one metric: a row per backbone, a column per optimizer, each panel the metric per
+    layer (seeds averaged) in the optimizer's colour; the y scale is shared along a row (one backbone)."""
+    if metric not in RIDGE_METRICS:
+        raise SpecError("metric", unknown_name_message("metric", metric, RIDGE_METRICS))
+    frame = _checked(layers, metric)
+    means = frame.groupby(["backbone", "optimizer", "layer"])[metric].mean()
+    rows, columns = _ordered(backbones, frame["backbone"]), _ordered(optimizers, frame["optimizer"])
+    palette = _palette(frame, colours)
+    fig, axes = plt.subplots(len(rows), len(columns), sharey="row", squeeze=False,
+                             figsize=(1.7 * len(columns) + 1.2, 1.05 * len(rows) + 1.0))
+    for (i, backbone), (j, optimizer) in itertools.product(enumerate(rows), enumerate(columns)):
+        ax = axes[i, j]
+        curve = means.get((backbone, optimizer), pd.Series(dtype=float)).dropna()
+        if curve.empty:
+            ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center", fontsize=7)
+        else:
+            _tag(ax.plot(curve.index, curve.to_numpy(), color=palette[optimizer], linewidth=1.2)[0], optimizer)
+            _tag(ax.fill_between(curve.index, curve.to_numpy(), float(curve.min()), color=palette[optimizer],
+                                 alpha=0.25), optimizer)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+        ax.tick_params(labelsize=6, length=2, pad=1)
+        if i == 0:
+            ax.set_title(str(optimizer), fontsize=8)
+        if j == 0:
+            ax.set_ylabel(str(backbone), fontsize=8)
+    fig.supxlabel("layer index", fontsize=8)
+    fig.suptitle(f"{METRIC_LABELS[metric]} per layer: rows backbones, columns optimizers (y shared along a row)",
+                 fontsize=9)
+    fig.tight_layout(pad=0.4, h_pad=0.3, w_pad=0.3)
+    return fig
+
+
+def alpha_bar_chart(layers: pd.DataFrame, *, colours: Colours | None = None, backbones: Sequence[str] | None = None,
+                    optimizers: Sequence[str] | None = None) -> plt.Figure:
+    """Mean alpha over layers per (backbone, optimizer), one bar per optimizer in its colour, in the given orders,
+    with the 2-6 'well-trained' band shaded."""
     frame = _checked(layers, "alpha").dropna(subset=["alpha"])
-    n_backbones, n_optimizers = frame["backbone"].nunique(), frame["optimizer"].nunique()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * n_backbones * n_optimizers + 2.5), 4.0))
+    means = frame.groupby(["backbone", "optimizer"])["alpha"].mean()
+    rows, hues = _ordered(backbones, frame["backbone"]), _ordered(optimizers, frame["optimizer"])
+    palette = _palette(frame, colours)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(rows) * len(hues) + 2.5), 4.0))
     ax.axhspan(*ALPHA_BAND, color="tab:green", alpha=0.12, label=f"{ALPHA_BAND[0]:g} ≤ α ≤ {ALPHA_BAND[1]:g}")
-    sns.barplot(frame, x="backbone", y="alpha", hue="optimizer", estimator="mean", errorbar=None,
-                palette="viridis", ax=ax)
+    width = 0.8 / len(hues)
+    for j, optimizer in enumerate(hues):
+        values = [means.get((backbone, optimizer), float("nan")) for backbone in rows]
+        x = [i - 0.4 + width * (j + 0.5) for i in range(len(rows))]
+        for bar in ax.bar(x, values, width=width, color=palette[optimizer], label=optimizer):
+            _tag(bar, optimizer)
+    ax.set_xticks(range(len(rows)), rows)
+    ax.set_xlabel("backbone")
     ax.set_ylabel("mean α over layers")
-    ax.legend(fontsize=7, ncols=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Mean PL exponent α over layers per backbone and optimizer")
+    legend = ax.legend(title="optimizer", fontsize=7, ncols=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for handle, text in zip(legend.legend_handles, legend.get_texts()):
+        if text.get_text() in set(hues):
+            _tag(handle, text.get_text())
     fig.tight_layout()
     return fig
 
