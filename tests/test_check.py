@@ -22,6 +22,23 @@ def small_cnn(num_classes: int, img_size: int, in_chans: int = 3) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_chans, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
 '''
+OPTIMIZER = '''
+import torch
+
+
+class SignSGD(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-3, weight_decay=0.0, momentum=0.9):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
+                    buf.mul_(group["momentum"]).add_(p.grad, alpha=1 - group["momentum"])
+                    p.mul_(1 - group["lr"] * group["weight_decay"]).add_(buf.sign(), alpha=-group["lr"])
+'''
 PANEL = ["--backbones", "resnet50", "--optimizers", "sgd,adam,adamw", "--epochs", "1"]
 
 
@@ -30,6 +47,7 @@ def user_code(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A module of the user's own, importable only through PYTHONPATH, and a private reference cache."""
     root = tmp_path_factory.mktemp("user")
     (root / "my_nets.py").write_text(FACTORY)
+    (root / "my_opts.py").write_text(OPTIMIZER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
            "BOCB_CACHE": str(root / "cache"), "PYTHONUNBUFFERED": "1"}
     return root, env
@@ -82,25 +100,26 @@ def _matrix(printed: str) -> list[str]:
     return lines[start:start + 6]
 
 
-def test_a_cache_made_by_another_version_is_retrained_and_bocb_worker_runs_a_check(user_code) -> None:
+def test_a_users_optimizer_under_bocb_worker_and_a_cache_made_by_another_version_retrained(user_code) -> None:
     root, env = user_code
     cache = root / "elsewhere"
-    made = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "sgd", "--backbones", "resnet50", "--optimizers",
-                 "adamw", "--epochs", "1", "--out", str(root / "made"), "--no-report")
+    made = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "my_opts:SignSGD", "--backbones", "resnet50",
+                 "--optimizers", "adamw", "--epochs", "1", "--out", str(root / "made"), "--no-report")
     assert made.returncode == 0, made.stderr
     (bundle,) = (cache / "reference").glob("*.zip")
     _rewrite_provenance(bundle, bocb="0.0.1")  # as if an older bocb had made it (its digests made to match)
     out = root / "by-worker"
-    planned = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "sgd", "--backbones", "resnet50", "--optimizers",
-                    "adamw", "--epochs", "1", "--out", str(out), "--plan-only")
+    planned = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "my_opts:SignSGD", "--backbones", "resnet50",
+                    "--optimizers", "adamw", "--epochs", "1", "--out", str(out), "--plan-only")
     assert planned.returncode == 0, planned.stderr
     assert "the cached reference was made elsewhere (bocb 0.0.1 != " in planned.stdout
     worker = _bocb(env, "worker", "--store", str(out / "bocb.db"))
     assert worker.returncode == 0, worker.stderr
-    answered = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "sgd", "--backbones", "resnet50",
+    answered = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "my_opts:SignSGD", "--backbones", "resnet50",
                      "--optimizers", "adamw", "--epochs", "1", "--out", str(out), "--no-report")
     assert answered.returncode == 0, answered.stderr
-    assert "sgd: tied with the best optimizer on" in answered.stdout
+    assert "checking the optimizer my_opts:SignSGD against 1 backbones (resnet50)" in answered.stdout
+    assert "my_opts:SignSGD: tied with the best optimizer on" in answered.stdout  # an Optimizer class, told apart
     trained, imported = _trained(out / "bocb.db")
     assert imported == 0 and trained == _count(out / "bocb.db", "")  # every trial retrained, by the worker
 

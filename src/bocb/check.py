@@ -42,6 +42,8 @@ def target_kind(target: str, forced: Kind | None = None) -> tuple[str, Kind]:
     """(the target's resolved name, whether it is a backbone or an optimizer), told from the object itself;
     ``forced`` settles a name both registries know."""
     found = {kind: name for kind in KINDS if (name := _resolved(kind, target)) is not None}
+    if len(found) == 2 and forced is None and _is_optimizer_class(target):
+        found.pop("backbone")  # a class is callable, but a torch.optim.Optimizer builds no backbone
     if forced is not None:
         if forced not in found:
             raise SpecError("TARGET", f"'{target}' is not a {forced} ({_resolve_error(forced, target)})")
@@ -58,6 +60,17 @@ def target_kind(target: str, forced: Kind | None = None) -> tuple[str, Kind]:
                         + "; or package.module:factory (a backbone) or package.module:Class (an optimizer)")
     (kind, name), = found.items()
     return name, kind
+
+
+def _is_optimizer_class(target: str) -> bool:
+    from bocb.plugins import import_object, is_reference
+
+    if not is_reference(target):
+        return False
+    import torch
+
+    found = import_object(target, "TARGET", "object")
+    return isinstance(found, type) and issubclass(found, torch.optim.Optimizer)
 
 
 def _resolved(kind: Kind, target: str) -> str | None:
