@@ -70,10 +70,10 @@ def test_a_users_backbone_runs_the_gauntlet_and_a_second_check_reuses_the_refere
     first = _bocb(env, "check", "my_nets:small_cnn", *PANEL, "--out", str(root / "first"), "--workers", "2")
     assert first.returncode == 0, first.stderr
     assert "checking the backbone my_nets:small_cnn against 3 optimizers (sgd, adam, adamw)" in first.stdout
-    assert first.stdout.splitlines()[1].startswith("my_nets:small_cnn: ")  # the verdict, first
+    assert first.stdout.splitlines()[1].startswith("my_nets:small_cnn <- checked: ")  # the verdict, first
     assert "my_nets:small_cnn <- checked" in first.stdout and "Std after removing the worst" in first.stdout
     assert "orientation only (the paper's Table 1 is CIFAR-100" in first.stdout
-    assert (root / "first" / "report" / "index.html").is_file()
+    assert "my_nets:small_cnn &lt;- checked" in (root / "first" / "report" / "index.html").read_text()  # marked
     trained, imported = _trained(root / "first" / "bocb.db")
     assert imported == 0 and trained > 0
     cached = list((root / "cache" / "reference").glob("*.zip"))
@@ -119,7 +119,7 @@ def test_a_users_optimizer_under_bocb_worker_and_a_cache_made_by_another_version
                      "--optimizers", "adamw", "--epochs", "1", "--out", str(out), "--no-report")
     assert answered.returncode == 0, answered.stderr
     assert "checking the optimizer my_opts:SignSGD against 1 backbones (resnet50)" in answered.stdout
-    assert "my_opts:SignSGD: tied with the best optimizer on" in answered.stdout  # an Optimizer class, told apart
+    assert "my_opts:SignSGD <- checked: tied with the best optimizer on" in answered.stdout  # told apart
     trained, imported = _trained(out / "bocb.db")
     assert imported == 0 and trained == _count(out / "bocb.db", "")  # every trial retrained, by the worker
 

@@ -105,6 +105,8 @@ def _train(run, out: Path, workers: int | None) -> None:  # noqa: ANN001 - a boc
 
 
 def _print_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a bocb.check.CheckRun
+    from dataclasses import replace
+
     import pandas as pd
 
     from bocb.analysis import analyse, format_matrix
@@ -116,20 +118,23 @@ def _print_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a b
                        ignore_index=True)
     if cache_reference(run):
         typer.echo(f"reference cells kept for the next check: {run.cached}", err=True)
+    marked = replace(g, target=f"{g.target} <- checked")  # so the matrix, every figure and table mark it
+    trials[g.kind] = trials[g.kind].replace(g.target, marked.target)
+    layers = run.store.layers_frame()
+    if not layers.empty:
+        layers[g.kind] = layers[g.kind].replace(g.target, marked.target)
     result = analyse(trials, run.store.epochs_frame(), gamma=g.reference.rules.gamma, alpha=g.reference.rules.alpha)
-    typer.echo("\n".join(verdict_lines(result, g)))
-    marked = f"{g.target} <- checked"
-    matrix = result.matrix.rename(columns={g.target: marked}, index={g.target: marked})
+    typer.echo("\n".join(verdict_lines(result, marked)))
     typer.echo(f"\ntop-1 (test) of the configuration with the best {result.selected_on}:")
-    typer.echo(format_matrix(matrix, "table"))
-    where = placement(result, g)
+    typer.echo(format_matrix(result.matrix, "table"))
+    where = placement(result, marked)
     if not where.empty:
         typer.echo(f"where {g.target} falls among the {where['of'].iloc[0]} "
                    f"{'backbones' if g.kind == 'backbone' else 'optimizers'} of this check (rank 1 = lowest):")
         for row in where.itertuples():
             typer.echo(f"  {row.statistic}: {row.value:.{0 if float(row.value).is_integer() else 2}f} "
                        f"(rank {row.rank} of {row.of})")
-    orientation = paper_orientation(result, g)
+    orientation = paper_orientation(result, marked)
     if orientation:
         typer.echo(orientation)
     counts = trials["state"].value_counts()
@@ -138,7 +143,7 @@ def _print_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a b
         from bocb.report import render_report
 
         typer.echo("writing the report ...", err=True)
-        page = render_report(result, out / "report", layers=run.store.layers_frame(),
+        page = render_report(result, out / "report", layers=layers,
                              title=f"bocb check: the {g.kind} {g.target} against the {len(g.panel)}-entry panel")
         typer.echo(f"report: {page}")
     return EXIT_CRASHED if counts.get("failed", 0) else 0
