@@ -61,6 +61,11 @@ class DatasetSpec(StrictModel):
         return DATASETS.get(name, field="dataset.name").name
 
 
+def _named_entries(items: Any) -> Any:
+    """A list's plain names as entries ({name: ...}): `[sgd, {name: adamw, lr: ...}]` both work."""
+    return [{"name": i} if isinstance(i, str) else i for i in items] if isinstance(items, list) else items
+
+
 def _known_recipe(name: str, field: str) -> str:
     """'paper' (each backbone's Table A1 default) or a registered recipe's canonical name."""
     if name == "paper":
@@ -228,14 +233,12 @@ class TransferSpec(StrictModel):
     @field_validator("optimizers", mode="before")
     @classmethod
     def _optimizer_strings(cls, items: Any) -> Any:
-        return [{"name": i} if isinstance(i, str) else i for i in items] if isinstance(items, list) else items
+        return _named_entries(items)
 
     @field_validator("recipe")
     @classmethod
-    def _known_recipe(cls, name: str) -> str:
-        from bocb.recipes import RECIPES
-
-        return RECIPES.get(name, field="transfer.recipe").name
+    def _known_transfer_recipe(cls, name: str) -> str:
+        return _known_recipe(name, "transfer.recipe")
 
     @model_validator(mode="after")
     def _valid(self) -> TransferSpec:
@@ -301,15 +304,10 @@ class BenchmarkSpec(StrictModel):
             return data  # the dataset field's own validator names the error
         return {**data, "rules": {**rules, "gamma": default_gamma(name)}}
 
-    @field_validator("backbones", mode="before")
+    @field_validator("backbones", "optimizers", mode="before")
     @classmethod
-    def _backbone_strings(cls, items: Any) -> Any:
-        return [{"name": i} if isinstance(i, str) else i for i in items] if isinstance(items, list) else items
-
-    @field_validator("optimizers", mode="before")
-    @classmethod
-    def _optimizer_strings(cls, items: Any) -> Any:
-        return [{"name": i} if isinstance(i, str) else i for i in items] if isinstance(items, list) else items
+    def _entry_strings(cls, items: Any) -> Any:
+        return _named_entries(items)
 
     @field_validator("recipe")
     @classmethod

@@ -148,8 +148,7 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
     changes once planned; the one exception is the re-seed stage with ``reseed: failure_candidates``,
     which runs in rounds (see :func:`_reseed_cells`).
     """
-    stored = set(results["trial_key"]) if len(results) else set()
-    unfinished = set(results.loc[~results["state"].isin(FINISHED), "trial_key"]) if len(results) else set()
+    stored, unfinished = stored_keys(results)
     names, every_pair = stage_names(spec), pairs(spec)
     for i, name in enumerate(names):
         earlier = _of_stages(results, names[:i])
@@ -157,12 +156,28 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
         if stage_kind(name) == StageKind.SEEDS and spec.reseed == "failure_candidates":
             cells = _reseed_cells(spec, every_pair, earlier, _of_stages(results, [name]), unfinished)
         chosen = _Chosen(earlier)
-        wanted = [t for pair in cells for t in _planned(spec, pair, name, chosen)]
-        missing = [t for t in wanted if t.key not in stored]
-        if missing:
-            return Stage(name, missing, waiting=False)
-        if any(t.key in unfinished for t in wanted):
-            return Stage(name, [], waiting=True)
+        stage = pending_stage(name, [t for pair in cells for t in _planned(spec, pair, name, chosen)], stored,
+                              unfinished)
+        if stage is not None:
+            return stage
+    return None
+
+
+def stored_keys(results: pd.DataFrame) -> tuple[set[str], set[str]]:
+    """(the keys of every stored trial, the keys of those not finished)."""
+    if not len(results):
+        return set(), set()
+    return set(results["trial_key"]), set(results.loc[~results["state"].isin(FINISHED), "trial_key"])
+
+
+def pending_stage(name: str, wanted: list[PlannedTrial], stored: set[str], unfinished: set[str]) -> Stage | None:
+    """The stage ``name`` if it has trials to add (those of ``wanted`` not ``stored``) or to wait for (any
+    ``unfinished``); None when all it wants are finished."""
+    missing = [t for t in wanted if t.key not in stored]
+    if missing:
+        return Stage(name, missing, waiting=False)
+    if any(t.key in unfinished for t in wanted):
+        return Stage(name, [], waiting=True)
     return None
 
 

@@ -19,7 +19,6 @@ from dataclasses import replace
 import pandas as pd
 
 from bocb.protocol import (
-    FINISHED,
     StageKind,
     TrialState,
     choose_configs,
@@ -40,6 +39,8 @@ from bocb.sweep.planner import (
     grid,
     next_stage,
     pairs,
+    pending_stage,
+    stored_keys,
     trial_config,
 )
 
@@ -69,8 +70,7 @@ def next_transfer_stage(spec: BenchmarkSpec, source_trials: pd.DataFrame, result
     tuning = fine_tuning_spec(spec)
     by_names = {p.names: p for p in pairs(tuning)}
     models = sources(source_trials)
-    stored = set(results["trial_key"]) if len(results) else set()
-    unfinished = set(results.loc[~results["state"].isin(FINISHED), "trial_key"]) if len(results) else set()
+    stored, unfinished = stored_keys(results)
     first = models[models["seed"] == spec.seeds[0]]
     edges = [stage_name(StageKind.TRANSFER_EDGES, i) for i in range(1, tuning.search.extend_edges + 1)]
     stages = [
@@ -85,12 +85,10 @@ def next_transfer_stage(spec: BenchmarkSpec, source_trials: pd.DataFrame, result
     names = [name for name, _ in stages]
     for i, (name, planned) in enumerate(stages):
         earlier = results[results["stage"].isin(names[:i])] if len(results) else results
-        wanted = planned(earlier)  # a later stage reads the earlier ones' results: computed only when reached
-        missing = [t for t in wanted if t.key not in stored]
-        if missing:
-            return Stage(name, missing, waiting=False)
-        if any(t.key in unfinished for t in wanted):
-            return Stage(name, [], waiting=True)
+        # a later stage reads the earlier ones' results: computed only when reached
+        stage = pending_stage(name, planned(earlier), stored, unfinished)
+        if stage is not None:
+            return stage
     return None
 
 
