@@ -184,9 +184,9 @@ class PlanCost:
 
     def epoch_seconds(self, pair: Pair) -> float | None:
         """Seconds of one epoch of ``pair``'s trials: its training steps and its evaluations."""
-        if self.sizes is None:
+        step = self.steps.get((pair.backbone.name, pair.size))
+        if self.sizes is None or step is None:
             return None
-        step = self.steps[(pair.backbone.name, pair.size)]
         train, val, test = self.sizes
         evaluated = (val + test) * (2 if pair.recipe.get("ema_decay") else 1)  # EMA weights are evaluated too
         return max(1, train // step.batch_size) * step.step_s + evaluated * step.eval_image_s
@@ -194,9 +194,10 @@ class PlanCost:
     @property
     def device_hours(self) -> float | None:
         """Hours of training, one trial at a time."""
-        if self.sizes is None:
+        seconds = [(sum(c.epochs), self.epoch_seconds(c.pair)) for c in self.counts]
+        if any(epoch is None for _, epoch in seconds):
             return None
-        return sum(sum(c.epochs) * self.epoch_seconds(c.pair) for c in self.counts) / 3600
+        return sum(n * epoch for n, epoch in seconds) / 3600
 
     @property
     def wall_hours(self) -> float | None:
@@ -226,8 +227,12 @@ def estimate_plan(spec: BenchmarkSpec, workers: int | None = None) -> PlanCost:
         key = (pair.backbone.name, pair.size)
         if key not in steps:
             lr, wd = pair.lr[len(pair.lr) // 2], pair.weight_decay[len(pair.weight_decay) // 2]
-            steps[key] = time_steps(trial_config(spec, pair, lr, wd, {}, spec.seeds[0], pair.recipe["epochs"]),
-                                    runtime)
+            try:
+                steps[key] = time_steps(trial_config(spec, pair, lr, wd, {}, spec.seeds[0], pair.recipe["epochs"]),
+                                        runtime)
+            except Exception as exc:  # noqa: BLE001 - a backbone that cannot train: its trials crash and say why
+                notes.append(f"could not time {pair.backbone.name} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:120] if str(exc) else ''}): no wall time")
     sizes = split_sizes(spec.dataset)
     if sizes is None:
         notes.append(f"the size of dataset {spec.dataset.name!r} is unknown without its files: no wall time "
