@@ -90,14 +90,3 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         pytest.skip("no PostgreSQL test server: set BOCB_TEST_POSTGRES_URL (bash .ci/run starts one)")
     return _fresh_postgres_db(f"bocb_{request.node.name.split('[')[0][-40:]}".lower())
 
-
-@pytest.fixture(autouse=True)
-def _sigint_as_it_was():
-    """A test that leaves Ctrl-C ignored in this process (a library it drove in-process, say) would pass the
-    ignore on to every later test's subprocess through exec; each test starts with the handler it found."""
-    import signal
-
-    before = signal.getsignal(signal.SIGINT)
-    yield
-    if signal.getsignal(signal.SIGINT) is not before:
-        signal.signal(signal.SIGINT, before)

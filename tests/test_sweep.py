@@ -207,8 +207,10 @@ def test_stopped_run_releases_its_trial_which_resumes_from_its_checkpoint(tmp_pa
     else:  # a scheduler preempting one worker
         assert bocb_main("run", str(spec), "--out", str(out), "--plan-only", capsys=capsys)[0] == 0
         command = ["worker", "--store", str(db), "--artifact-root", str(out / "artifacts")]
+    # as a terminal starts it: a job started in the background (`cmd &`, so a CI run too) ignores Ctrl-C
     process = subprocess.Popen([sys.executable, "-m", "bocb", *command], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_first_checkpoint(db, out / "artifacts" / "checkpoints", process)
     if executor == "ray":  # the driver only: Ray workers on other nodes never see the terminal's Ctrl-C
         process.send_signal(signal.SIGINT)
