@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bocb.errors import SpecError, unknown_name_message
+from bocb.protocol import TrialState
 from bocb.spec import BenchmarkSpec, load_preset, parse_spec
 
 Kind = Literal["backbone", "optimizer"]
@@ -213,7 +214,7 @@ def cache_reference(run: CheckRun) -> bool:
 
     trials = run.store.trials_frame(run.reference_id)
     if run.cached is None or run.cached.is_file() or _unfinished(run.store, run.reference_id) \
-            or (trials["state"] == "failed").any():
+            or (trials["state"] == TrialState.FAILED).any():
         return False
     run.cached.parent.mkdir(parents=True, exist_ok=True)
     export_bundle(run.store, run.reference_id, run.cached, overwrite=True)

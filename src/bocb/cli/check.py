@@ -8,6 +8,7 @@ import typer
 from bocb.cli._app import app, check_output_dir, confirm_budget, resumable_on_interrupt
 from bocb.cli.run import DEFAULT_BUDGET_HOURS
 from bocb.errors import SpecError
+from bocb.protocol import TrialState
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -146,4 +147,4 @@ def _print_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a b
         page = render_report(result, out / "report", layers=layers,
                              title=f"bocb check: the {g.kind} {g.target} against the {len(g.panel)}-entry panel")
         typer.echo(f"report: {page}")
-    return EXIT_CRASHED if counts.get("failed", 0) else 0
+    return EXIT_CRASHED if counts.get(TrialState.FAILED.value, 0) else 0
