@@ -196,7 +196,7 @@ class Trial:
         return start_from_kept(self.model, self.runtime.init_weights_path, self.config.init.mode)
 
     def _scheduler(self) -> CosineLRScheduler:
-        total = self.config.epochs * self.steps_per_epoch
+        total = (self.config.schedule_epochs or self.config.epochs) * self.steps_per_epoch  # the whole run's
         warmup = min(self.recipe["warmup_epochs"] * self.steps_per_epoch, total - 1)
         return CosineLRScheduler(
             self.handle.optimizer, t_initial=max(total - warmup, 1),
@@ -208,7 +208,7 @@ class Trial:
     # -- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
-            "trial": self.config.key(), "epoch": len(self.records), "model": self.model.state_dict(),
+            "trial": self.config.run_key(), "epoch": len(self.records), "model": self.model.state_dict(),
             "optimizer": self.handle.optimizer.state_dict(), "handle_steps": self.handle.steps,
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "ema": self.ema.module.state_dict() if self.ema else {},
@@ -307,13 +307,15 @@ class Trial:
 
 
 def start_trial(config: TrialConfig, runtime: Runtime) -> tuple[Trial, int | None]:
-    """A trial ready to train, resumed from ``runtime.checkpoint_path`` when a valid checkpoint is there;
-    also the epoch it resumes from (None: from scratch). A checkpoint that loads but does not fit
-    (another model, a changed optimizer) is discarded and the trial starts afresh."""
+    """A trial ready to train, resumed from ``runtime.checkpoint_path`` when a valid checkpoint of its run is
+    there (its own, or that of the trial of its run that stopped before it: a rung it continues); also the
+    epoch it resumes from (None: from scratch). A checkpoint that loads but does not fit (another model, a
+    changed optimizer) is discarded and the trial starts afresh; one past the trial's last epoch (a longer
+    trial of the same run wrote it) is left for that trial, and this one starts afresh."""
     trial = Trial(config, runtime)
     path = runtime.checkpoint_path
-    state = load_checkpoint(path, config.key()) if path else None
-    if state is None:
+    state = load_checkpoint(path, config.run_key()) if path else None
+    if state is None or state["epoch"] > config.epochs:
         return trial, None
     try:
         trial.restore(state)
@@ -325,9 +327,10 @@ def start_trial(config: TrialConfig, runtime: Runtime) -> tuple[Trial, int | Non
 
 def train(trial: Trial, on_epoch: Callable[[EpochRecord], None] | None = None) -> str:
     """Train from ``trial.start_epoch`` to the end: 'done' or 'diverged'. ``on_epoch`` sees each new epoch
-    before its checkpoint is written, so a kill in between re-runs (and re-reports) that epoch."""
-    every, path = trial.runtime.checkpoint_every, trial.runtime.checkpoint_path
-    for epoch in range(trial.start_epoch, trial.config.epochs):
+    before its checkpoint is written, so a kill in between re-runs (and re-reports) that epoch. A trial that
+    trains the start of a longer run leaves a checkpoint at its end, for the trial that continues the run."""
+    every, path, last = trial.runtime.checkpoint_every, trial.runtime.checkpoint_path, trial.config.epochs
+    for epoch in range(trial.start_epoch, last):
         started = time.perf_counter()
         loss = trial.train_epoch(epoch)
         if loss is None:
@@ -338,7 +341,8 @@ def train(trial: Trial, on_epoch: Callable[[EpochRecord], None] | None = None) -
         trial.records.append(record)
         if on_epoch:
             on_epoch(record)
-        if path and every and (epoch + 1) % every == 0 and epoch + 1 < trial.config.epochs:
+        continued = epoch + 1 == last and trial.config.schedule_epochs is not None
+        if path and (continued or every and (epoch + 1) % every == 0 and epoch + 1 < last):
             save_checkpoint(path, trial.state())
     return TrialState.DONE.value
 

@@ -67,6 +67,7 @@ UNFINISHED = (TrialState.PENDING, TrialState.RUNNING)
 
 class StageKind(_Name):
     SEARCH = "search"  # the whole lr x wd (x extras, when searched jointly) grid at the first seed
+    PROBE = "probe"    # early stopping: every grid configuration's first epochs; hopeless ones stop there
     RUNG = "rung"      # successive halving: rung0, rung1, ...
     EDGES = "edges"    # grid points past an edge best: edges1, edges2, ...
     EXTRAS = "extras"  # two-phase search: the optimizer's own hyper-parameters at the lr and wd chosen first
@@ -77,8 +78,8 @@ class StageKind(_Name):
     TRANSFER_SEEDS = "transfer-seeds"  # the chosen fine-tuning configuration from the other seeds' models
 
 
-SEARCH_KINDS = (StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES, StageKind.EXTRAS, StageKind.TRANSFER,
-                StageKind.TRANSFER_EDGES)  # stages that try configurations
+SEARCH_KINDS = (StageKind.PROBE, StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES, StageKind.EXTRAS,
+                StageKind.TRANSFER, StageKind.TRANSFER_EDGES)  # stages that try configurations
 NUMBERED_KINDS = (StageKind.RUNG, StageKind.EDGES, StageKind.TRANSFER_EDGES)
 
 
@@ -124,6 +125,9 @@ NOT_USED: dict[str, Any] = {
 }
 
 
+NOT_USED_FIELDS: dict[str, Any] = {"init": None, "schedule_epochs": None}  # trial fields unused, likewise
+
+
 def trial_key(config: dict[str, Any]) -> str:
     """The key of a trial from its config (a TrialConfig dumped to JSON types): a versioned hash of the
     config without the recipe ingredients and fields it does not use."""
@@ -132,6 +136,15 @@ def trial_key(config: dict[str, Any]) -> str:
     canonical = json.dumps({"key_version": KEY_VERSION, **used, "recipe": recipe}, sort_keys=True,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """The key of the whole run a trial belongs to: a trial with ``schedule_epochs`` trains the first
+    ``epochs`` of the run of ``schedule_epochs`` epochs (same recipe, same schedule), whose key this is;
+    any other trial is a whole run, its own key."""
+    if config.get("schedule_epochs") is None:
+        return trial_key(config)
+    return trial_key({**config, "epochs": config["schedule_epochs"], "schedule_epochs": None})
 
 
 # -- configurations --------------------------------------------------------------------------------------
@@ -151,7 +164,6 @@ def _hparams(text: str) -> dict:
         raise DataError(f"results: column 'hparams_json' must hold JSON objects; found {text!r:.80}")
     return value
 
-NOT_USED_FIELDS: dict[str, Any] = {"init": None}  # trial fields at their not-used value, likewise
 
 
 def with_config(frame: pd.DataFrame) -> pd.DataFrame:
@@ -210,6 +222,22 @@ def main_budget(frame: pd.DataFrame) -> pd.DataFrame:
         return rows
     full = rows.groupby(CELL, sort=False)["epochs"].transform("max")
     return rows[(rows["epochs"] == full) | full.isna()]
+
+
+def stopped_short(frame: pd.DataFrame) -> pd.DataFrame:
+    """The configurations a search stopped before its full budget: early stopping's probes that did not go
+    on, and halving's configurations cut at a rung. Each is a search trial (budget 1) whose configuration has
+    no trial at its cell's full epochs; one row per configuration and seed, its furthest trial. Recorded in
+    the store, never scored: :func:`main_budget` leaves them out of every choice and statistic."""
+    rows = with_config(frame)
+    if "stage" not in rows or rows.empty:
+        return rows.iloc[0:0]
+    rows = rows[is_search_stage(rows["stage"]) & (rows["budget"] == 1)]
+    ids = CELL + ["config", "seed"]
+    reached = main_budget(rows)[ids].drop_duplicates()
+    short = rows.merge(reached, on=ids, how="left", indicator=True)
+    short = short[short["_merge"] == "left_only"].drop(columns="_merge")
+    return short.sort_values("epochs", kind="stable").drop_duplicates(ids, keep="last").reset_index(drop=True)
 
 
 def selection_metric(frame: pd.DataFrame) -> str:

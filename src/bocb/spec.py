@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from bocb.errors import SpecError, unknown_name_message
-from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters, trial_key
+from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters, run_key, trial_key
 
 Size = Literal["paper", "tiny"]
 ExecutorName = Literal["local", "ray"]
@@ -155,6 +155,17 @@ def _as_list(values: list[float] | float) -> list[float]:
     return values if isinstance(values, list) else [values]
 
 
+class EarlyStopSpec(StrictModel):
+    """Stop hopeless configurations of a grid search early: every configuration trains the first ``at`` share
+    of its epochs (stage ``probe``); one whose validation top-1 then lies more than ``margin`` points below
+    the best of its pair at that epoch stops there, and the others continue from their checkpoint (stage
+    ``search``). A stopped configuration is recorded (its probe trial) and never scored."""
+
+    at: float = Field(1 / 3, gt=0.0, lt=1.0, description="share of the epochs trained before the decision")
+    margin: float = Field(10.0, gt=0.0, description="validation top-1 points below the pair's best at that "
+                                                    "epoch beyond which a configuration stops")
+
+
 class SearchSpec(StrictModel):
     method: Literal["grid", "halving"] = "grid"
     phases: Literal["one", "two"] = Field(
@@ -170,6 +181,11 @@ class SearchSpec(StrictModel):
     keep_fraction: float = Field(1 / 3, gt=0.0, le=1.0)
     keep_ties: bool = Field(True, description="halving: configurations tied with the last one kept go on too; "
                                               "false cuts exactly keep_fraction, ties by lower training loss")
+    promotion: Literal["restart", "continue"] = Field(
+        "restart", description="halving: a configuration promoted to the next rung trains again from scratch "
+                               "with a schedule of that rung's length (restart), or resumes from its rung "
+                               "checkpoint under the full-budget schedule, so no epoch is paid twice (continue)")
+    early_stop: EarlyStopSpec | None = Field(None, description="grid: stop hopeless configurations early")
     extend_edges: int = Field(0, ge=0, description="max grid steps added past an edge best")
 
     @field_validator("rungs")
@@ -178,6 +194,25 @@ class SearchSpec(StrictModel):
         if not rungs or rungs[-1] != 1.0 or any(not 0 < a < b for a, b in zip(rungs, rungs[1:])):
             raise ValueError("rungs must increase and end at 1.0")
         return rungs
+
+    @model_validator(mode="after")
+    def _options_of_its_method(self) -> SearchSpec:
+        if self.method == "grid" and self.promotion != "restart":
+            raise SpecError("search.promotion", "applies to method: halving (a grid has no rungs to promote "
+                                                "from); for a cheaper grid, set search.early_stop")
+        if self.method == "halving" and self.early_stop is not None:
+            raise SpecError("search.early_stop", "applies to method: grid (halving cuts configurations at its "
+                                                 "rungs already)")
+        return self
+
+    def id_fields(self) -> dict[str, Any]:
+        """The search as it enters a benchmark id: options added after a spec was written, at the value that
+        means the behaviour before them, are left out, so such a spec keeps its benchmark id."""
+        data = self.model_dump(mode="json")
+        for name, before in (("promotion", "restart"), ("early_stop", None)):
+            if data[name] == before:
+                del data[name]
+        return data
 
 
 class BudgetCheckSpec(StrictModel):
@@ -246,8 +281,9 @@ class TransferSpec(StrictModel):
         from bocb.recipes import resolve_recipe
 
         resolve_recipe(self.recipe, self.recipe_overrides)
-        if self.search.method != "grid" or self.search.phases != "one":
-            raise SpecError("transfer.search", "a transfer searches its grid in one phase (method: grid, phases: one)")
+        if self.search.method != "grid" or self.search.phases != "one" or self.search.early_stop is not None:
+            raise SpecError("transfer.search", "a transfer searches its whole grid in one phase (method: grid, "
+                                               "phases: one, no early_stop)")
         DATASETS.get(self.dataset.name).check(self.dataset)
         return self
 
@@ -392,8 +428,11 @@ class BenchmarkSpec(StrictModel):
         id ignores the transfer section (a transfer added later reuses its trials); a transfer's includes it."""
         ignored = set(EXECUTION_FIELDS) | ({"transfer", "transfer_from"} if self.transfer_from is None else set())
         data = self.model_dump(mode="json", exclude=ignored)
-        if data["search"]["phases"] == "one":  # added later: a spec written before keeps its benchmark id
+        data["search"] = self.search.id_fields()
+        if data["search"]["phases"] == "one":  # added later (a transfer's search has always named it)
             del data["search"]["phases"]
+        if self.transfer is not None and "transfer" in data:
+            data["transfer"]["search"] = self.transfer.search.id_fields()
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -427,10 +466,18 @@ class TrialConfig(StrictModel):
     weight_decay_policy: str = "no_decay_1d"
     precision: str = "fp32"
     init: InitSpec | None = None  # None: from scratch
+    # A trial that trains only the first ``epochs`` of a longer run (a rung of a continued search, an
+    # early-stopping probe) follows the schedule of that run: its epochs, recipe["epochs"] included.
+    schedule_epochs: int | None = None
 
     def key(self) -> str:
         """The trial's key in the store (bocb.protocol.trial_key)."""
         return trial_key(self.model_dump(mode="json"))
+
+    def run_key(self) -> str:
+        """The key of the whole run this trial is the start of (its own key when it trains the whole run):
+        the trials of one run share its checkpoint, so each continues where the one before it stopped."""
+        return run_key(self.model_dump(mode="json"))
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -15,7 +15,7 @@ from bocb.analysis._robustness import hp_distances
 from bocb.analysis._stats import backbone_summary, flag_cells, seed_aware_flags
 from bocb.analysis._tuning import tuning_cost
 from bocb.analysis._verdict import learned_backbones, verdicts
-from bocb.protocol import CELL, chosen_seeds
+from bocb.protocol import CELL, StageKind, chosen_seeds, is_search_stage, stage_kind, stopped_short, with_config
 
 FLAG_COLUMNS = ("eq1", "tukey", "gap", "seed_aware", "undecided")
 
@@ -69,7 +69,7 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
     judged_seeds = per_seed[per_seed["backbone"].map(learned).astype(bool)]
     cells = _with_flags(cells, judged_seeds, gamma, gap, k, alpha)
     judged = cells[cells["learned"]]
-    notes = _notes(cells, learned)
+    notes = _notes(cells, learned) + _stopped_notes(trials)
     missing = missing_cells(trials, cells)
     table = matrix(cells, missing=missing)
     judged_table = matrix(judged) if len(judged) else table.iloc[0:0, 0:0]
@@ -110,6 +110,33 @@ def _with_flags(cells: pd.DataFrame, judged_seeds: pd.DataFrame, gamma: float, g
     out = cells.merge(flags, on=CELL, how="left")
     out[columns] = out[columns].fillna(False).astype(bool)
     return out
+
+
+def _stopped_notes(trials: pd.DataFrame) -> list[str]:
+    """What the search stopped short (recorded, never scored), and what that leaves out of the tuning cost."""
+    short = stopped_short(trials)
+    if short.empty:
+        return []
+    kinds = short["stage"].map(lambda name: stage_kind(str(name)))
+    searched = with_config(trials[is_search_stage(trials["stage"]) & (trials["budget"] == 1)])
+    total = len(searched.drop_duplicates(CELL + ["config", "seed"]))
+    notes = []
+    probes = short[kinds == StageKind.PROBE]
+    if len(probes):
+        notes.append(f"Early stopping: {len(probes)} of {total} searched configurations stopped after "
+                     f"{_epochs_text(probes['epochs'])} epochs, their validation top-1 too far below the best of "
+                     "their pair (search.early_stop); recorded, never scored.")
+    cut = short[kinds == StageKind.RUNG]
+    if len(cut):
+        notes.append(f"Successive halving: {len(cut)} of {total} searched configurations were cut at a rung "
+                     "(recorded, never scored).")
+    notes.append("Tuning cost covers the configurations trained to the full budget only.")
+    return notes
+
+
+def _epochs_text(epochs: pd.Series) -> str:
+    values = sorted({int(e) for e in epochs})
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 def _notes(cells: pd.DataFrame, learned: pd.Series) -> list[str]:

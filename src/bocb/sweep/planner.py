@@ -35,15 +35,17 @@ import pandas as pd
 from bocb.backbones import input_size
 from bocb.data import paper_setting
 from bocb.optim import resolved_hyperparameters, search_space
+from bocb.optim._search import round_sig
 from bocb.protocol import (
     CELL,
     FINISHED,
+    SCORED,
     StageKind,
     TrialState,
     cells_needing_seeds,
     choose_configs,
     is_search_stage,
-    main_budget,
+    run_key,
     selection_metric,
     stage_index,
     stage_kind,
@@ -105,12 +107,16 @@ def _pair(spec: BenchmarkSpec, backbone: BackboneEntry, optimizer: OptimizerEntr
 
 
 def trial_config(spec: BenchmarkSpec, pair: Pair, lr: float, wd: float, extras: dict[str, Any],
-                 seed: int, epochs: int) -> TrialConfig:
+                 seed: int, epochs: int, schedule_epochs: int | None = None) -> TrialConfig:
+    """One trial of ``pair``: ``epochs`` epochs of a run of its own length, or, with ``schedule_epochs``, the
+    first ``epochs`` of the run of ``schedule_epochs`` epochs (which later trials of that run continue)."""
+    whole = epochs if schedule_epochs is None or schedule_epochs == epochs else None
     return TrialConfig(
         dataset=spec.dataset, backbone=pair.backbone.name, size=pair.size, image_size=pair.image_size,
         optimizer=pair.optimizer.name, lr=lr, weight_decay=wd, hparams={**pair.optimizer.params, **extras},
-        recipe={**pair.recipe, "epochs": epochs}, epochs=epochs, batch_size=pair.recipe["batch_size"], seed=seed,
-        weight_decay_policy=spec.weight_decay_policy, precision="bf16" if spec.gpu.amp == "bf16" else "fp32",
+        recipe={**pair.recipe, "epochs": whole or schedule_epochs}, epochs=epochs,
+        batch_size=pair.recipe["batch_size"], seed=seed, weight_decay_policy=spec.weight_decay_policy,
+        precision="bf16" if spec.gpu.amp == "bf16" else "fp32", schedule_epochs=None if whole else schedule_epochs,
     )
 
 
@@ -127,8 +133,10 @@ def grid(spec: BenchmarkSpec, pair: Pair) -> list[tuple[float, float, dict[str, 
 
 
 def stage_names(spec: BenchmarkSpec) -> list[str]:
-    search = ([stage_name(StageKind.SEARCH)] if spec.search.method == "grid"
-              else [stage_name(StageKind.RUNG, i) for i in range(len(spec.search.rungs))])
+    if spec.search.method == "halving":
+        search = [stage_name(StageKind.RUNG, i) for i in range(len(spec.search.rungs))]
+    else:
+        search = [stage_name(StageKind.PROBE)] * (spec.search.early_stop is not None) + [stage_name(StageKind.SEARCH)]
     edges = [stage_name(StageKind.EDGES, i) for i in range(1, spec.search.extend_edges + 1)]
     extras = [stage_name(StageKind.EXTRAS)] if spec.search.phases == "two" else []
     budget = [stage_name(StageKind.BUDGET)] if spec.budget_check else []
@@ -137,6 +145,20 @@ def stage_names(spec: BenchmarkSpec) -> list[str]:
 
 def rung_epochs(spec: BenchmarkSpec, pair: Pair, rung: int) -> int:
     return max(1, round(spec.search.rungs[rung] * pair.recipe["epochs"]))
+
+
+def rung_trial(spec: BenchmarkSpec, pair: Pair, config: Choice, rung: int) -> TrialConfig:
+    """A configuration's trial at a halving rung: a run of the rung's length (promotion: restart), or the
+    first epochs of the full-budget run, continued by the next rung from its checkpoint (continue)."""
+    epochs = rung_epochs(spec, pair, rung)
+    schedule = pair.recipe["epochs"] if spec.search.promotion == "continue" else None
+    return trial_config(spec, pair, *config, spec.seeds[0], epochs, schedule)
+
+
+def probe_epochs(spec: BenchmarkSpec, pair: Pair) -> int:
+    """The epochs every grid configuration trains before early stopping decides (at least 1, fewer than all)."""
+    epochs = pair.recipe["epochs"]
+    return min(max(1, round(spec.search.early_stop.at * epochs)), max(epochs - 1, 1))
 
 
 def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
@@ -161,6 +183,21 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
         if stage is not None:
             return stage
     return None
+
+
+def cut_runs(spec: BenchmarkSpec, results: pd.DataFrame) -> set[str]:
+    """The runs whose checkpoint no trial will continue: the finished starts of runs (a rung of a continued
+    halving, an early-stopping probe) left out of the stage after theirs once that stage is planned, which
+    is final (a stage is planned only when the one before it has finished)."""
+    if not len(results):
+        return set()
+    names, planned_stages = stage_names(spec), set(results["stage"])
+    configs = results["config_json"].map(json.loads)
+    runs = results.assign(run=configs.map(run_key), start=configs.map(lambda c: c.get("schedule_epochs") is not None))
+    longest = runs.groupby("run")["epochs"].max()
+    starts = runs[runs["start"] & runs["state"].isin([s.value for s in SCORED]) & runs["stage"].isin(names[:-1])]
+    return {row.run for row in starts.itertuples()
+            if names[names.index(row.stage) + 1] in planned_stages and longest[row.run] == row.epochs}
 
 
 def stored_keys(results: pd.DataFrame) -> tuple[set[str], set[str]]:
@@ -236,13 +273,14 @@ def _planned(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) -> li
 
 def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) -> list[tuple[TrialConfig, int]]:
     seed0, epochs, kind = spec.seeds[0], pair.recipe["epochs"], stage_kind(stage)
+    if kind == StageKind.PROBE:
+        return [(trial_config(spec, pair, *c, seed0, probe_epochs(spec, pair), epochs), 1) for c in grid(spec, pair)]
     if kind == StageKind.SEARCH:
-        choices = grid(spec, pair)
+        choices = grid(spec, pair) if spec.search.early_stop is None else _not_stopped(spec, pair, chosen.rows(pair))
     elif kind == StageKind.RUNG:
         rung = stage_index(stage)
         configs = grid(spec, pair)
-        return [(trial_config(spec, pair, *configs[i], seed0, rung_epochs(spec, pair, rung)), 1)
-                for i in _survivors(spec, pair, rung, chosen.rows(pair))]
+        return [(rung_trial(spec, pair, configs[i], rung), 1) for i in _survivors(spec, pair, rung, chosen.rows(pair))]
     elif kind == StageKind.EDGES:
         choices = _edge_steps(spec, pair, chosen)
     elif kind == StageKind.EXTRAS:
@@ -287,13 +325,26 @@ def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -
         return list(range(len(grid(spec, pair))))
     alive = _survivors(spec, pair, rung - 1, rows)
     keep = _kept(len(alive), spec.search.keep_fraction)
-    configs, seed0, epochs = grid(spec, pair), spec.seeds[0], rung_epochs(spec, pair, rung - 1)
-    scores = {i: _score(rows, trial_config(spec, pair, *configs[i], seed0, epochs)) for i in alive}
+    configs = grid(spec, pair)
+    scores = {i: _score(rows, rung_trial(spec, pair, configs[i], rung - 1)) for i in alive}
     ranked = sorted(alive, key=lambda i: (-scores[i][0], -scores[i][1], i))
     last_kept = scores[ranked[keep - 1]][0]
     while spec.search.keep_ties and keep < len(ranked) and scores[ranked[keep]][0] == last_kept > -math.inf:
         keep += 1
     return ranked[:keep]
+
+
+def _not_stopped(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> list[Choice]:
+    """The grid configurations early stopping lets go on: those whose probe scored within ``margin``
+    validation points of the pair's best probe. A probe that diverged or crashed stops its configuration
+    (a crashed one is retried by the next run before this stage is planned); ties with the bound go on."""
+    configs = grid(spec, pair)
+    probes = [_score(rows, trial_config(spec, pair, *c, spec.seeds[0], probe_epochs(spec, pair),
+                                        pair.recipe["epochs"]))[0] for c in configs]
+    best = max(probes, default=-math.inf)
+    if best == -math.inf:  # nothing learned anything: every configuration goes on, as without early stopping
+        return configs
+    return [c for c, score in zip(configs, probes) if score >= best - spec.search.early_stop.margin]
 
 
 def _kept(alive: int, keep_fraction: float) -> int:
@@ -324,18 +375,14 @@ def _choice_of(pair: Pair, row: pd.Series) -> Choice:
     return float(row["lr"]), float(row["weight_decay"]), searched
 
 
-def round_sig(value: float, digits: int = 4) -> float:
-    return float(f"{value:.{digits}g}")
-
-
 def _edge_steps(spec: BenchmarkSpec, pair: Pair, chosen: _Chosen) -> list[Choice]:
     """One more grid point past each edge at which the pair's chosen configuration sits."""
     best = chosen.best(pair)
     if best is None:
         return []
     lr, wd, extras = best
-    tried = main_budget(chosen.rows(pair))
-    tried = tried[is_search_stage(tried["stage"])]
+    rows = chosen.rows(pair)  # the grid searched: every configuration tried, a short rung or probe included
+    tried = rows[is_search_stage(rows["stage"]) & (rows["budget"] == 1)]
     steps: list[Choice] = []
     if len(pair.lr) >= 2:
         lrs = tried["lr"]
@@ -360,12 +407,12 @@ Bound = Literal["exact", "at most", "at least"]
 @dataclass(frozen=True)
 class StageCount:
     """What one stage of one pair trains: its trials' epochs, and whether that number is exact or a bound
-    (the cells re-seeded by failure candidates and the steps past a grid edge depend on results: at most;
-    halving keeps ties: at least)."""
+    (the cells re-seeded by failure candidates, the steps past a grid edge and the configurations early
+    stopping lets go on depend on results: at most; halving keeps ties: at least)."""
 
     pair: Pair
     stage: str
-    epochs: tuple[int, ...]  # one entry per trial
+    epochs: tuple[int, ...]  # one entry per trial: the epochs it trains (a continued one: past its checkpoint)
     bound: Bound
 
 
@@ -376,14 +423,21 @@ def count_plan(spec: BenchmarkSpec) -> list[StageCount]:
 
 
 def _stage_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> tuple[tuple[int, ...], Bound]:
-    kind, epochs = stage_kind(stage), pair.recipe["epochs"]
+    kind, epochs, configs = stage_kind(stage), pair.recipe["epochs"], len(grid(spec, pair))
+    if kind == StageKind.PROBE:
+        return (probe_epochs(spec, pair),) * configs, "exact"
     if kind == StageKind.SEARCH:
-        return (epochs,) * len(grid(spec, pair)), "exact"
+        if spec.search.early_stop is None:
+            return (epochs,) * configs, "exact"
+        return (epochs - probe_epochs(spec, pair),) * configs, "at most"
     if kind == StageKind.RUNG:
-        rung, alive = stage_index(stage), len(grid(spec, pair))
+        rung, alive = stage_index(stage), configs
         for _ in range(rung):
             alive = _kept(alive, spec.search.keep_fraction)
-        return (rung_epochs(spec, pair, rung),) * alive, "at least" if rung and spec.search.keep_ties else "exact"
+        trains = rung_epochs(spec, pair, rung)
+        if rung and spec.search.promotion == "continue":
+            trains -= rung_epochs(spec, pair, rung - 1)
+        return (trains,) * alive, "at least" if rung and spec.search.keep_ties else "exact"
     if kind == StageKind.EDGES:  # one step in lr and one in wd where the grid has a direction to step in
         return (epochs,) * ((len(pair.lr) >= 2) + (len(pair.weight_decay) >= 2)), "at most"
     if kind == StageKind.EXTRAS:

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bocb.protocol import TrialState
+from bocb.protocol import TrialState, run_key
 from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec, upgrade_stored_spec
 from bocb.store import ClaimedTrial, Store, new_worker_id
-from bocb.sweep.planner import next_stage
+from bocb.sweep.planner import cut_runs, next_stage
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root:
         from bocb.sweep.transfer import next_transfer_stage
 
         stage = next_transfer_stage(spec, sources, trials)
+    if artifact_root is not None and sources is None:  # checkpoints no stage will continue from
+        continuing = {run_key(t.config) for t in stage.planned} if stage else set()  # a retried start promoted now
+        prune_checkpoints(artifact_root, cut_runs(spec, trials) - continuing)
     if stage is None:
         return "complete"
     if stage.planned:
@@ -139,9 +142,17 @@ class _Heartbeat:
         self._thread.join()
 
 
-def checkpoint_path(artifact_root: Path, key: str) -> Path:
-    # Relative to the artifact root, so a shared filesystem mounted anywhere works.
-    return artifact_root / "checkpoints" / f"{key}.pt"
+def checkpoint_path(artifact_root: Path, run: str) -> Path:
+    """The checkpoint of a run (bocb.protocol.run_key): every trial of the run resumes from and writes it,
+    so a rung continues where the rung before it stopped. Relative to the artifact root, so a shared
+    filesystem mounted anywhere works."""
+    return artifact_root / "checkpoints" / f"{run}.pt"
+
+
+def prune_checkpoints(artifact_root: Path, runs: set[str]) -> None:
+    """Delete the checkpoints of ``runs`` (idempotent: any number of workers may prune at once)."""
+    for run in runs:
+        checkpoint_path(artifact_root, run).unlink(missing_ok=True)
 
 
 def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: str, options: WorkerOptions) -> str:
@@ -150,12 +161,13 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
     from bocb.kept import kept_path
 
     config = TrialConfig.model_validate(claimed.config)
-    ckpt = checkpoint_path(options.artifact_root, claimed.key)
+    ckpt = checkpoint_path(options.artifact_root, config.run_key())
+    start = config.schedule_epochs is not None  # the start of a longer run: a search step, not a model to keep
     runtime = Runtime(
         device=options.device or spec.device, threads=options.threads, checkpoint_path=ckpt,
         checkpoint_every=spec.checkpoint_every, channels_last=spec.gpu.channels_last, compile=spec.gpu.compile,
-        non_blocking=spec.gpu.non_blocking,
-        weights_path=None if spec.keep_weights == "none" else kept_path(options.artifact_root, claimed.key),
+        non_blocking=spec.gpu.non_blocking, layer_table=not start,
+        weights_path=None if spec.keep_weights == "none" or start else kept_path(options.artifact_root, claimed.key),
         init_weights_path=kept_path(options.artifact_root, config.init.trial) if config.init else None,
     )
     try:
@@ -165,10 +177,15 @@ def execute(store: Store, claimed: ClaimedTrial, spec: BenchmarkSpec, worker: st
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_sigterm)
         store.release(claimed.key, worker)
         raise
+    # A trial that continued its run from another trial's checkpoint holds that trial's epochs too (a resumed
+    # one, its own earlier epochs again): recorded under its key, its learning curve is whole.
+    for record in outcome.epochs[:outcome.resumed_from_epoch or 0]:
+        _with_retries(lambda r=record: store.record_epoch(claimed.key, asdict(r)), claimed.key)
     if not store.finish(claimed.key, worker, _result(outcome), outcome.layer_table):
         raise ClaimLost(f"trial {claimed.key[:10]}: the store refused its result (another worker holds it now); "
                         "its checkpoint is left to that worker")
-    if outcome.state != TrialState.FAILED:  # a crashed trial keeps its checkpoint for the retry
+    # A crashed trial keeps its checkpoint for the retry; the start of a run, for the trial that continues it.
+    if outcome.state != TrialState.FAILED and not start:
         ckpt.unlink(missing_ok=True)
     return outcome.state
 
