@@ -26,7 +26,7 @@ from bocb.protocol import stopped_short
 from bocb.spec import TrialConfig, parse_spec
 from bocb.store import Store
 from bocb.sweep import plan_benchmark
-from bocb.sweep.planner import count_plan, cut_runs, next_stage, stage_names
+from bocb.sweep.planner import count_plan, ended_runs, next_stage, stage_names
 from bocb.sweep.worker import WorkerOptions, checkpoint_path, worker_loop
 
 HALVING = {"method": "halving", "lr_points": 3, "wd_points": 3, "rungs": [1 / 9, 1 / 3, 1.0], "keep_fraction": 1 / 3}
@@ -116,18 +116,25 @@ def test_a_diverged_probe_stops_its_configuration_unless_every_probe_diverged() 
     assert sorted(t.config["lr"] for t in next_stage(spec, every).planned) == lrs  # nothing to compare with
 
 
-def test_cut_runs_are_the_starts_no_later_stage_continues() -> None:
+def test_ended_runs_are_the_starts_no_later_stage_continues() -> None:
     spec = _spec(epochs=9, search={**HALVING, "promotion": "continue"})
     rung0 = next_stage(spec, pd.DataFrame()).planned
     frame = _rows(rung0, val=lambda c: 1000 * c["lr"] - c["weight_decay"]).assign(
         config_json=[json.dumps(t.config, sort_keys=True) for t in rung0])
-    assert cut_runs(spec, frame) == set()  # rung1 not planned yet: nothing is decided
+    assert ended_runs(spec, frame) == set()  # rung1 not planned yet: nothing is decided
     rung1 = next_stage(spec, frame).planned
-    both = pd.concat([frame, _rows(rung1, val=lambda c: 1.0).assign(
+    both = pd.concat([frame, _rows(rung1, val=lambda c: 1000 * c["lr"] - c["weight_decay"]).assign(
         config_json=[json.dumps(t.config, sort_keys=True) for t in rung1])], ignore_index=True)
     promoted = {TrialConfig.model_validate(t.config).run_key() for t in rung1}
     everything = {TrialConfig.model_validate(t.config).run_key() for t in rung0}
-    assert cut_runs(spec, both) == everything - promoted and len(promoted) == 3
+    assert ended_runs(spec, both) == everything - promoted and len(promoted) == 3
+    # the whole run finished (here, or in a grid of the same store that shares the trial): its checkpoint too
+    rung2 = next_stage(spec, both).planned
+    assert len(rung2) == 1 and rung2[0].key in promoted
+    done = pd.concat([both, _rows(rung2, val=lambda c: 1.0).assign(config_json=json.dumps(rung2[0].config))])
+    assert ended_runs(spec, done) == everything  # the two rung1 left out, and the one run through
+    running = done.assign(state=done["state"].mask(done["trial_key"] == rung2[0].key, "running"))
+    assert ended_runs(spec, running) == everything - {rung2[0].key}
 
 
 # --- real trials ------------------------------------------------------------------------------------------
@@ -165,9 +172,10 @@ def test_a_continued_run_ends_bit_identical_to_the_run_trained_straight_through(
     weights = f"weights/{last['trial_key']}.safetensors"
     assert (run.artifact_root / weights).read_bytes() == (grid.artifact_root / weights).read_bytes()
     # the continued trial's learning curve is whole: the epoch it continued from is recorded under it too
+    # (with the test top-1 its rung measured at its end, which a run trained straight through skips)
     curve = run.store.epochs_frame(run.benchmark_id).query("trial_key == @last.trial_key")
     reference = grid.store.epochs_frame(grid.benchmark_id)
-    columns = ["epoch", "train_loss", "val_top1", "test_top1"]
+    columns = ["epoch", "train_loss", "val_top1"]
     assert curve[columns].reset_index(drop=True).equals(reference[columns].reset_index(drop=True))
 
 

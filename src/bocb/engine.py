@@ -64,8 +64,8 @@ class EpochRecord:
     epoch: int
     train_loss: float
     val_top1: float | None
-    test_top1: float
-    test_top5: float
+    test_top1: float | None  # the test split is measured at a trial's last epoch (every epoch without a val split)
+    test_top5: float | None
     lr: float
     time_s: float
     ema_val_top1: float | None = None
@@ -292,16 +292,20 @@ class Trial:
         top1, top5 = (100.0 * correct.double() / max(total, 1)).tolist()
         return top1, top5
 
-    def evaluate(self, epoch: int, train_loss: float, seconds: float) -> EpochRecord:
+    def evaluate(self, epoch: int, train_loss: float, seconds: float, test: bool = True) -> EpochRecord:
+        """The epoch's record: validation top-1 and, with ``test`` or without a validation split, test top-1
+        and top-5 (never used to choose; measuring 10,000 test images every epoch can cost more than the
+        epoch's training)."""
         self.handle.eval()
         if self.handle.averages_weights and self.probe_head is None:  # a probe's BatchNorm stays pre-trained
             self.recompute_batchnorm()
         val = self.accuracy(self.model, self.loaders.val)[0] if self.loaders.val else None
-        test1, test5 = self.accuracy(self.model, self.loaders.test)
+        test = test or val is None
+        test1, test5 = self.accuracy(self.model, self.loaders.test) if test else (None, None)
         ema_val = ema_test = None
         if self.ema:
             ema_val = self.accuracy(self.ema.module, self.loaders.val)[0] if self.loaders.val else None
-            ema_test = self.accuracy(self.ema.module, self.loaders.test)[0]
+            ema_test = self.accuracy(self.ema.module, self.loaders.test)[0] if test else None
         lr = self.handle.optimizer.param_groups[0]["lr"]
         return EpochRecord(epoch, train_loss, val, test1, test5, lr, seconds, ema_val, ema_test)
 
@@ -337,7 +341,7 @@ def train(trial: Trial, on_epoch: Callable[[EpochRecord], None] | None = None) -
             return TrialState.DIVERGED.value
         seconds = time.perf_counter() - started
         trial.elapsed += seconds
-        record = trial.evaluate(epoch, loss, seconds)
+        record = trial.evaluate(epoch, loss, seconds, test=epoch + 1 == last)
         trial.records.append(record)
         if on_epoch:
             on_epoch(record)

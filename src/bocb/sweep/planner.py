@@ -185,19 +185,22 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
     return None
 
 
-def cut_runs(spec: BenchmarkSpec, results: pd.DataFrame) -> set[str]:
-    """The runs whose checkpoint no trial will continue: the finished starts of runs (a rung of a continued
-    halving, an early-stopping probe) left out of the stage after theirs once that stage is planned, which
-    is final (a stage is planned only when the one before it has finished)."""
+def ended_runs(spec: BenchmarkSpec, results: pd.DataFrame) -> set[str]:
+    """The runs started in pieces (a rung of a continued halving, an early-stopping probe) whose checkpoint no
+    trial will continue from: the whole run is finished (here, or in another benchmark of the store that
+    shares it), or its start was left out of the stage after its own once that stage was planned, which is
+    final (a stage is planned only when the one before it has finished)."""
     if not len(results):
         return set()
     names, planned_stages = stage_names(spec), set(results["stage"])
     configs = results["config_json"].map(json.loads)
     runs = results.assign(run=configs.map(run_key), start=configs.map(lambda c: c.get("schedule_epochs") is not None))
+    finished = set(runs.loc[(runs["trial_key"] == runs["run"]) & runs["state"].isin(FINISHED), "run"])
     longest = runs.groupby("run")["epochs"].max()
-    starts = runs[runs["start"] & runs["state"].isin([s.value for s in SCORED]) & runs["stage"].isin(names[:-1])]
-    return {row.run for row in starts.itertuples()
-            if names[names.index(row.stage) + 1] in planned_stages and longest[row.run] == row.epochs}
+    starts = runs[runs["start"] & runs["state"].isin(SCORED) & runs["stage"].isin(names[:-1])]  # a crash: retried
+    cut = {row.run for row in starts.itertuples()
+           if names[names.index(row.stage) + 1] in planned_stages and longest[row.run] == row.epochs}
+    return cut | (finished & set(starts["run"]))
 
 
 def stored_keys(results: pd.DataFrame) -> tuple[set[str], set[str]]:

@@ -22,7 +22,7 @@ from typing import Any
 from bocb.protocol import TrialState, run_key
 from bocb.spec import BenchmarkSpec, TrialConfig, parse_spec, upgrade_stored_spec
 from bocb.store import ClaimedTrial, Store, new_worker_id
-from bocb.sweep.planner import cut_runs, next_stage
+from bocb.sweep.planner import ended_runs, next_stage
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root:
         stage = next_transfer_stage(spec, sources, trials)
     if artifact_root is not None and sources is None:  # checkpoints no stage will continue from
         continuing = {run_key(t.config) for t in stage.planned} if stage else set()  # a retried start promoted now
-        prune_checkpoints(artifact_root, cut_runs(spec, trials) - continuing)
+        prune_checkpoints(artifact_root, ended_runs(spec, trials) - continuing)
     if stage is None:
         return "complete"
     if stage.planned:
