@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from conftest import bocb_command, report_files, write_spec
 
+from bocb.paper import ComparePaper
 from bocb.report import write_report
 
 BACKBONES = ("resnet50", "deit_s", "vgg13_bn", "convnext_t")
@@ -27,14 +28,16 @@ CLI = "import sys, bocb.cli.report; from bocb.cli import main; sys.argv = ['bocb
 
 
 def _results() -> pd.DataFrame:
-    """Deterministic results: lr 0.1 best on validation; deit_s + sgd far behind (a coupling failure)."""
+    """Deterministic results: lr 0.1 best on validation; deit_s + sgd far behind (a coupling failure). Stated as
+    CIFAR-100 with paper-size models (results.csv's dataset and size columns): like for like with Table 1."""
     rows = []
     for (i, b), (j, o), seed, lr in itertools.product(enumerate(BACKBONES), enumerate(OPTIMIZERS), (0, 1),
                                                       (0.01, 0.1, 1.0)):
         top1 = 60 + 2 * i + 0.5 * j + 0.3 * seed + (5 if lr == 0.1 else 0) - (20 if (b, o) == ("deit_s", "sgd") else 0)
         rows.append(dict(backbone=b, optimizer=o, seed=seed, lr=lr, weight_decay=0.05, val_top1=top1 + 0.1,
                          test_top1=top1, state="done", time_s=10 + j, peak_mem_mb=100 + i, lr_grid="0.01;0.1;1",
-                         wd_grid="0.05", num_classes=100, optimizer_category=CATEGORIES[o]))
+                         wd_grid="0.05", num_classes=100, optimizer_category=CATEGORIES[o], dataset="cifar100",
+                         size="paper"))
     rows[-1] |= {"state": "diverged"}  # convnext_t / lars / seed 1 / lr 1: chance level, not selected
     return pd.DataFrame(rows)
 
@@ -44,7 +47,7 @@ def report_dir(tmp_path_factory) -> Path:
     csv = tmp_path_factory.mktemp("in") / "results.csv"
     _results().to_csv(csv, index=False)
     out = tmp_path_factory.mktemp("report")
-    write_report(csv, out, n_boot=50, compare_paper=1)
+    write_report(csv, out, n_boot=50, compare_paper=ComparePaper(1))
     return out
 
 
@@ -66,7 +69,10 @@ def test_html_is_self_contained(report_dir):
     assert not re.search(r"""(src|href)=["']https?:""", page)
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
     assert 'id="heatmap-table"' in page and "selected on <b>val_top1</b>" in page
-    assert "Beside the paper" in page and "78.76" in page  # resnet50 / sgd in Table 1
+    assert "Beside the paper (Table 1: CIFAR-100 top-1 (%)): ours on cifar100, paper-size models" in page
+    assert "78.76" in page and "not comparable" not in page.lower()  # resnet50 / sgd in Table 1, like for like
+    assert "<th>ours (cifar100, paper-size models)</th>" in page and "Left out" not in page  # Table 1 has them all
+    assert "## Beside the paper (Table 1: CIFAR-100 top-1 (%))" in (report_dir / "report.md").read_text()
 
 
 def test_tuning_cost_in_every_format(report_dir):
@@ -259,10 +265,27 @@ def test_cli_report_and_bad_input(tmp_path):
     _results().drop(columns=["optimizer"]).to_csv(tmp_path / "bad.csv", index=False)
     for args, message in (([str(tmp_path / "missing.csv")], "file not found"),
                           ([str(tmp_path / "bad.csv")], "missing column 'optimizer'"),
-                          ([str(csv), "--gamma", "0"], "--gamma: must be > 0")):
+                          ([str(csv), "--gamma", "0"], "--gamma: must be > 0"),
+                          ([str(csv), "--paper-table", "2"], "--paper-table: chooses the table of --compare-paper"),
+                          ([str(csv), "--compare-paper", "--paper-table", "3"], "--paper-table: unknown table 3"),
+                          ([str(csv), "--compare-paper", "--paper-table", "2"],
+                           "--compare-paper: the results are cifar100, paper-size models and the paper's Table 2 "
+                           "is ImageNet-1K, paper-size models: not comparable")):
         bad = subprocess.run([sys.executable, "-c", CLI, "report", *args, "-o", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+        assert bad.stderr.strip().count("\n") == 0 and not (tmp_path / "x").exists()
+
+
+def test_cli_compares_a_cifar100_csv_at_paper_size_with_table1(tmp_path):
+    csv = tmp_path / "results.csv"
+    _results().to_csv(csv, index=False)
+    done = subprocess.run([sys.executable, "-c", CLI, "report", str(csv), "-o", str(tmp_path / "out"), "--n-boot", "20",
+                           "--compare-paper"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert '<h2 id="paper">Beside the paper (Table 1: CIFAR-100 top-1 (%)): ours on cifar100, paper-size models' in page
+    assert 'id="not-comparable"' not in page
 
 
 # A real tiny run: 2 backbones x 4 optimizers of three categories (a, b, b, d) x 2 learning rates, 2 epochs.
@@ -295,6 +318,30 @@ def test_bocb_report_of_a_store_is_the_report_bocb_run_wrote(tiny_run):
     captions = [re.findall(r"<figcaption>(.*?)</figcaption>", (d / "index.html").read_text(), re.S)
                 for d in (tiny_run / "report", again)]
     assert captions[0] == captions[1] and len(captions[0]) == len(figures)  # a caption under every figure
+
+
+def test_compare_paper_refuses_a_digits_run_in_one_line_and_labels_it_when_asked(tiny_run, tmp_path):
+    results = pd.read_csv(tiny_run / "results.csv")
+    assert set(results["dataset"]) == {"digits"} and set(results["size"]) == {"tiny"}  # what a CSV states
+    store = tiny_run / "bocb.db"
+    stored = store.read_bytes()
+    for source in (store, tiny_run / "results.csv"):
+        refused = bocb_command("report", str(source), "-o", str(tmp_path / "refused"), "--compare-paper")
+        assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
+        assert refused.stderr.startswith("error: --compare-paper: the results are digits, tiny models and the "
+                                         "paper's Table 1 is CIFAR-100, paper-size models: not comparable; "
+                                         "--compare-paper-anyway"), refused.stderr
+    assert not (tmp_path / "refused").exists() and store.read_bytes() == stored  # nothing written, nothing stored
+    labelled = bocb_command("report", str(store), "-o", str(tmp_path / "labelled"), "--compare-paper-anyway",
+                            "--n-boot", "20")
+    assert labelled.returncode == 0, labelled.stderr
+    page = (tmp_path / "labelled" / "index.html").read_text()
+    assert '<h2 id="paper">Beside the paper (Table 1: CIFAR-100 top-1 (%)): not comparable</h2>' in page
+    assert ('<p class="warning" id="not-comparable">Not comparable: digits, tiny models vs the paper&#39;s CIFAR-100, '
+            "paper-size models — shown for orientation only.</p>") in page
+    assert "<th>ours (digits, tiny models)</th>" in page and "<th>difference (not comparable)</th>" in page
+    assert "Left out, not in Table 1" not in page  # Table 1 has all of the run's backbones and optimizers
+    assert "Not comparable: digits, tiny models" in (tmp_path / "labelled" / "report.md").read_text()
 
 
 def _rgb(css: str) -> tuple[float, float, float]:

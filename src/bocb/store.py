@@ -573,6 +573,8 @@ def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
     prov = frame["provenance_json"].fillna("{}").map(json.loads)
     opt = prov.map(lambda p: p.get("optimizer", {}) if isinstance(p.get("optimizer"), dict) else {})
     frame = with_config(frame).assign(
+        # the dataset the trial trained on, so results.csv states it (`bocb report --compare-paper` reads it)
+        dataset=frame["config_json"].map(lambda c: json.loads(c).get("dataset", {}).get("name")),
         optimizer_library=opt.map(lambda o: o.get("library")),
         optimizer_class=opt.map(lambda o: o.get("class")),
         optimizer_category=opt.map(lambda o: o.get("category")),  # a-d, new (None: a trial run before bocb kept it)

@@ -6,8 +6,10 @@ Mean and Std/Range rows), Table 2 (ImageNet-1K), Table 3 (COCO transfer), Table 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources
 from io import StringIO
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from scipy import stats
@@ -15,14 +17,23 @@ from scipy import stats
 from bocb.analysis import FORMATS, backbone_summary, flag_cells, markdown_table, weighted_ranking
 from bocb.analysis._frame import check_choice
 from bocb.errors import SpecError
+from bocb.plugins import is_reference
 from bocb.protocol import GAMMA as PAPER_GAMMA
+
+if TYPE_CHECKING:
+    from bocb.data import DatasetInfo
 
 FILES = {1: "table1_cifar100_top1.csv", 2: "table2_imagenet1k_top1.csv", 3: "table3_coco_transfer.csv",
          4: "table4_optimizer_rankings.csv"}
-TITLES = {1: "Table 1: CIFAR-100 top-1 (%)", 2: "Table 2: ImageNet-1K top-1 (%)",
-          3: "Table 3: COCO transfer (pose AP / detection mAP)", 4: "Table 4: optimizer rankings"}
+# The setting (bocb.protocol.SETTINGS; COCO for the transfer table) each table was measured in, and its dataset.
+SETTING = {1: "cifar100", 2: "imagenet1k", 3: "coco"}
+DATASET_TITLES = {1: "CIFAR-100", 2: "ImageNet-1K", 3: "COCO"}
+TITLES = {1: f"Table 1: {DATASET_TITLES[1]} top-1 (%)", 2: f"Table 2: {DATASET_TITLES[2]} top-1 (%)",
+          3: f"Table 3: {DATASET_TITLES[3]} transfer (pose AP / detection mAP)", 4: "Table 4: optimizer rankings"}
 # paper §3.2: gamma 3 on CIFAR-100 and COCO, 1 on ImageNet (bocb.protocol.GAMMA)
-GAMMA = {1: PAPER_GAMMA["cifar100"], 2: PAPER_GAMMA["imagenet1k"], 3: PAPER_GAMMA["coco"]}
+GAMMA = {table: PAPER_GAMMA[setting] for table, setting in SETTING.items()}
+COMPARED_TABLES = (1, 2)  # the tables of top-1 from scratch, which our benchmarks measure too
+PAPER_SIZE = "paper"  # the spec's `size` of the published models, the only ones the tables report
 
 # Paper column headers -> our backbone registry names; paper rows -> our optimizer names.
 BACKBONE_NAMES = {
@@ -46,9 +57,9 @@ OPTIMIZER_NAMES = {
 PRINTED_TOLERANCE = {"mean": 0.005, "std": 0.05, "range": 0.5}
 
 
-def check_table(table: int, allowed: tuple[int, ...] = (1, 2, 3, 4)) -> int:
+def check_table(table: int, allowed: tuple[int, ...] = (1, 2, 3, 4), field: str = "--table") -> int:
     if table not in allowed:
-        raise SpecError("--table", f"unknown table {table}; valid choices: {', '.join(map(str, allowed))}")
+        raise SpecError(field, f"unknown table {table}; valid choices: {', '.join(map(str, allowed))}")
     return table
 
 
@@ -109,14 +120,160 @@ def kendall_tau(ranking: pd.DataFrame) -> float:
     return float(stats.kendalltau(ranking["overall"], ranking["published"]).statistic)
 
 
+def _paper_cells(table: int) -> pd.DataFrame:
+    """Table 1 or 2 in our names: backbone, optimizer, paper_backbone (the paper's column header), paper."""
+    long = long_table(check_table(table, COMPARED_TABLES))
+    return long.assign(paper_backbone=long["backbone"], backbone=long["backbone"].map(BACKBONE_NAMES),
+                       optimizer=long["optimizer"].map(OPTIMIZER_NAMES)).rename(columns={"top1": "paper"})
+
+
 def compare(cells: pd.DataFrame, table: int = 1) -> pd.DataFrame:
-    """Our test top-1 beside the paper's for the (backbone, optimizer) pairs both have (our names)."""
-    paper = long_table(table).assign(backbone=lambda f: f["backbone"].map(BACKBONE_NAMES),
-                                     optimizer=lambda f: f["optimizer"].map(OPTIMIZER_NAMES))
+    """Our test top-1 beside the paper's for the (backbone, optimizer) pairs both have (our names), with the
+    paper's column header (Table 2's names the recipe its models were trained with)."""
     joined = cells[["backbone", "optimizer", "test_top1"]].rename(columns={"test_top1": "ours"}).merge(
-        paper.rename(columns={"top1": "paper"}), on=["backbone", "optimizer"])
+        _paper_cells(table), on=["backbone", "optimizer"])
     joined["difference"] = joined["ours"] - joined["paper"]
-    return joined
+    return joined[["backbone", "optimizer", "paper_backbone", "ours", "paper", "difference"]]
+
+
+@dataclass(frozen=True)
+class ComparePaper:
+    """What `bocb report --compare-paper` asks for. ``table`` None: the table of the setting the results'
+    dataset follows (bocb.data.paper_setting: digits follows CIFAR-100's). ``anyway``: results on another
+    dataset or at another model size are shown, labelled not comparable, instead of refused."""
+
+    table: int | None = None
+    anyway: bool = False
+
+
+@dataclass(frozen=True)
+class PaperComparison:
+    """Our cells beside a paper table, and what each side is (``ours``: 'digits, tiny models'; ``theirs``:
+    'CIFAR-100, paper-size models')."""
+
+    table: int
+    pairs: pd.DataFrame  # compare()'s columns
+    ours: str
+    theirs: str
+    comparable: bool  # the same dataset, and every compared backbone at paper size
+    left_out: str  # which of our backbones and optimizers the table lacks, as a sentence ('' when none)
+
+    @property
+    def title(self) -> str:
+        return f"Beside the paper ({TITLES[self.table]}): " + (
+            f"ours on {self.ours}" if self.comparable else "not comparable")
+
+    @property
+    def sentences(self) -> list[str]:
+        """What the comparison is, in words (the label when it is not like for like), then what it leaves out."""
+        said = [f"Test top-1 of our selected configurations ({self.ours}) beside Table {self.table}'s "
+                f"({self.theirs})." if self.comparable else
+                f"Not comparable: {self.ours} vs the paper's {self.theirs} — shown for orientation only."]
+        if self.pairs.empty:
+            said.append(f"None of our backbone-optimizer pairs is in Table {self.table}.")
+        return said + ([self.left_out] if self.left_out else [])
+
+    def labelled(self) -> pd.DataFrame:
+        """The pairs, each column headed by what it holds, so the table read alone says it too."""
+        return self.pairs.rename(columns={
+            "paper_backbone": "paper's column", "ours": f"ours ({self.ours})", "paper": f"paper ({self.theirs})",
+            "difference": "difference" if self.comparable else "difference (not comparable)"})
+
+
+UNSTATED = "unstated"  # a dataset or size the results do not state (no column, or an empty cell)
+SIZE_WORDS = {PAPER_SIZE: "paper-size", "tiny": "tiny", UNSTATED: "unstated-size"}
+
+
+def paper_comparison(trials: pd.DataFrame, cells: pd.DataFrame, request: ComparePaper) -> PaperComparison:
+    """Our ``cells`` beside the requested table when the ``trials`` (their dataset and size columns) are the
+    table's dataset with paper-size models; otherwise a SpecError naming both sides or, with
+    ``request.anyway``, the comparison labelled not comparable."""
+    datasets = sorted(set(_stated(trials, "dataset")))
+    table = request.table or _table_of(datasets)
+    pairs = compare(cells, table)
+    # the sizes that matter are those of the backbones compared; with none in common, say what all of ours are
+    backbones = list(dict.fromkeys(pairs["backbone"])) or list(dict.fromkeys(cells["backbone"]))
+    sizes = _sizes(trials, backbones)
+    ours = f"{' and '.join(map(_dataset_text, datasets))}, {_size_text(sizes)}"
+    theirs = f"{DATASET_TITLES[table]}, {SIZE_WORDS[PAPER_SIZE]} models"
+    comparable = all(_is_table_dataset(d, table) for d in datasets) and set(sizes.values()) <= {PAPER_SIZE}
+    if not comparable and not request.anyway:
+        hint = (" (a CSV states them in columns 'dataset' and 'size')"
+                if UNSTATED in [*datasets, *sizes.values()] else "")
+        raise SpecError("--compare-paper", f"the results are {ours}{hint} and the paper's Table {table} is "
+                                           f"{theirs}: not comparable; --compare-paper-anyway shows them side by "
+                                           "side, labelled, for orientation only")
+    return PaperComparison(table, pairs, ours, theirs, comparable, _left_out(cells, table))
+
+
+def _stated(trials: pd.DataFrame, column: str) -> pd.Series:
+    """A column of the trials as strings, 'unstated' where they do not say (no such column, an empty cell)."""
+    if column not in trials:
+        return pd.Series(UNSTATED, index=trials.index, dtype=object)
+    return trials[column].map(lambda value: UNSTATED if pd.isna(value) else str(value))
+
+
+def _dataset_entry(name: str) -> DatasetInfo | None:
+    """The registry's entry for a dataset the results name; None for a name bocb does not know. A
+    'package.module:attr' name is never imported: a CSV from someone else must not run code."""
+    from bocb.data import DATASETS  # imports torch: only when a comparison is asked for
+
+    return DATASETS.get(name) if not is_reference(name) and name in DATASETS else None
+
+
+def _table_of(datasets: list[str]) -> int:
+    """The table of the setting the results' one dataset follows; Table 1 (the default --paper-table) when
+    they state several datasets or none bocb knows."""
+    from bocb.data import paper_setting
+
+    if len(datasets) != 1 or _dataset_entry(datasets[0]) is None:
+        return COMPARED_TABLES[0]
+    return {SETTING[table]: table for table in COMPARED_TABLES}.get(paper_setting(datasets[0]), COMPARED_TABLES[0])
+
+
+def _is_table_dataset(name: str, table: int) -> bool:
+    """Whether ``name`` is the dataset the table was measured on, not one that only follows its setting
+    (digits, CIFAR-10); the registry knows ImageNet-1K's setting name 'imagenet1k' as the dataset 'imagenet'."""
+    entry = _dataset_entry(name)
+    return entry is not None and entry is _dataset_entry(SETTING[table])
+
+
+def _dataset_text(name: str) -> str:
+    entry = _dataset_entry(name)
+    if entry is not None:
+        return entry.name  # an alias ('in1k') as its registry name
+    return "an unstated dataset" if name == UNSTATED else f"{name} (not a bocb dataset name: bocb list datasets)"
+
+
+def _sizes(trials: pd.DataFrame, backbones: list[str]) -> dict[str, str]:
+    """Each backbone's model size as its trials state it: 'paper', 'tiny', 'unstated', or 'mixed' when they
+    state several (a CSV of several benchmarks)."""
+    stated = _stated(trials, "size").groupby(trials["backbone"]).agg(lambda s: s.iloc[0] if s.nunique() == 1
+                                                                     else "mixed")
+    return {backbone: stated.get(backbone, UNSTATED) for backbone in backbones}
+
+
+def _size_text(sizes: dict[str, str]) -> str:
+    """'tiny models'; with several sizes, each with its backbones: 'paper-size models (resnet50) and tiny
+    models (deit_s)'."""
+    groups: dict[str, list[str]] = {}
+    for backbone, size in sizes.items():
+        groups.setdefault(size, []).append(backbone)
+    if len(groups) <= 1:
+        return f"{_size_word(next(iter(groups), UNSTATED))} models"
+    return " and ".join(f"{_size_word(size)} models ({', '.join(names)})" for size, names in groups.items())
+
+
+def _size_word(size: str) -> str:
+    return SIZE_WORDS.get(size, f"{size}-size")  # 'mixed-size', or a CSV's own size name
+
+
+def _left_out(cells: pd.DataFrame, table: int) -> str:
+    """'Left out, not in Table 2: backbones vgg13_bn; optimizers lamb.' ('' when the table has all of ours)."""
+    paper = _paper_cells(table)
+    missing = [f"{kind}s {', '.join(names)}" for kind in ("backbone", "optimizer")
+               if (names := [n for n in dict.fromkeys(cells[kind]) if n not in set(paper[kind])])]
+    return f"Left out, not in Table {table}: {'; '.join(missing)}." if missing else ""
 
 
 def paper_text(table: int, fmt: str = "table") -> str:
@@ -172,5 +329,6 @@ def _ranking_text(fmt: str) -> str:
             f"{exact} of {len(ranking)} ranks identical.\n")
 
 
-__all__ = ["BACKBONE_NAMES", "GAMMA", "OPTIMIZER_NAMES", "analyse_table", "compare", "kendall_tau",
-           "load_table", "long_table", "paper_text", "printed_summary", "table4_ranking"]
+__all__ = ["BACKBONE_NAMES", "GAMMA", "OPTIMIZER_NAMES", "ComparePaper", "PaperComparison", "analyse_table", "compare",
+           "kendall_tau", "load_table", "long_table", "paper_comparison", "paper_text", "printed_summary",
+           "table4_ranking"]

@@ -18,6 +18,7 @@ from bocb.analysis import (
     markdown_table,
     read_results,
 )
+from bocb.paper import ComparePaper, PaperComparison, paper_comparison
 from bocb.protocol import rule_parameters
 from bocb.report._figures import (
     Drawn,
@@ -70,14 +71,6 @@ def _crashed(result: Analysis) -> pd.DataFrame:
         if "error" in crashed else crashed[columns]  # a CSV's error column without any error reads as floats
 
 
-def _compare(result: Analysis, table: int | None) -> tuple[pd.DataFrame, str]:
-    if table is None:
-        return pd.DataFrame(), ""
-    from bocb.paper import TITLES, compare
-
-    return compare(result.cells, table), TITLES[table]
-
-
 def _transfer_blocks(transfer: TransferAnalysis | None) -> list[tuple[str, str, str]]:
     """(heading, matrix HTML, verdict with the interaction share) per backbone and mode of a transfer."""
     if transfer is None:
@@ -118,13 +111,12 @@ def _categories(result: Analysis) -> pd.DataFrame:
     return table.assign(mean_rank=table["mean_rank"].map("{:.1f}".format)) if not table.empty else table
 
 
-def render_html(result: Analysis, figures: dict[str, Drawn], title: str, compare_paper: int | None,
+def render_html(result: Analysis, figures: dict[str, Drawn], title: str, comparison: PaperComparison | None,
                 layers: LayerFigures = LayerFigures([], []), tuning: list[Drawn] = (), curves: list[Drawn] = (),
                 transfer: list[tuple[str, str, str]] = (), transfer_figures: list[Drawn] = ()) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("bocb.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     shares = result.shares
-    comparison, compare_title = _compare(result, compare_paper)
     ordered = lambda frame: _html(_in_heatmap_order(frame, result))  # noqa: E731
     return env.get_template("report.html.j2").render(
         title=title, n_trials=len(result.trials), alpha=f"{result.alpha:g}",
@@ -142,20 +134,22 @@ def render_html(result: Analysis, figures: dict[str, Drawn], title: str, compare
         hp_table=_html(result.hp_optimizer.groupby("optimizer", sort=False)["distance"].mean().to_frame(), index=True),
         curves_table=ordered(result.curves), curve_figures=curves, budget_table=ordered(result.budget),
         tuning_table=_html(tuning_table(result), index=True), tuning_figures=tuning, within=f"{NEAR_BEST:g}",
-        compare_table=_html(comparison), compare_title=compare_title, layer_figures=layers.summary,
-        ridge_figures=layers.ridges, transfer=transfer, transfer_figures=transfer_figures)
+        comparison=comparison, compare_table=_html(comparison.labelled()) if comparison else "",
+        layer_figures=layers.summary, ridge_figures=layers.ridges, transfer=transfer, transfer_figures=transfer_figures)
 
 
 def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epochs: pd.DataFrame | None = None,
                  layers: pd.DataFrame | None = None, gamma: float | None = None, alpha: float | None = None,
-                 benchmark_id: str | None = None, compare_paper: int | None = None, n_boot: int = 1000,
+                 benchmark_id: str | None = None, compare_paper: ComparePaper | None = None, n_boot: int = 1000,
                  title: str = TITLE) -> Path:
     """Analyse ``source`` (a trial frame, a CSV path, a .db path or a store URL) and write the report.
 
     A store's report is :func:`render_store_report` of :func:`bocb.analysis.analyse_store` (its benchmark
     ``benchmark_id``, default the latest; its epochs, layer tables, transfer part and the rules' parameters
     stored with it), as ``bocb run`` writes it; ``gamma``/``alpha`` override the stored parameters (default
-    for a frame or CSV: bocb.protocol's).
+    for a frame or CSV: bocb.protocol's). ``compare_paper`` puts a paper table beside our cells
+    (:func:`bocb.paper.paper_comparison`: refused, before anything is written, across datasets or model sizes
+    unless it asks for them ``anyway``).
     """
     if isinstance(source, pd.DataFrame) or str(source).lower().endswith(".csv"):
         trials = source if isinstance(source, pd.DataFrame) else read_results(source).trials
@@ -167,7 +161,7 @@ def write_report(source: pd.DataFrame | str | Path, out_dir: str | Path, *, epoc
     return render_store_report(analysed, out_dir, compare_paper=compare_paper, title=title)
 
 
-def render_store_report(analysed: StoreAnalysis, out_dir: str | Path, *, compare_paper: int | None = None,
+def render_store_report(analysed: StoreAnalysis, out_dir: str | Path, *, compare_paper: ComparePaper | None = None,
                         title: str = TITLE) -> Path:
     """Write the report of a store's analysed benchmark (and its transfer part): what ``bocb run`` and
     ``bocb report STORE`` both write."""
@@ -176,7 +170,7 @@ def render_store_report(analysed: StoreAnalysis, out_dir: str | Path, *, compare
 
 
 def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame | None = None,
-                  compare_paper: int | None = None, title: str = TITLE,
+                  compare_paper: ComparePaper | None = None, title: str = TITLE,
                   transfer: TransferAnalysis | None = None, transfer_layers: pd.DataFrame | None = None) -> Path:
     """Write a finished analysis into ``out_dir``: index.html (self-contained, figures embedded), report.md,
     heatmap.tex, tuning.tex, cells.csv, verdicts.csv, matrix.csv, summary.csv, ranking.csv, tuning.csv (the
@@ -185,7 +179,10 @@ def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame
     Returns index.html.
     ``layers`` (layer tables with backbone and optimizer columns) adds the layer-wise plots; ``transfer`` a
     transfer section (its matrices and tests also as transfer.csv and transfer_tests.csv), with the
-    fine-tuned models' layer patterns by pre-training optimizer from ``transfer_layers``."""
+    fine-tuned models' layer patterns by pre-training optimizer from ``transfer_layers``; ``compare_paper`` the
+    paper's numbers beside ours (also in report.md)."""
+    # first: a comparison refused across datasets or model sizes leaves nothing written
+    comparison = paper_comparison(result.trials, result.cells, compare_paper) if compare_paper else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = all_figures(result, out)
@@ -202,12 +199,12 @@ def render_report(result: Analysis, out_dir: str | Path, *, layers: pd.DataFrame
         result.categories.to_csv(out / "categories.csv", index=False)
     if not result.learning.empty:
         result.learning.to_csv(out / "learning_curves.csv", index=False)
-    (out / "report.md").write_text(render_markdown(result, title))
+    (out / "report.md").write_text(render_markdown(result, title, comparison))
     if transfer is not None:
         transfer.per_seed.to_csv(out / "transfer.csv", index=False)
         transfer.tests.to_csv(out / "transfer_tests.csv", index=False)
     page = out / "index.html"
-    page.write_text(render_html(result, figures, title, compare_paper, weight_figures(result, layers, out),
+    page.write_text(render_html(result, figures, title, comparison, weight_figures(result, layers, out),
                                 tuning_figures(result, out), curve_figures(result, out), _transfer_blocks(transfer),
                                 _transfer_figures(result, transfer, transfer_layers, out)))
     return page
@@ -222,7 +219,7 @@ def _tuning_sentence(result: Analysis) -> str:
 MARKDOWN_MARKS = {"bold": "**bold**", "italics in a dashed box": "_italics_"}  # Markdown draws no box
 
 
-def render_markdown(result: Analysis, title: str) -> str:
+def render_markdown(result: Analysis, title: str, comparison: PaperComparison | None = None) -> str:
     key = "; ".join(f"{MARKDOWN_MARKS.get(mark, mark)}: {meaning}" for mark, meaning in heatmap_marks(result).items())
     parts = [f"# {title}", "", "## Verdict", "", markdown_table(verdict_table(result.verdicts), index=False),
              f"Test top-1 of the configuration selected on {result.selected_on}; failures by Eq. 1 with γ = "
@@ -236,6 +233,10 @@ def render_markdown(result: Analysis, title: str) -> str:
     parts += ["## Tuning cost", "", _tuning_sentence(result), "", markdown_table(tuning_table(result))]
     if not result.budget.empty:
         parts += ["## Budget check", "", markdown_table(result.budget, index=False)]
+    if comparison is not None:
+        parts += [f"## {comparison.title}", ""]
+        parts += [line for sentence in comparison.sentences for line in (sentence, "")]  # a paragraph each
+        parts.append(markdown_table(comparison.labelled(), index=False))
     return "\n".join(parts)
 
 
