@@ -186,7 +186,7 @@ def plan_check(g: Gauntlet, out: Path, store_url: str | None = None) -> CheckRun
     wanted = fingerprint(g.reference.device)
     cached = cache_path(g.reference, wanted)
     origin = f"none cached for bocb {wanted['bocb']}, lock {wanted['lock']}, {wanted['device_name']}: trained now"
-    if _unfinished(reference.store, reference.benchmark_id) and cached.is_file():
+    if unfinished(reference.store, reference.benchmark_id) and cached.is_file():
         rows = read_bundle(cached)
         differs = mismatches(rows["trials"], wanted)
         if differs:
@@ -194,13 +194,13 @@ def plan_check(g: Gauntlet, out: Path, store_url: str | None = None) -> CheckRun
         else:
             merged = reference.store.merge_finished(rows)
             origin = f"from the cache ({merged.added + merged.present} trials, {cached})"
-    elif not _unfinished(reference.store, reference.benchmark_id):
+    elif not unfinished(reference.store, reference.benchmark_id):
         origin = "already in this store"
     candidate = plan_benchmark(g.candidate, out, store_url)
     return CheckRun(g, reference.store, reference.benchmark_id, candidate.benchmark_id, origin, cached)
 
 
-def _unfinished(store: Any, benchmark_id: str) -> bool:
+def unfinished(store: Any, benchmark_id: str) -> bool:
     """Whether the benchmark has any trial to train, or a stage still to plan."""
     from bocb.sweep.planner import next_stage
     from bocb.sweep.worker import load_benchmark
@@ -213,7 +213,7 @@ def cache_reference(run: CheckRun) -> bool:
     from bocb.bundle import export_bundle
 
     trials = run.store.trials_frame(run.reference_id)
-    if run.cached is None or run.cached.is_file() or _unfinished(run.store, run.reference_id) \
+    if run.cached is None or run.cached.is_file() or unfinished(run.store, run.reference_id) \
             or (trials["state"] == TrialState.FAILED).any():
         return False
     run.cached.parent.mkdir(parents=True, exist_ok=True)

@@ -65,12 +65,12 @@ def check(
 
 def _parts(run) -> list[tuple]:  # noqa: ANN001 - a bocb.check.CheckRun
     """(spec, benchmark id, what) of the check's benchmarks that have trials to train."""
-    from bocb.check import _unfinished
+    from bocb.check import unfinished
 
     g = run.gauntlet
     parts = ((g.reference, run.reference_id, "the reference cells"), (g.candidate, run.candidate_id,
                                                                         f"the cells of {g.target}"))
-    return [part for part in parts if _unfinished(run.store, part[1])]
+    return [part for part in parts if unfinished(run.store, part[1])]
 
 
 def _to_train(run) -> str:  # noqa: ANN001 - a bocb.check.CheckRun

@@ -177,7 +177,7 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
         cells = every_pair
         if stage_kind(name) == StageKind.SEEDS and spec.reseed == "failure_candidates":
             cells = _reseed_cells(spec, every_pair, earlier, _of_stages(results, [name]), unfinished)
-        chosen = _Chosen(earlier)
+        chosen = Chosen(earlier)
         stage = pending_stage(name, [t for pair in cells for t in _planned(spec, pair, name, chosen)], stored,
                               unfinished)
         if stage is not None:
@@ -243,7 +243,7 @@ def _reseed_cells(spec: BenchmarkSpec, every_pair: list[Pair], earlier: pd.DataF
 Choice = tuple[float, float, dict[str, Any]]  # lr, weight decay, searched extras
 
 
-class _Chosen:
+class Chosen:
     """Each pair's configuration chosen by the protocol's one rule on the results of earlier stages, and
     the pair's own rows; computed once per stage, on first use."""
 
@@ -266,15 +266,15 @@ class _Chosen:
         if config is None:
             return None
         rows = self.rows(pair)
-        return _choice_of(pair, rows[rows["config"] == config].iloc[0])
+        return choice_of(pair, rows[rows["config"] == config].iloc[0])
 
 
-def _planned(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) -> list[PlannedTrial]:
+def _planned(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> list[PlannedTrial]:
     return [PlannedTrial(cfg.key(), cfg.model_dump(mode="json"), stage, budget)
             for cfg, budget in _pair_stage(spec, pair, stage, chosen)]
 
 
-def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) -> list[tuple[TrialConfig, int]]:
+def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> list[tuple[TrialConfig, int]]:
     seed0, epochs, kind = spec.seeds[0], pair.recipe["epochs"], stage_kind(stage)
     if kind == StageKind.PROBE:
         return [(trial_config(spec, pair, *c, seed0, probe_epochs(spec, pair), epochs), 1) for c in grid(spec, pair)]
@@ -285,7 +285,7 @@ def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: _Chosen) ->
         configs = grid(spec, pair)
         return [(rung_trial(spec, pair, configs[i], rung), 1) for i in _survivors(spec, pair, rung, chosen.rows(pair))]
     elif kind == StageKind.EDGES:
-        choices = _edge_steps(spec, pair, chosen)
+        choices = edge_steps(spec, pair, chosen)
     elif kind == StageKind.EXTRAS:
         choices = _extras_at_chosen(pair, chosen)
     else:
@@ -355,7 +355,7 @@ def _kept(alive: int, keep_fraction: float) -> int:
     return max(1, math.ceil(alive * keep_fraction))
 
 
-def _extras_at_chosen(pair: Pair, chosen: _Chosen) -> list[Choice]:
+def _extras_at_chosen(pair: Pair, chosen: Chosen) -> list[Choice]:
     """The second search phase: each combination of the extras at the lr and wd chosen so far."""
     best = chosen.best(pair)
     if best is None:
@@ -372,13 +372,14 @@ def _new_extras(pair: Pair, chosen: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in extras_combinations(pair) if resolved_hyperparameters(name, {**params, **c}) != trained]
 
 
-def _choice_of(pair: Pair, row: pd.Series) -> Choice:
+def choice_of(pair: Pair, row: pd.Series) -> Choice:
+    """A stored trial's configuration as the planner trains it: lr, weight decay and the pair's searched extras."""
     hparams = json.loads(row["hparams_json"] or "{}")
     searched = {k: hparams[k] for k, _ in pair.extras if k in hparams}
     return float(row["lr"]), float(row["weight_decay"]), searched
 
 
-def _edge_steps(spec: BenchmarkSpec, pair: Pair, chosen: _Chosen) -> list[Choice]:
+def edge_steps(spec: BenchmarkSpec, pair: Pair, chosen: Chosen) -> list[Choice]:
     """One more grid point past each edge at which the pair's chosen configuration sits."""
     best = chosen.best(pair)
     if best is None:

@@ -31,11 +31,11 @@ from bocb.protocol import (
 from bocb.spec import BenchmarkSpec, InitSpec, TrialConfig
 from bocb.store import PlannedTrial
 from bocb.sweep.planner import (
+    Chosen,
     Pair,
     Stage,
-    _choice_of,
-    _Chosen,
-    _edge_steps,
+    choice_of,
+    edge_steps,
     grid,
     next_stage,
     pairs,
@@ -98,7 +98,7 @@ def _past_edges(spec: BenchmarkSpec, tuning: BenchmarkSpec, by_names: dict[tuple
     planner's own rule, on transfer cells)."""
     if earlier.empty:
         return []
-    chosen = _Chosen(transfer_cells(earlier, first))
+    chosen = Chosen(transfer_cells(earlier, first))
     planned = []
     for m in first.itertuples():
         for optimizer in tuning.optimizers:
@@ -106,7 +106,7 @@ def _past_edges(spec: BenchmarkSpec, tuning: BenchmarkSpec, by_names: dict[tuple
             for mode in spec.transfer.modes:
                 cell = replace(pair, backbone=pair.backbone.model_copy(
                     update={"name": transfer_label(m.backbone, m.optimizer, mode)}))
-                planned += [_planned(tuning, pair, m, mode, step, stage) for step in _edge_steps(tuning, cell, chosen)]
+                planned += [_planned(tuning, pair, m, mode, step, stage) for step in edge_steps(tuning, cell, chosen)]
     return planned
 
 
@@ -127,7 +127,7 @@ def _reseeded(spec: BenchmarkSpec, tuning: BenchmarkSpec, by_names: dict[tuple[s
                 pair = by_names[(m.backbone, optimizer.name)]
                 row = cells[(cells["backbone"] == label) & (cells["optimizer"] == optimizer.name)
                             & (cells["config"] == config.iloc[0])].iloc[0]
-                planned.append(_planned(tuning, pair, m, mode, _choice_of(pair, row), str(StageKind.TRANSFER_SEEDS)))
+                planned.append(_planned(tuning, pair, m, mode, choice_of(pair, row), str(StageKind.TRANSFER_SEEDS)))
     return planned
 
 
