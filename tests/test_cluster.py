@@ -77,8 +77,12 @@ def test_killed_worker_trial_is_reclaimed_and_resumed_from_checkpoint(tmp_path: 
 
 
 def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:
+    """A halving whose last rung continues each run from its rung checkpoint: Ray tasks resume as local
+    workers do, and every number matches."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    spec_path = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd", "adamw"], epochs=1)
+    spec_path = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd", "adamw"], epochs=2,
+                           search={"method": "halving", "lr_points": 2, "wd_points": 1, "rungs": [0.5, 1.0],
+                                   "keep_fraction": 0.5, "keep_ties": False, "promotion": "continue"})
     code, _, err = bocb_main("run", str(spec_path), "--out", str(tmp_path / "local"), "--workers", "2",
                              "--no-report", capsys=capsys)
     assert code == 0, err
@@ -91,9 +95,10 @@ def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:
     assert code == 0, err
     local = pd.read_csv(tmp_path / "local" / "results.csv").set_index("trial_key")
     on_ray = pd.read_csv(tmp_path / "ray" / "results.csv").set_index("trial_key")
-    assert len(local) == 2 and sorted(local.index) == sorted(on_ray.index)
-    for column in ("val_top1", "test_top1", "train_loss"):
-        assert (local[column] == on_ray.loc[local.index, column]).all(), column
+    assert len(local) == 6 and sorted(local.index) == sorted(on_ray.index)
+    for column in ("val_top1", "test_top1", "train_loss", "resumed_from_epoch"):
+        assert local[column].equals(on_ray.loc[local.index, column]), column
+    assert on_ray.loc[on_ray["stage"] == "rung1", "resumed_from_epoch"].tolist() == [1, 1]
     assert load_spec(spec_path).executor == "local"
 
 
