@@ -35,6 +35,10 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("no second phase: lr x wd only (`search.phases: one`)", {"search": {"phases": "one"}}),
     ("successive halving (`search.method: halving`: rungs at 1/9, 1/3, 1 of the epochs, best third kept)",
      {"search": {"method": "halving"}}),
+    ("successive halving whose rungs continue their runs (`promotion: continue`)",
+     {"search": {"method": "halving", "promotion": "continue"}}),
+    ("early stopping (`search.early_stop: {}`: after a third of the epochs, those 10 points below their pair's "
+     "best stop)", {"search": {"early_stop": {}}}),
     ("3 x 3 lr/wd grid (`search.lr_points: 3, wd_points: 3`)", {"search": {"lr_points": 3, "wd_points": 3}}),
     ("more seeds only where the failure rule needs them (`reseed: failure_candidates`)",
      {"reseed": "failure_candidates"}),
@@ -42,8 +46,9 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("6 backbones (the quick preset's families)", {"backbones": QUICK_BACKBONES}),
     ("tiny backbones (`size: tiny`, 32 px)", {"size": "tiny"}),
     ("100 epochs (`epochs: 100`)", {"epochs": 100}),
-    ("halving + 5 optimizers + failure candidates",
-     {"search": {"method": "halving"}, "optimizers": QUICK_OPTIMIZERS, "reseed": "failure_candidates"}),
+    ("continued halving + 5 optimizers + failure candidates",
+     {"search": {"method": "halving", "promotion": "continue"}, "optimizers": QUICK_OPTIMIZERS,
+      "reseed": "failure_candidates"}),
 ]
 
 
