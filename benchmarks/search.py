@@ -24,15 +24,18 @@ trial of its run before it), as a fraction of the grid's search epochs. The last
 whose mean regret is within the noise and whose worst regret is at most 2 points (or, if none is, the one
 with the lowest mean regret), as `epochs_fraction=X mean_regret=Y max_regret=Z noise=W method=NAME`.
 
-    python benchmarks/search.py [--out DIR] [--workers 2] [--backbones a,b] [--optimizers a,b] [--epochs 9]
+    python benchmarks/search.py [--out DIR] [--workers 2] [--backbones a,b] [--optimizers a,b] [--epochs 9] [--docs]
 
 Rerunning with the same --out trains nothing already stored and prints the same tables in about a minute.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -52,6 +55,7 @@ METHODS = {
     "halving-continue-strict": {**HALVING, "promotion": "continue", "keep_ties": False},
     "early-stop": {**GRID, "early_stop": {}},
 }
+ROOT = Path(__file__).resolve().parents[1]
 MAX_REGRET = 2.0  # points: the worst a method may give up on any pair
 PAIR = ["backbone", "optimizer"]
 
@@ -72,13 +76,22 @@ def main() -> None:
     parser.add_argument("--backbones", default=",".join(BACKBONES))
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--docs", action="store_true", help="also write the output into docs/search.md")
     args = parser.parse_args()
+    started = time.perf_counter()
+    printed = "\n".join(compare_methods(args))
+    print(printed)
+    if args.docs:
+        write_docs(printed, time.perf_counter() - started)
+
+
+def compare_methods(args: argparse.Namespace) -> list[str]:
+    """Run (or find in the store) the grid and every method; the lines of the comparison, last line last."""
     base = base_spec(args)
     grid = run_method(args, {**base, "name": "search-grid", "seeds": [0, 1, 2], "search": GRID})
-    grid_choice = chosen_results(grid)
     noise, per_pair_sd = seed_noise(grid)
     grid_epochs = epochs_spent(grid[grid["stage"] == "search"])
-    table = grid_choice[PAIR + ["config", "test_top1"]].rename(columns={"config": "grid_choice", "test_top1": "grid"})
+    table = chosen_results(grid).rename(columns={"config": "grid_choice", "test_top1": "grid"})
     table["seed_sd"] = table.set_index(PAIR).index.map(per_pair_sd)
     summaries = []
     for name, search in METHODS.items():
@@ -86,18 +99,31 @@ def main() -> None:
         regret = table.set_index(PAIR)["grid"] - chosen_results(trials).set_index(PAIR)["test_top1"]
         table[name] = table.set_index(PAIR).index.map(regret)
         summaries.append(summary(name, epochs_spent(trials) / grid_epochs, regret, noise))
-    print("regret per pair (test top-1 points the method gives up against the grid's choice; seed_sd: that "
-          "choice's std over 3 seeds):")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"grid: {grid_epochs} epochs of search; seed noise (pooled std of the chosen configurations' test "
-          f"top-1 over 3 seeds): {noise:.2f} points")
-    for row in summaries:
-        print(f"{row['method']}: epochs_fraction={row['epochs_fraction']:.3f} mean_regret={row['mean_regret']:.2f} "
+    lines = ["regret per pair (test top-1 points the method gives up against the grid's choice; seed_sd: that "
+             "choice's std over 3 seeds):", table.to_string(index=False, float_format=lambda v: f"{v:.2f}"),
+             f"grid: {grid_epochs} epochs of search; seed noise (pooled std of the chosen configurations' test "
+             f"top-1 over 3 seeds): {noise:.2f} points"]
+    lines += [f"{row['method']}: epochs_fraction={row['epochs_fraction']:.3f} mean_regret={row['mean_regret']:.2f} "
               f"max_regret={row['max_regret']:.2f} within_noise={row['within_noise']:.0%} "
-              f"meets_target={row['meets_target']}")
+              f"meets_target={row['meets_target']}" for row in summaries]
     best = pick(summaries)
-    print(f"epochs_fraction={best['epochs_fraction']:.3f} mean_regret={best['mean_regret']:.2f} "
-          f"max_regret={best['max_regret']:.2f} noise={noise:.2f} method={best['method']}")
+    return lines + [f"epochs_fraction={best['epochs_fraction']:.3f} mean_regret={best['mean_regret']:.2f} "
+                    f"max_regret={best['max_regret']:.2f} noise={noise:.2f} method={best['method']}"]
+
+
+def write_docs(printed: str, seconds: float) -> None:
+    """The output between docs/search.md's markers, with the commit, lock and date it was printed at (the
+    trials themselves carry the commit each was trained at)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from readme_results import environment, replace_block
+
+    env = environment()
+    text = (f"`python benchmarks/search.py --docs` on this project's reference machine (2 CPU cores), lock "
+            f"`{env['lock']}` (torch {env['torch']}), printed at commit `{env['commit']}` on "
+            f"{datetime.date.today().isoformat()} in {seconds / 60:.0f} min (trials already in its store are "
+            "not trained again; each trial's provenance names the commit it was trained at):\n\n"
+            f"```\n{printed}\n```\n")
+    replace_block(ROOT / "docs" / "search.md", "search", text)
 
 
 def run_method(args: argparse.Namespace, spec_data: dict) -> pd.DataFrame:
