@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bocb.errors import DataError, SpecError, unknown_name_message
 
@@ -370,6 +369,8 @@ def below_beyond_noise(cell: np.ndarray, best: np.ndarray, sd: float, df: int, a
     degrees of freedom, from :func:`pooled_noise`); False when no noise was measured. Exact data (no
     spread) are below whenever smaller.
     """
+    from scipy import stats  # here, not at the top: scipy.stats costs ~0.7 s, and the spec check imports this module
+
     cell, best = np.asarray(cell, float), np.asarray(best, float)
     if best.mean() <= cell.mean():
         return False
@@ -390,6 +391,8 @@ def below_beyond_noise(cell: np.ndarray, best: np.ndarray, sd: float, df: int, a
 def detectable_gap(sd: float, df: int, n_best: int, alpha: float = 0.05) -> float:
     """The smallest shortfall of a one-seed cell to the best that :func:`below_beyond_noise` detects with
     the pooled noise."""
+    from scipy import stats  # as in below_beyond_noise
+
     if math.isnan(sd) or df < 1:
         return math.inf
     return float(stats.t.isf(alpha, df) * sd * math.sqrt(1 + 1 / n_best))
