@@ -16,12 +16,17 @@ import json
 import math
 import warnings
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
+from bocb._lazy import LazyModule
 from bocb.errors import DataError, SpecError, unknown_name_message
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported by the first frame rule run: a spec's check imports this module for its names (pandas: ~0.3 s)
+    pd = LazyModule("pandas")
 
 CELL = ["backbone", "optimizer"]
 # The paper's two training settings (Table A3's columns). A dataset follows one (bocb.data.DatasetInfo.setting):
