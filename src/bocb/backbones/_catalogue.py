@@ -87,21 +87,17 @@ _add("unireplknet_t", "UniRepLKNet-T", "URLK-T", MODERN,
 _add("transnext_t", "TransNeXt-T", "TNX-T", MODERN,
      ("hierarchical", "MetaFormer (convolutional GLU)", "aggregated (pixel-focused) attention", "residual"),
      "deit", 224, aliases=("tnx_t", "transnext_tiny"))
-_add("identityformer_s12", "IdentityFormer-S12", "IF-12", MODERN,
-     ("hierarchical", "MetaFormer", "identity", "residual + res scale"),
-     "rsb_a2", 224, aliases=("if_12", "if_s12"))
-_add("poolformerv2_s12", "PoolFormerV2-S12", "PFV2-12", MODERN,
-     ("hierarchical", "MetaFormer", "pooling", "residual + res scale"),
-     "rsb_a2", 224, aliases=("pfv2_12", "pfv2_s12"))
-_add("convformer_s12", "ConvFormer-S12", "CF-12", MODERN,
-     ("hierarchical", "MetaFormer", "separable conv 7x7", "residual + res scale"),
-     "rsb_a2", 224, aliases=("cf_12", "cf_s12"))
-_add("attentionformer_s12", "AttentionFormer-S12", "AF-12", MODERN,
-     ("hierarchical", "MetaFormer", "attention", "residual + res scale"),
-     "rsb_a2", 224, aliases=("af_12", "af_s12"))
-_add("caformer_s12", "CAFormer-S12", "CAF-12", MODERN,
-     ("hierarchical", "MetaFormer", "separable conv (stages 1-2) + attention (3-4)", "residual + res scale"),
-     "rsb_a2", 224, aliases=("caf_12", "caf_s12"))
+
+# The MetaFormer baselines (Yu et al. 2024): one design and recipe, five token mixers
+for _name, _paper_name, _column, _mixer, _aliases in (
+    ("identityformer_s12", "IdentityFormer-S12", "IF-12", "identity", ("if_12", "if_s12")),
+    ("poolformerv2_s12", "PoolFormerV2-S12", "PFV2-12", "pooling", ("pfv2_12", "pfv2_s12")),
+    ("convformer_s12", "ConvFormer-S12", "CF-12", "separable conv 7x7", ("cf_12", "cf_s12")),
+    ("attentionformer_s12", "AttentionFormer-S12", "AF-12", "attention", ("af_12", "af_s12")),
+    ("caformer_s12", "CAFormer-S12", "CAF-12", "separable conv (stages 1-2) + attention (3-4)", ("caf_12", "caf_s12")),
+):
+    _add(_name, _paper_name, _column, MODERN, ("hierarchical", "MetaFormer", _mixer, "residual + res scale"),
+         "rsb_a2", 224, aliases=_aliases)
 
 # Table 1's column order (the order reports and `bocb list backbones` use)
 PAPER_ORDER = (
