@@ -25,7 +25,7 @@ from bocb.errors import DataError, SpecError, unknown_name_message
 
 if TYPE_CHECKING:
     import pandas as pd
-else:  # imported by the first frame rule run: a spec's check imports this module for its names (pandas: ~0.3 s)
+else:  # imported by the first rule that uses it (~0.3 s): a spec's check imports this module for its names only
     pd = LazyModule("pandas")
 
 CELL = ["backbone", "optimizer"]
