@@ -40,6 +40,15 @@ def test_registry_holds_the_papers_20_in_table1_order() -> None:
             assert columns == next(csv.reader(f))[1:]
 
 
+def test_the_catalogue_and_the_models_name_the_same_backbones() -> None:
+    """The registry's zoo entries come from bocb.backbones._catalogue (no torch), their models from
+    bocb.backbones._zoo.FACTORIES, by name: the two lists must not drift apart."""
+    from bocb.backbones._zoo import FACTORIES
+
+    catalogued = [info.name for info in BACKBONES if info.build.__module__ == "bocb.backbones._catalogue"]
+    assert sorted(catalogued) == sorted(FACTORIES) == sorted(PAPER_ORDER)
+
+
 @pytest.mark.parametrize("name", PAPER_ORDER)
 def test_metadata_is_complete(name: str) -> None:
     info = get_backbone(name)

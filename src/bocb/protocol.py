@@ -16,13 +16,17 @@ import json
 import math
 import warnings
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from scipy import stats
 
+from bocb._lazy import LazyModule
 from bocb.errors import DataError, SpecError, unknown_name_message
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported by the first rule that uses it (~0.3 s): a spec's check imports this module for its names only
+    pd = LazyModule("pandas")
 
 CELL = ["backbone", "optimizer"]
 # The paper's two training settings (Table A3's columns). A dataset follows one (bocb.data.DatasetInfo.setting):
@@ -398,6 +402,8 @@ def below_beyond_noise(cell: np.ndarray, best: np.ndarray, sd: float, df: int, a
     degrees of freedom, from :func:`pooled_noise`); False when no noise was measured. Exact data (no
     spread) are below whenever smaller.
     """
+    from scipy import stats  # here, not at the top: scipy.stats costs ~0.7 s, and the spec check imports this module
+
     cell, best = np.asarray(cell, float), np.asarray(best, float)
     if best.mean() <= cell.mean():
         return False
@@ -418,6 +424,8 @@ def below_beyond_noise(cell: np.ndarray, best: np.ndarray, sd: float, df: int, a
 def detectable_gap(sd: float, df: int, n_best: int, alpha: float = 0.05) -> float:
     """The smallest shortfall of a one-seed cell to the best that :func:`below_beyond_noise` detects with
     the pooled noise."""
+    from scipy import stats  # as in below_beyond_noise
+
     if math.isnan(sd) or df < 1:
         return math.inf
     return float(stats.t.isf(alpha, df) * sd * math.sqrt(1 + 1 / n_best))

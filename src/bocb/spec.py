@@ -135,10 +135,10 @@ class OptimizerEntry(StrictModel):
             raise ValueError("every weight_decay must be >= 0")
         return values
 
-    @model_validator(mode="after")
-    def _arguments_accepted(self) -> OptimizerEntry:
+    def check_arguments(self) -> None:
         """Every searched extra value, with the fixed params, is built once on a tiny parameter: no trial is
-        planned that must crash on its optimizer's arguments."""
+        planned that must crash on its optimizer's arguments. Called by the spec once all its names are
+        known (:meth:`BenchmarkSpec._optimizer_arguments_accepted`), not as a validator of this entry."""
         from bocb.optim import check_hyperparameters, search_space
 
         search_space(self.name, "classical", lr=self.lr, weight_decay=self.weight_decay)  # an lr it lacks
@@ -148,7 +148,6 @@ class OptimizerEntry(StrictModel):
                 raise SpecError(f"optimizers.{self.name}.extras.{key}", "give at least one value")
             for value in values:
                 check_hyperparameters(self.name, {**self.params, key: value}, f"optimizers.{self.name}.extras.{key}")
-        return self
 
 
 def _as_list(values: list[float] | float) -> list[float]:
@@ -349,6 +348,14 @@ class BenchmarkSpec(StrictModel):
     @classmethod
     def _known_spec_recipe(cls, name: str) -> str:
         return _known_recipe(name, "recipe")
+
+    @model_validator(mode="after")
+    def _optimizer_arguments_accepted(self) -> BenchmarkSpec:
+        """Each optimizer's arguments (OptimizerEntry.check_arguments), once every name is valid: building an
+        optimizer imports torch (seconds), and a misspelt name later in the spec must fail without that wait."""
+        for entry in [*self.optimizers, *(self.transfer.optimizers if self.transfer else [])]:
+            entry.check_arguments()
+        return self
 
     @model_validator(mode="after")
     def _overrides_valid(self) -> BenchmarkSpec:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bocb.analysis._cells import select_cells
 from bocb.analysis._decompose import interaction_shares
@@ -65,6 +64,8 @@ def transfer_analysis(trials: pd.DataFrame, sources: pd.DataFrame, alpha: float 
 def _pre_optimizer_effect(group: pd.DataFrame, alpha: float, n_boot: int) -> dict[str, object]:
     """Two-way ANOVA with replicates (seeds) of one backbone and mode: the pre-training optimizer's main
     effect (F, p), the spread of its marginal means, the interaction share with its interval, a verdict."""
+    from scipy import stats  # here: scipy.stats costs ~0.7 s, and `bocb results` imports this module
+
     counts = group.groupby(["pre_optimizer", "optimizer"])["top1"].count()
     n_pre, n_fine, n = group["pre_optimizer"].nunique(), group["optimizer"].nunique(), int(counts.min())
     marginal = group.groupby("pre_optimizer")["top1"].mean()

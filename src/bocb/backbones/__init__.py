@@ -17,7 +17,7 @@ from bocb.backbones._api import (
     register_backbone,
     resolve_backbone_name,
 )
-from bocb.backbones._zoo import PAPER_ORDER  # importing _zoo registers the paper's 20
+from bocb.backbones._catalogue import PAPER_ORDER  # importing the catalogue registers the paper's 20
 
 __all__ = [
     "BACKBONES",

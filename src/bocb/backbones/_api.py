@@ -2,18 +2,21 @@
 
 Besides the registered zoo, a name may be a user's factory ``package.module:factory``
 or an entry point of the group ``bocb.backbones`` (see docs/own-backbone.md).
+Torch is imported by the builders, not here: a spec's names are checked without it.
 """
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from bocb.errors import SpecError
 from bocb.plugins import ENTRY_POINT_GROUPS
 from bocb.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SIZES = ("paper", "tiny")
 TINY_INPUT_SIZE = 32
@@ -113,6 +116,8 @@ def build_backbone(name: str, *, size: str = "tiny", num_classes: int, img_size:
 
 def classifier(model: nn.Module) -> nn.Module:
     """The model's classifier: timm's ``get_classifier()``, else its last Linear (what a new task replaces)."""
+    from torch import nn
+
     if callable(getattr(model, "get_classifier", None)):
         return model.get_classifier()
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]

@@ -1,9 +1,8 @@
-"""The paper's 20 backbones: paper size (timm / torchvision) and a tiny size each.
+"""The paper's 20 backbones as models: paper size (timm / torchvision) and a tiny size each.
 
-Metadata follows the paper's Table A1 (era, stage-wise and block-wise design,
-token mixer, residual, input size, training recipe). Tiny variants keep each
-family's block design at reduced width and depth (<= ~2 M parameters) and run
-at 16-32 px; see docs/backbones.md.
+Their metadata (Table A1) and registration are in :mod:`bocb.backbones._catalogue`, which imports this
+module on a backbone's first build. Tiny variants keep each family's block design at reduced width and
+depth (<= ~2 M parameters) and run at 16-32 px; see docs/backbones.md.
 """
 from __future__ import annotations
 
@@ -32,35 +31,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from bocb.backbones import _stems
-from bocb.backbones._api import BackboneInfo, register_backbone
 from bocb.backbones.moganet import MogaNet
 from bocb.backbones.transnext import TransNeXt
 from bocb.backbones.unireplknet import UniRepLKNet
 
 # (num_classes, img_size, in_chans, drop_path_rate) -> model
 Factory = Callable[[int, int, int, float], nn.Module]
-
-PRIMARY, CLASSICAL, MODERN = "primary CNN", "classical CNN", "modern DNN"
-
-
-def _sized(paper: Factory, tiny: Factory) -> Callable[..., nn.Module]:
-    def build(size: str = "tiny", *, num_classes: int, img_size: int, in_chans: int = 3,
-              drop_path_rate: float = 0.0) -> nn.Module:
-        factory = paper if size == "paper" else tiny
-        return factory(num_classes, img_size, in_chans, drop_path_rate)
-
-    return build
-
-
-def _add(name: str, paper_name: str, column: str, era: str, design: tuple[str, str, str, str],
-         recipe: str, paper_input: int, paper: Factory, tiny: Factory, *, cifar_stem: bool = False,
-         aliases: tuple[str, ...] = ()) -> None:
-    stage, block, mixer, residual = design
-    register_backbone(BackboneInfo(
-        name=name, paper_name=paper_name, column=column, era=era, stage_design=stage, block_design=block,
-        token_mixer=mixer, residual=residual, default_recipe=recipe, paper_input_size=paper_input,
-        cifar_stem=cifar_stem, build=_sized(paper, tiny),
-    ), aliases=aliases)
 
 
 def _timm(arch: str, num_classes: int, in_chans: int, **kwargs: object) -> nn.Module:
@@ -327,76 +303,22 @@ def _metaformer(key: str, tiny: bool) -> Factory:
     return factory
 
 
-_add("vgg13_bn", "VGG-13-BN", "VGG-13", PRIMARY,
-     ("hierarchical", "plain (2-3 conv + pool)", "conv 3x3", "none"),
-     "torch", 224, _vgg13_paper, _vgg13_tiny, aliases=("vgg13", "vgg_13"))
-_add("resnet50", "ResNet-50", "R-50", CLASSICAL,
-     ("hierarchical", "bottleneck", "conv 3x3", "residual"),
-     "torch", 32, _resnet50_paper, _resnet50_tiny, cifar_stem=True, aliases=("r_50", "r50", "resnet_50"))
-_add("deit_s", "DeiT-S", "DeiT-S", MODERN,
-     ("isotropic", "MetaFormer", "attention", "residual"),
-     "deit", 224, _deit_paper, _deit_tiny, aliases=("deit_small", "deit"))
-_add("convnext_t", "ConvNeXt-T", "CNX-T", MODERN,
-     ("hierarchical", "MetaNeXt (inverted bottleneck)", "depth-wise conv 7x7", "residual + layer scale"),
-     "convnext", 32, _convnext_paper, _convnext_tiny, cifar_stem=True, aliases=("cnx_t", "convnext_tiny"))
-_add("alexnet", "AlexNet", "AlexNet", PRIMARY,
-     ("hierarchical", "plain (conv + pool)", "conv 11x11 / 5x5 / 3x3", "none"),
-     "torch", 224, _alexnet_paper, _alexnet_tiny)
-_add("densenet121", "DenseNet-121", "DN-121", CLASSICAL,
-     ("hierarchical", "dense block (bottleneck)", "conv 3x3", "dense (concatenation)"),
-     "torch", 32, _densenet_paper, _densenet_tiny, cifar_stem=True, aliases=("dn_121", "densenet_121"))
-_add("mobilenetv2", "MobileNetV2", "MobV2", CLASSICAL,
-     ("hierarchical", "inverted bottleneck", "depth-wise conv 3x3", "residual"),
-     "torch", 224, _mobilenetv2_paper, _mobilenetv2_tiny, aliases=("mobv2", "mobilenet_v2", "mobilenetv2_100"))
-_add("efficientnet_b0", "EfficientNet-B0", "Eff-B0", CLASSICAL,
-     ("hierarchical", "inverted bottleneck + SE (MBConv)", "depth-wise conv 3x3 / 5x5", "residual"),
-     "rsb_a2", 224, _efficientnet_paper, _efficientnet_tiny, aliases=("eff_b0", "effnet_b0"))
-_add("repvgg_a1", "RepVGG-A1", "RVGG-A1", CLASSICAL,
-     ("hierarchical", "re-parameterised plain (3x3 + 1x1 + identity)", "conv 3x3", "re-parameterised branch"),
-     "torch", 224, _repvgg_paper, _repvgg_tiny, aliases=("rvgg_a1",))
-_add("mlp_mixer_s", "MLP-Mixer-S", "MLP-S", MODERN,
-     ("isotropic", "MetaFormer", "token-mixing MLP", "residual"),
-     "deit", 224, _mixer_paper, _mixer_tiny, aliases=("mlp_s", "mixer_s", "mixer_s16"))
-_add("swin_t", "Swin-T", "Swin-T", MODERN,
-     ("hierarchical", "MetaFormer", "shifted-window attention", "residual"),
-     "convnext", 224, _swin_paper, _swin_tiny, aliases=("swin_tiny",))
-_add("convnextv2_t", "ConvNeXtV2-T", "CNXV2-T", MODERN,
-     ("hierarchical", "MetaNeXt (inverted bottleneck + GRN)", "depth-wise conv 7x7", "residual"),
-     "convnext", 32, _convnextv2_paper, _convnextv2_tiny, cifar_stem=True, aliases=("cnxv2_t", "convnextv2_tiny"))
-_add("moganet_s", "MogaNet-S", "Moga-S", MODERN,
-     ("hierarchical", "MetaFormer", "multi-order gated depth-wise conv", "residual + layer scale"),
-     "convnext", 32, _moganet_paper, _moganet_tiny, cifar_stem=True, aliases=("moga_s", "moganet_small"))
-_add("unireplknet_t", "UniRepLKNet-T", "URLK-T", MODERN,
-     ("hierarchical", "MetaNeXt (large-kernel + SE + GRN)", "dilated large-kernel depth-wise conv 13x13",
-      "residual + layer scale"),
-     "convnext", 224, _unireplknet_paper, _unireplknet_tiny, aliases=("urlk_t", "unireplknet_tiny"))
-_add("transnext_t", "TransNeXt-T", "TNX-T", MODERN,
-     ("hierarchical", "MetaFormer (convolutional GLU)", "aggregated (pixel-focused) attention", "residual"),
-     "deit", 224, _transnext_paper, _transnext_tiny, aliases=("tnx_t", "transnext_tiny"))
-_add("identityformer_s12", "IdentityFormer-S12", "IF-12", MODERN,
-     ("hierarchical", "MetaFormer", "identity", "residual + res scale"),
-     "rsb_a2", 224, _metaformer("identityformer_s12", False), _metaformer("identityformer_s12", True),
-     aliases=("if_12", "if_s12"))
-_add("poolformerv2_s12", "PoolFormerV2-S12", "PFV2-12", MODERN,
-     ("hierarchical", "MetaFormer", "pooling", "residual + res scale"),
-     "rsb_a2", 224, _metaformer("poolformerv2_s12", False), _metaformer("poolformerv2_s12", True),
-     aliases=("pfv2_12", "pfv2_s12"))
-_add("convformer_s12", "ConvFormer-S12", "CF-12", MODERN,
-     ("hierarchical", "MetaFormer", "separable conv 7x7", "residual + res scale"),
-     "rsb_a2", 224, _metaformer("convformer_s12", False), _metaformer("convformer_s12", True),
-     aliases=("cf_12", "cf_s12"))
-_add("attentionformer_s12", "AttentionFormer-S12", "AF-12", MODERN,
-     ("hierarchical", "MetaFormer", "attention", "residual + res scale"),
-     "rsb_a2", 224, _metaformer("attentionformer_s12", False), _metaformer("attentionformer_s12", True),
-     aliases=("af_12", "af_s12"))
-_add("caformer_s12", "CAFormer-S12", "CAF-12", MODERN,
-     ("hierarchical", "MetaFormer", "separable conv (stages 1-2) + attention (3-4)", "residual + res scale"),
-     "rsb_a2", 224, _metaformer("caformer_s12", False), _metaformer("caformer_s12", True),
-     aliases=("caf_12", "caf_s12"))
-
-# Table 1's column order (the order reports and `bocb list backbones` use)
-PAPER_ORDER = (
-    "alexnet", "vgg13_bn", "resnet50", "densenet121", "mobilenetv2", "efficientnet_b0", "repvgg_a1", "deit_s",
-    "mlp_mixer_s", "swin_t", "convnext_t", "convnextv2_t", "moganet_s", "unireplknet_t", "transnext_t",
-    "identityformer_s12", "poolformerv2_s12", "convformer_s12", "attentionformer_s12", "caformer_s12",
-)
+# The paper and tiny factory of every backbone of bocb.backbones._catalogue, by its name
+FACTORIES: dict[str, tuple[Factory, Factory]] = {
+    "vgg13_bn": (_vgg13_paper, _vgg13_tiny),
+    "resnet50": (_resnet50_paper, _resnet50_tiny),
+    "deit_s": (_deit_paper, _deit_tiny),
+    "convnext_t": (_convnext_paper, _convnext_tiny),
+    "alexnet": (_alexnet_paper, _alexnet_tiny),
+    "densenet121": (_densenet_paper, _densenet_tiny),
+    "mobilenetv2": (_mobilenetv2_paper, _mobilenetv2_tiny),
+    "efficientnet_b0": (_efficientnet_paper, _efficientnet_tiny),
+    "repvgg_a1": (_repvgg_paper, _repvgg_tiny),
+    "mlp_mixer_s": (_mixer_paper, _mixer_tiny),
+    "swin_t": (_swin_paper, _swin_tiny),
+    "convnextv2_t": (_convnextv2_paper, _convnextv2_tiny),
+    "moganet_s": (_moganet_paper, _moganet_tiny),
+    "unireplknet_t": (_unireplknet_paper, _unireplknet_tiny),
+    "transnext_t": (_transnext_paper, _transnext_tiny),
+    **{name: (_metaformer(name, tiny=False), _metaformer(name, tiny=True)) for name in METAFORMERS},
+}

@@ -8,7 +8,6 @@ import typer
 from bocb.cli._app import app, check_output_dir, confirm_budget, resumable_on_interrupt
 from bocb.cli.run import DEFAULT_BUDGET_HOURS
 from bocb.errors import SpecError
-from bocb.protocol import TrialState
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -113,6 +112,7 @@ def _print_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a b
     from bocb.analysis import analyse, format_matrix
     from bocb.check import cache_reference, paper_orientation, placement, verdict_lines
     from bocb.cli.run import EXIT_CRASHED, count_line
+    from bocb.protocol import TrialState
 
     g = run.gauntlet
     trials = pd.concat([run.store.trials_frame(run.reference_id), run.store.trials_frame(run.candidate_id)],

@@ -21,17 +21,17 @@ def backbones(
     params: bool = typer.Option(False, "--params", help="Add parameter counts: paper size (100 classes), tiny."),
 ) -> None:
     """The paper's 20 backbones (Table 1 order), then any others registered."""
-    import torch
-
     from bocb.backbones import BACKBONES, PAPER_ORDER, build_backbone, load_entry_points
 
     load_entry_points()
     names = list(PAPER_ORDER) + [n for n in BACKBONES.names() if n not in PAPER_ORDER]
     table = Table("name", "paper name", "era", "input", "recipe", "CIFAR stem")
-    if params:
+    if params:  # counting builds every model: torch is imported only then
+        import torch
+
+        torch.set_num_threads(1)
         table.add_column("params (paper, 100 cl.)", justify="right")
         table.add_column("params (tiny, 100 cl.)", justify="right")
-    torch.set_num_threads(1)
     for name in names:
         info = BACKBONES.get(name)
         row = [info.name, info.paper_name, info.era, str(info.paper_input_size), info.default_recipe,

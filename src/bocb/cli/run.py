@@ -16,14 +16,15 @@ from bocb.cli._app import (
     resumable_on_interrupt,
 )
 from bocb.errors import SpecError, unknown_name_message
-from bocb.protocol import TrialState
-from bocb.spec import EXECUTORS, BenchmarkSpec, load_preset, load_spec, parse_spec
 
+# bocb.spec and bocb.protocol (pydantic, pandas) are imported by the commands that use them: `bocb --help`
+# imports every command module, and must not wait for them
 if TYPE_CHECKING:
     import pandas as pd
 
     from bocb.analysis import StoreAnalysis
     from bocb.estimate import PlanCost
+    from bocb.spec import BenchmarkSpec
     from bocb.sweep import BenchmarkRun
 
 DEFAULT_BUDGET_HOURS = 24.0  # a plan estimated at up to a day trains without asking
@@ -31,6 +32,8 @@ DEFAULT_BUDGET_HOURS = 24.0  # a plan estimated at up to a day trains without as
 
 def _spec_from_args(spec_path: Path | None, preset: str | None, overrides: dict,
                     check_data: bool = True) -> BenchmarkSpec:
+    from bocb.spec import load_preset, load_spec, parse_spec
+
     if spec_path is not None and preset is not None:
         raise SpecError("--preset", "give a SPEC file or --preset, not both")
     spec = (load_spec(spec_path, check_data) if spec_path is not None
@@ -68,6 +71,8 @@ def run(
     report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report at the end"),
 ) -> None:
     """Run a benchmark (default: the quick preset) and print its top-1 matrix."""
+    from bocb.spec import EXECUTORS
+
     overrides: dict = {}
     if executor is not None:
         if executor not in EXECUTORS:
@@ -146,6 +151,7 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
     """Print the matrix, the verdicts and the trial count, write results.csv and the report; returns the
     exit code (EXIT_CRASHED when any trial crashed)."""
     from bocb.analysis import analyse_store, format_matrix
+    from bocb.protocol import TrialState
 
     db = done.store
     every = db.trials_frame()  # every benchmark of the store: a second spec run into the same --out loses nothing
@@ -183,6 +189,7 @@ def _print_transfer(done: BenchmarkRun, spec: BenchmarkSpec, every: pd.DataFrame
                     analysed: StoreAnalysis | None) -> int:
     """Print the transfer part's matrices, verdicts and trial count; returns its crashes."""
     from bocb.analysis import format_transfer
+    from bocb.protocol import TrialState
 
     counts = every.loc[every["benchmark"] == done.transfer_id, "state"].value_counts()
     if analysed is not None and analysed.transfer is not None:
@@ -204,6 +211,8 @@ def edge_line(cells: pd.DataFrame) -> str:
 
 def count_line(counts: pd.Series) -> str:
     """'110 trials: 108 done, 2 diverged (scored at chance), 0 crashed'."""
+    from bocb.protocol import TrialState
+
     get = lambda state: int(counts.get(state.value, 0))  # noqa: E731
     crashed = get(TrialState.FAILED)
     line = (f"{int(counts.sum())} trials: {get(TrialState.DONE)} done, {get(TrialState.DIVERGED)} diverged "

@@ -9,12 +9,9 @@ from rich.table import Table
 
 from bocb.cli._app import app, benchmark_id_of, open_store, print_table
 from bocb.errors import SpecError
-from bocb.protocol import FINISHED, UNFINISHED, TrialState
 
 if TYPE_CHECKING:
     import pandas as pd
-
-STATES = tuple(s.value for s in (*UNFINISHED, *FINISHED))
 
 
 @app.command()
@@ -25,16 +22,19 @@ def status(
                                       help="flag running trials whose heartbeat is older (as `bocb worker`)"),
 ) -> None:
     """Trials per stage and state, the running ones with their epoch and heartbeat, the failed ones' errors."""
+    from bocb.protocol import FINISHED, UNFINISHED, TrialState  # here: `bocb --help` need not import pandas
+
+    states = tuple(s.value for s in (*UNFINISHED, *FINISHED))
     db = open_store(store)
     benchmark_id = benchmark_id_of(db, benchmark)
     trials = db.trials_frame(benchmark_id)
     if trials.empty:
         raise SpecError("STORE", f"benchmark {benchmark_id} has no trials planned")
     counts = trials.groupby("stage", sort=False)["state"].value_counts().unstack(fill_value=0)
-    counts = counts.reindex(columns=STATES, fill_value=0)
-    table = Table("stage", *STATES, title=f"benchmark {benchmark_id} ({trials['benchmark_name'].iloc[0]})")
+    counts = counts.reindex(columns=states, fill_value=0)
+    table = Table("stage", *states, title=f"benchmark {benchmark_id} ({trials['benchmark_name'].iloc[0]})")
     for stage, row in counts.iterrows():
-        table.add_row(stage, *(str(row[s]) for s in STATES))
+        table.add_row(stage, *(str(row[s]) for s in states))
     print_table(table)
     finished = trials["state"].isin([s.value for s in FINISHED]).sum()
     typer.echo(f"{finished} of {len(trials)} trials finished")

@@ -7,14 +7,27 @@ Register your own with ``DATASETS.register(DatasetInfo(...))``.
 """
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from bocb.data import _builtin, _cifar, _fashion, _folder  # noqa: F401  (registers the datasets)
 from bocb.data._base import DATASETS, DatasetInfo, Loaders, RawDataset, default_gamma, known_sizes, paper_setting
-from bocb.data._batches import EvalBatches, TrainBatches
-from bocb.data._folder import FolderBatches
-from bocb.data._memory import build_in_memory, clear_cache
 from bocb.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    import torch
+
+# The loaders' classes import torch: each is imported on first access (PEP 562), so that the registry (a
+# spec's dataset check, `bocb list datasets`) loads without it
+_TORCH_SIDE = {"EvalBatches": "_batches", "TrainBatches": "_batches", "FolderBatches": "_folder_loader",
+               "clear_cache": "_memory"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _TORCH_SIDE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_TORCH_SIDE[name]}"), name)
+
 
 __all__ = [
     "DATASETS", "DatasetInfo", "EvalBatches", "FolderBatches", "Loaders", "RawDataset", "TrainBatches",
@@ -39,6 +52,10 @@ def build_loaders(spec: DatasetSpec, *, image_size: int, batch_size: int, recipe
     (crop_padding, crop_padding_mode, hflip, randaugment, random_erasing, repeated_aug, train_image_size;
     mixup and cutmix are the engine's). ``seed`` drives the shuffle and augmentation; ``spec.split_seed``
     the val split."""
+    import torch
+
+    from bocb.data._memory import build_in_memory
+
     info = DATASETS.get(spec.name, field="dataset.name")
     info.check(spec)
     device = torch.device(device)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bocb.data._base import DATASETS, DatasetInfo, RawDataset, known_sizes
 from bocb.spec import DatasetSpec
@@ -31,6 +29,9 @@ SYNTHETIC_CLASSES, SYNTHETIC_SIZE, SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10, 32, 100
 def load_synthetic(spec: DatasetSpec) -> RawDataset:
     """Each class is a fixed smooth colour pattern (a random 4x4 grid upsampled); each image is its
     class pattern at a random contrast plus pixel noise. Fixed seed: the same data everywhere."""
+    import torch  # here: registering the datasets (a spec's check) must not import torch
+    import torch.nn.functional as F
+
     gen = torch.Generator().manual_seed(0)
     patterns = F.interpolate(torch.rand(SYNTHETIC_CLASSES, 3, 4, 4, generator=gen),
                              size=(SYNTHETIC_SIZE, SYNTHETIC_SIZE), mode="bilinear", align_corners=False)

@@ -1,25 +1,16 @@
-"""``imagefolder``: an ImageNet-style tree (path/train/<class>/*, path/val/<class>/*) read from disk.
-
-The slow path: a DataLoader with worker processes and timm's transforms (create_transform), for
-datasets too large to hold in memory. Same Loaders interface as the in-memory path.
+"""``imagefolder`` and ``imagenet``: an ImageNet-style tree (path/train/<class>/*, path/val/<class>/*) read
+from disk. Registered here without torch; their loaders (bocb.data._folder_loader: a DataLoader with timm's
+transforms) are imported on the first build.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from typing import Any
 
 from bocb.data._base import DATASETS, DatasetInfo, Loaders, known_sizes
-from bocb.data._batches import Batch, epoch_generator, epoch_order
-from bocb.data._splits import subset, train_val_split
-from bocb.errors import DataError, SpecError
+from bocb.errors import SpecError
 from bocb.spec import DatasetSpec
-
-MAX_WORKERS = 4
 
 
 def _check(spec: DatasetSpec) -> None:
@@ -31,99 +22,11 @@ def _check(spec: DatasetSpec) -> None:
                                         f"train/<class>/*.jpg and val/<class>/*.jpg)")
 
 
-class _EpochSampler(Sampler[int]):
-    """This epoch's order over ``indices`` (shuffle or repeated augmentation), as the in-memory path."""
+def _build(spec: DatasetSpec, **options: Any) -> Loaders:
+    """bocb.data._folder_loader.build_folder, imported here: it imports torch, torchvision and timm."""
+    from bocb.data._folder_loader import build_folder
 
-    def __init__(self, n: int, seed: int, repeats: int) -> None:
-        self.n, self.seed, self.repeats, self.epoch = n, seed, repeats, 0
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(epoch_order(self.n, self.repeats, epoch_generator(self.seed, self.epoch)).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-class FolderBatches:
-    """A DataLoader whose batches are moved to ``device``; ``set_epoch`` reseeds both the order and
-    the workers' augmentation (the loader's generator seeds each worker)."""
-
-    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, seed: int = 0,
-                 repeats: int = 1, train: bool = False) -> None:
-        self.dataset, self.device, self.seed = dataset, device, seed
-        n = len(dataset)
-        self.sampler = _EpochSampler(n, seed, repeats) if train else None
-        self.loader = DataLoader(
-            dataset, batch_size=min(batch_size, n), sampler=self.sampler, drop_last=train,
-            num_workers=min(MAX_WORKERS, os.cpu_count() or 1), pin_memory=device.type == "cuda",
-            persistent_workers=False,
-        )
-
-    def set_epoch(self, epoch: int) -> None:
-        if self.sampler is not None:
-            self.sampler.epoch = epoch
-            self.loader.generator = epoch_generator(self.seed, epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.dataset)
-
-    def __iter__(self) -> Iterator[Batch]:
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-
-def _image_folder(root: Path, transform) -> Dataset:  # noqa: ANN001 - a torchvision transform
-    from torchvision.datasets import ImageFolder
-
-    try:
-        return ImageFolder(str(root), transform=transform)
-    except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"{root}: {exc}") from None
-
-
-def _transforms(recipe: dict, image_size: int) -> tuple:
-    """timm's train and eval transforms with the recipe's ingredients and ImageNet mean/std.
-    Training crops are timm's RandomResizedCrop (crop_padding does not apply); no colour jitter,
-    which no recipe names."""
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
-
-    stats = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
-    train = create_transform(
-        recipe.get("train_image_size") or image_size, is_training=True, hflip=0.5 if recipe.get("hflip") else 0.0,
-        color_jitter=0.0, auto_augment=recipe.get("randaugment"), re_prob=recipe.get("random_erasing", 0.0),
-        re_mode="pixel", **stats)
-    # test_crop: the centre crop's share of the resized side (Table A3: 0.875, RSB 0.95); None: timm's 0.875
-    return train, create_transform(image_size, is_training=False, crop_pct=recipe.get("test_crop"), **stats)
-
-
-def build_folder(spec: DatasetSpec, *, image_size: int, batch_size: int, recipe: dict, seed: int,
-                 device: torch.device) -> Loaders:
-    root = Path(spec.path).expanduser()
-    train_tf, eval_tf = _transforms(recipe, image_size)
-    train_set = _image_folder(root / "train", train_tf)
-    test_set = _image_folder(root / "val", eval_tf)
-    if test_set.classes != train_set.classes:
-        raise DataError(f"{root}: val/ classes differ from train/ classes")
-    targets = np.asarray(train_set.targets)
-
-    pool = subset(targets, spec.train_subset, "dataset.train_subset")
-    tr, va = train_val_split(targets[pool], spec.val_fraction, spec.split_seed)
-    test_idx = subset(np.asarray(test_set.targets), spec.test_subset, "dataset.test_subset")
-    val = None
-    if len(va):
-        # The validation images come from train/ but get the eval transform.
-        val = FolderBatches(Subset(_image_folder(root / "train", eval_tf), pool[va].tolist()), batch_size, device)
-    train = FolderBatches(Subset(train_set, pool[tr].tolist()), batch_size, device, seed,
-                          int(recipe.get("repeated_aug", 1) or 1), train=True)
-    return Loaders(
-        train=train, val=val, test=FolderBatches(Subset(test_set, test_idx.tolist()), batch_size, device),
-        num_classes=len(train_set.classes), class_names=list(train_set.classes), in_chans=3,
-        train_size=len(tr), val_size=len(va), test_size=len(test_idx),
-    )
+    return build_folder(spec, **options)
 
 
 def _counted_sizes(spec: DatasetSpec) -> tuple[int, int] | None:
@@ -138,13 +41,13 @@ def _counted_sizes(spec: DatasetSpec) -> tuple[int, int] | None:
 DATASETS.register(DatasetInfo(
     name="imagefolder", description="an ImageNet-style folder (path/train/<class>/*, path/val/<class>/*), "
                                     "read from disk by DataLoader workers with timm transforms",
-    num_classes=0, native_size=224, in_chans=3, check=_check, build=build_folder, sizes=_counted_sizes,
+    num_classes=0, native_size=224, in_chans=3, check=_check, build=_build, sizes=_counted_sizes,
 ))
 DATASETS.register(DatasetInfo(
     name="imagenet", description="ImageNet-1K in the imagefolder layout (path/train/<wnid>/*, path/val/<wnid>/*): "
                                  "the paper's ImageNet-1K setting (Table A3's ImageNet columns, Eq. 1 gamma 1); "
                                  "its published size (ILSVRC-2012: 1,281,167 train / 50,000 val images) costs a "
                                  "plan without the files",
-    num_classes=1000, native_size=224, in_chans=3, check=_check, build=build_folder, setting="imagenet1k",
+    num_classes=1000, native_size=224, in_chans=3, check=_check, build=_build, setting="imagenet1k",
     sizes=known_sizes(1_281_167, 50_000),
 ), aliases=("imagenet1k", "imagenet_1k", "in1k"))

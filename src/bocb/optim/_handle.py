@@ -1,19 +1,23 @@
-"""Build an optimizer from the registry and wrap it in the handle the training loop drives."""
+"""Build an optimizer from the registry and wrap it in the handle the training loop drives.
+
+Torch is imported inside the functions that run it: importing bocb.optim (the registry a spec's names are
+checked against, `bocb list optimizers`) must not cost the seconds torch takes.
+"""
 from __future__ import annotations
 
 import math
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from bocb.errors import SpecError
 from bocb.optim._param_groups import count_decayed, stem_and_head, weight_decay_groups
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
 from bocb.optim._search import FAMILIES
 from bocb.plugins import import_object
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 DISTRIBUTIONS = {"torch.optim": "torch", "timm.optim": "timm", "pytorch_optimizer": "pytorch_optimizer",
                  "schedulefree": "schedulefree"}
@@ -35,6 +39,9 @@ class GaussNewtonBartlett:
         self.params, self.rho, self.period = params, rho, period
 
     def estimate(self, logits: Tensor) -> list[Tensor]:
+        import torch
+        import torch.nn.functional as F
+
         sampled = torch.distributions.Categorical(logits=logits.detach().float()).sample()
         sampled_loss = F.cross_entropy(logits, sampled)
         grads = torch.autograd.grad(sampled_loss, self.params, retain_graph=True, allow_unused=True)
@@ -153,6 +160,8 @@ def check_hyperparameters(name: str, hparams: dict[str, Any], field: str) -> Non
     """Build optimizer ``name`` with ``hparams`` over one tiny parameter, so a spec whose arguments the class
     refuses (an unknown name, a value of the wrong type or range) fails when it is loaded, not in every
     planned trial."""
+    from torch import nn
+
     try:
         build_optimizer(name, nn.Linear(1, 1), lr=1e-3, weight_decay=0.0, hparams=hparams)
     except SpecError as exc:

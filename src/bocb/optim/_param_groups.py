@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import glob
-from typing import Any
-
-from timm.optim import param_groups_weight_decay
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from bocb.errors import SpecError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 WEIGHT_DECAY_POLICIES = ("no_decay_1d", "decay_all")
 
@@ -21,6 +21,8 @@ def weight_decay_groups(model: nn.Module, weight_decay: float, policy: str,
     'decay_all': everything decayed. Parameters named in ``fallback`` go to groups marked
     ``use_fallback`` (timm's flag: a hybrid optimizer such as Muon updates them with its AdamW).
     """
+    from timm.optim import param_groups_weight_decay  # here: importing bocb.optim must not import timm and torch
+
     if policy not in WEIGHT_DECAY_POLICIES:
         raise SpecError("weight_decay_policy",
                         f"unknown policy '{policy}'; valid choices: {', '.join(WEIGHT_DECAY_POLICIES)}")

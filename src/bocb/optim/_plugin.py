@@ -10,8 +10,6 @@ import inspect
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from bocb.errors import SpecError
 from bocb.optim._registry import OptimizerInfo
 from bocb.optim._search import FAMILIES
@@ -40,6 +38,8 @@ def _described(value: Any) -> str:
 def optimizer_info(name: str, obj: Any, field: str) -> OptimizerInfo:
     """The registry entry ``name`` of a plugin: an :class:`OptimizerInfo` as it is, or an Optimizer subclass
     described from its signature. A one-line SpecError for anything else."""
+    import torch  # here, not at the top: the registry loads without torch, which only a plugin needs
+
     if isinstance(obj, OptimizerInfo):
         return replace(obj, name=name)
     if not (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)):
