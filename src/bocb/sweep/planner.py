@@ -197,7 +197,8 @@ def ended_runs(spec: BenchmarkSpec, results: pd.DataFrame) -> set[str]:
     runs = results.assign(run=configs.map(run_key), start=configs.map(lambda c: c.get("schedule_epochs") is not None))
     finished = set(runs.loc[(runs["trial_key"] == runs["run"]) & runs["state"].isin(FINISHED), "run"])
     longest = runs.groupby("run")["epochs"].max()
-    starts = runs[runs["start"] & runs["state"].isin(SCORED) & runs["stage"].isin(names[:-1])]  # a crash: retried
+    # a crashed start is retried by the next run: its checkpoint stays for that retry
+    starts = runs[runs["start"] & runs["state"].isin(SCORED) & runs["stage"].isin(names[:-1])]
     cut = {row.run for row in starts.itertuples()
            if names[names.index(row.stage) + 1] in planned_stages and longest[row.run] == row.epochs}
     return cut | (finished & set(starts["run"]))
