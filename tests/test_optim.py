@@ -209,6 +209,21 @@ def test_weight_decay_policy_excludes_1d_tensors_and_no_weight_decay_names() -> 
         weight_decay_groups(vit, 0.05, "decay_some")
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_a_specs_argument_check_groups_its_parameter_as_the_policy_does(name: str) -> None:
+    # check_hyperparameters builds each optimizer over one_weight_group (without timm, which the policy imports)
+    from bocb.optim._handle import one_weight_group
+    from bocb.optim._param_groups import stem_and_head
+
+    info, model = OPTIMIZERS.get(name), nn.Linear(1, 1, bias=False)
+    fallback = stem_and_head(model) if info.fallback_stem_and_head else []
+    (policy,) = weight_decay_groups(model, 0.0, "no_decay_1d", fallback)
+    check = one_weight_group(info)
+    assert {k: v for k, v in policy.items() if k not in ("params", "decay_excluded")} == \
+        {k: v for k, v in check.items() if k != "params"}
+    assert [p.shape for p in policy["params"]] == [p.shape for p in check["params"]]
+
+
 def test_every_hyper_parameter_is_explicit_and_recorded() -> None:
     model = tiny_resnet()
     sgd = build_optimizer("sgd-m", model, lr=0.1, weight_decay=1e-4).provenance

@@ -156,14 +156,25 @@ def _check_arguments(lr: float, weight_decay: float, family: str) -> None:
         raise SpecError("family", f"unknown recipe family '{family}'; valid choices: {', '.join(FAMILIES)}")
 
 
+def one_weight_group(info: OptimizerInfo) -> dict[str, Any]:
+    """The parameter group the weight-decay policy gives a model of one 1 x 1 weight (on the fallback where
+    the optimizer has one: that weight is stem and head), at weight decay 0. Made here, not by the policy,
+    because the policy's grouping is timm's and importing timm costs seconds in every command that loads a
+    spec; tests/test_optim.py checks that the two agree for every registered optimizer."""
+    import torch
+
+    return {"params": [torch.nn.Parameter(torch.zeros(1, 1))], "weight_decay": 0.0,
+            **({"use_fallback": True} if info.fallback_stem_and_head else {})}
+
+
 def check_hyperparameters(name: str, hparams: dict[str, Any], field: str) -> None:
     """Build optimizer ``name`` with ``hparams`` over one tiny parameter, so a spec whose arguments the class
     refuses (an unknown name, a value of the wrong type or range) fails when it is loaded, not in every
     planned trial."""
-    from torch import nn
-
+    info = OPTIMIZERS.get(name, field="optimizers")
     try:
-        build_optimizer(name, nn.Linear(1, 1), lr=1e-3, weight_decay=0.0, hparams=hparams)
+        _instantiate(info, [one_weight_group(info)], lr=1e-3, weight_decay=0.0, hparams=hparams,
+                     family="classical")
     except SpecError as exc:
         raise SpecError(field, str(exc).split(": ", 1)[-1]) from None
     except Exception as exc:  # noqa: BLE001 - the optimizer class's own argument checks, whatever they raise
@@ -171,22 +182,32 @@ def check_hyperparameters(name: str, hparams: dict[str, Any], field: str) -> Non
                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
-def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float,
-                    hparams: dict[str, Any] | None = None, weight_decay_policy: str = "no_decay_1d",
-                    family: str = "classical") -> OptimizerHandle:
-    """The optimizer ``name`` over ``model``'s parameters, with every hyper-parameter explicit."""
-    info = OPTIMIZERS.get(name, field="optimizers")
+def _instantiate(info: OptimizerInfo, groups: list[dict[str, Any]], *, lr: float, weight_decay: float,
+                 hparams: dict[str, Any] | None, family: str,
+                 ) -> tuple[torch.optim.Optimizer, dict[str, Any], GaussNewtonBartlett | None, type]:
+    """``info``'s class over ``groups``: the optimizer, the keyword arguments it was given, Sophia-G's estimate
+    (None unless the optimizer takes one) and the class (or factory) the registry names."""
     _check_arguments(lr, weight_decay, family)
     kwargs = resolve_kwargs(info, dict(hparams or {}))
     handle_kwargs = {k: kwargs.pop(k) for k in HANDLE_KEYS if info.hessian and k in kwargs}
-    fallback = stem_and_head(model) if info.fallback_stem_and_head else []
-    groups = weight_decay_groups(model, weight_decay, weight_decay_policy, fallback)
     cls = import_object(info.cls, "optimizers", "optimizer class")
     optimizer = cls(groups, lr=lr, weight_decay=weight_decay, **kwargs)
     hessian = None
     if info.hessian == "gnb":
         params = [p for g in optimizer.param_groups for p in g["params"]]
         hessian = GaussNewtonBartlett(params, handle_kwargs["rho"], kwargs["update_period"])
+    return optimizer, kwargs, hessian, cls
+
+
+def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float,
+                    hparams: dict[str, Any] | None = None, weight_decay_policy: str = "no_decay_1d",
+                    family: str = "classical") -> OptimizerHandle:
+    """The optimizer ``name`` over ``model``'s parameters, with every hyper-parameter explicit."""
+    info = OPTIMIZERS.get(name, field="optimizers")
+    fallback = stem_and_head(model) if info.fallback_stem_and_head else []
+    groups = weight_decay_groups(model, weight_decay, weight_decay_policy, fallback)
+    optimizer, kwargs, hessian, cls = _instantiate(info, groups, lr=lr, weight_decay=weight_decay,
+                                                   hparams=hparams, family=family)
     provenance = {
         "optimizer": info.name,
         "paper_name": info.paper_name,

@@ -7,10 +7,10 @@ The parent only watches the store and draws progress; it trains nothing.
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass
 
 import pandas as pd
@@ -98,7 +98,8 @@ def _watch(procs: list, store: Store, benchmark_id: str, console: Console) -> No
         task = progress.add_task("trials", total=None, best="", stage="planning", eta="")
         while any(p.is_alive() for p in procs):
             _update(progress, task, store, benchmark_id, len(procs))
-            time.sleep(2.0)
+            # every 2 s, or at once when a worker ends (the last one's end is the run's end)
+            multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=2.0)
         _update(progress, task, store, benchmark_id, len(procs))
 
 
