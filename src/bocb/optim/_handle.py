@@ -171,10 +171,11 @@ def check_hyperparameters(name: str, hparams: dict[str, Any], field: str) -> Non
     """Build optimizer ``name`` with ``hparams`` over one tiny parameter, so a spec whose arguments the class
     refuses (an unknown name, a value of the wrong type or range) fails when it is loaded, not in every
     planned trial."""
-    info = OPTIMIZERS.get(name, field="optimizers")
     try:
-        _instantiate(info, [one_weight_group(info)], lr=1e-3, weight_decay=0.0, hparams=hparams,
-                     family="classical")
+        info = OPTIMIZERS.get(name, field="optimizers")
+        kwargs, handle_kwargs = _resolved(info, lr=1e-3, weight_decay=0.0, hparams=hparams, family="classical")
+        _instantiate(info, [one_weight_group(info)], lr=1e-3, weight_decay=0.0, kwargs=kwargs,
+                     handle_kwargs=handle_kwargs)
     except SpecError as exc:
         raise SpecError(field, str(exc).split(": ", 1)[-1]) from None
     except Exception as exc:  # noqa: BLE001 - the optimizer class's own argument checks, whatever they raise
@@ -182,21 +183,27 @@ def check_hyperparameters(name: str, hparams: dict[str, Any], field: str) -> Non
                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
-def _instantiate(info: OptimizerInfo, groups: list[dict[str, Any]], *, lr: float, weight_decay: float,
-                 hparams: dict[str, Any] | None, family: str,
-                 ) -> tuple[torch.optim.Optimizer, dict[str, Any], GaussNewtonBartlett | None, type]:
-    """``info``'s class over ``groups``: the optimizer, the keyword arguments it was given, Sophia-G's estimate
-    (None unless the optimizer takes one) and the class (or factory) the registry names."""
+def _resolved(info: OptimizerInfo, *, lr: float, weight_decay: float, hparams: dict[str, Any] | None,
+              family: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checked keyword arguments of ``info``'s class, and those the handle consumes (Sophia's rho)."""
     _check_arguments(lr, weight_decay, family)
     kwargs = resolve_kwargs(info, dict(hparams or {}))
     handle_kwargs = {k: kwargs.pop(k) for k in HANDLE_KEYS if info.hessian and k in kwargs}
+    return kwargs, handle_kwargs
+
+
+def _instantiate(info: OptimizerInfo, groups: list[dict[str, Any]], *, lr: float, weight_decay: float,
+                 kwargs: dict[str, Any], handle_kwargs: dict[str, Any],
+                 ) -> tuple[torch.optim.Optimizer, GaussNewtonBartlett | None, type]:
+    """``info``'s class over ``groups``: the optimizer, Sophia-G's estimate (None unless the optimizer takes
+    one) and the class (or factory) the registry names."""
     cls = import_object(info.cls, "optimizers", "optimizer class")
     optimizer = cls(groups, lr=lr, weight_decay=weight_decay, **kwargs)
     hessian = None
     if info.hessian == "gnb":
         params = [p for g in optimizer.param_groups for p in g["params"]]
         hessian = GaussNewtonBartlett(params, handle_kwargs["rho"], kwargs["update_period"])
-    return optimizer, kwargs, hessian, cls
+    return optimizer, hessian, cls
 
 
 def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float,
@@ -204,10 +211,11 @@ def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: flo
                     family: str = "classical") -> OptimizerHandle:
     """The optimizer ``name`` over ``model``'s parameters, with every hyper-parameter explicit."""
     info = OPTIMIZERS.get(name, field="optimizers")
+    kwargs, handle_kwargs = _resolved(info, lr=lr, weight_decay=weight_decay, hparams=hparams, family=family)
     fallback = stem_and_head(model) if info.fallback_stem_and_head else []
     groups = weight_decay_groups(model, weight_decay, weight_decay_policy, fallback)
-    optimizer, kwargs, hessian, cls = _instantiate(info, groups, lr=lr, weight_decay=weight_decay,
-                                                   hparams=hparams, family=family)
+    optimizer, hessian, cls = _instantiate(info, groups, lr=lr, weight_decay=weight_decay, kwargs=kwargs,
+                                           handle_kwargs=handle_kwargs)
     provenance = {
         "optimizer": info.name,
         "paper_name": info.paper_name,

@@ -7,7 +7,7 @@ The parent only watches the store and draws progress; it trains nothing.
 from __future__ import annotations
 
 import multiprocessing as mp
-import multiprocessing.connection
+import multiprocessing.connection  # mp.connection.wait
 import os
 import signal
 import sys
@@ -99,7 +99,7 @@ def _watch(procs: list, store: Store, benchmark_id: str, console: Console) -> No
         while any(p.is_alive() for p in procs):
             _update(progress, task, store, benchmark_id, len(procs))
             # every 2 s, or at once when a worker ends (the last one's end is the run's end)
-            multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=2.0)
+            mp.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=2.0)
         _update(progress, task, store, benchmark_id, len(procs))
 
 
