@@ -9,20 +9,19 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import bocb_command, bocb_main, write_spec
+from conftest import bocb_main
 from test_hostile import fingerprint
 
 from bocb.store import Store
 
+pytestmark = pytest.mark.xdist_group("finished-tiny")  # one worker trains conftest.finished_tiny, once
 
-@pytest.fixture(scope="module")
-def finished_store(tmp_path_factory) -> Path:
-    """A real finished benchmark: 2 tiny backbones x 2 optimizers on digits, 2 learning rates each."""
-    root = tmp_path_factory.mktemp("finished")
-    spec = write_spec(root / "spec.yaml", search={"lr_points": 2, "wd_points": 1})
-    done = bocb_command("run", str(spec), "--out", str(root), "--workers", "1", "--no-report")
-    assert done.returncode == 0, done.stderr
-    return root / "bocb.db"
+
+@pytest.fixture
+def finished_store(finished_tiny: Path) -> Path:
+    """A real finished benchmark (conftest.finished_tiny: 2 tiny backbones x 2 optimizers on digits, 2 learning
+    rates each), read only."""
+    return finished_tiny / "bocb.db"
 
 
 def _results(store: Path, capsys) -> str:

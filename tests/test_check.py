@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import bocb_main
 
 FACTORY = '''
 from torch import nn
@@ -39,23 +40,31 @@ class SignSGD(torch.optim.Optimizer):
                     buf.mul_(group["momentum"]).add_(p.grad, alpha=1 - group["momentum"])
                     p.mul_(1 - group["lr"] * group["weight_decay"]).add_(buf.sign(), alpha=-group["lr"])
 '''
-PANEL = ["--backbones", "resnet50", "--optimizers", "sgd,adam,adamw", "--epochs", "1"]
+pytestmark = pytest.mark.slow
+PANEL = ["--backbones", "alexnet", "--optimizers", "sgd,adam,adamw", "--epochs", "1"]
 
 
-@pytest.fixture(scope="module")
-def user_code(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A module of the user's own, importable only through PYTHONPATH, and a private reference cache."""
-    root = tmp_path_factory.mktemp("user")
+@pytest.fixture
+def user_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, str]]:
+    """A module of the user's own, importable only from its folder (on this process's path, which the local
+    workers take, and on PYTHONPATH for a `bocb worker` process), and a private reference cache."""
+    root = tmp_path / "user"
+    root.mkdir()
     (root / "my_nets.py").write_text(FACTORY)
     (root / "my_opts.py").write_text(OPTIMIZER)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("BOCB_CACHE", str(root / "cache"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-           "BOCB_CACHE": str(root / "cache"), "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1"}
     return root, env
 
 
-def _bocb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bocb", *args], capture_output=True, text=True, env=env,
-                          timeout=900)
+def _bocb(*args: str, capsys: pytest.CaptureFixture[str], cache: Path | None = None) -> tuple[int, str, str]:
+    """`bocb ARGS` in this process, with BOCB_CACHE at ``cache`` when given."""
+    with pytest.MonkeyPatch.context() as patch:
+        if cache is not None:
+            patch.setenv("BOCB_CACHE", str(cache))
+        return bocb_main(*args, capsys=capsys)
 
 
 def _trained(db: Path) -> tuple[int, int]:
@@ -65,27 +74,29 @@ def _trained(db: Path) -> tuple[int, int]:
     return int(trained or 0), int(imported or 0)
 
 
-def test_a_users_backbone_runs_the_gauntlet_and_a_second_check_reuses_the_reference(user_code) -> None:
-    root, env = user_code
-    first = _bocb(env, "check", "my_nets:small_cnn", *PANEL, "--out", str(root / "first"), "--workers", "2")
-    assert first.returncode == 0, first.stderr
-    assert "checking the backbone my_nets:small_cnn against 3 optimizers (sgd, adam, adamw)" in first.stdout
-    assert first.stdout.splitlines()[1].startswith("my_nets:small_cnn <- checked: ")  # the verdict, first
-    assert "my_nets:small_cnn <- checked" in first.stdout and "Std after removing the worst" in first.stdout
-    assert "orientation only (the paper's Table 1 is CIFAR-100" in first.stdout
+def test_a_users_backbone_runs_the_gauntlet_and_a_second_check_reuses_the_reference(user_code, capsys) -> None:
+    root, _ = user_code
+    code, first, err = _bocb("check", "my_nets:small_cnn", *PANEL, "--out", str(root / "first"), "--workers", "2",
+                             capsys=capsys)
+    assert code == 0, err
+    assert "checking the backbone my_nets:small_cnn against 3 optimizers (sgd, adam, adamw)" in first
+    assert first.splitlines()[1].startswith("my_nets:small_cnn <- checked: ")  # the verdict, first
+    assert "my_nets:small_cnn <- checked" in first and "Std after removing the worst" in first
+    assert "orientation only (the paper's Table 1 is CIFAR-100" in first
     assert "my_nets:small_cnn &lt;- checked" in (root / "first" / "report" / "index.html").read_text()  # marked
     trained, imported = _trained(root / "first" / "bocb.db")
     assert imported == 0 and trained > 0
     cached = list((root / "cache" / "reference").glob("*.zip"))
     assert len(cached) == 1
 
-    second = _bocb(env, "check", "my_nets:small_cnn", *PANEL, "--out", str(root / "second"), "--no-report")
-    assert second.returncode == 0, second.stderr
-    assert "reference cells: from the cache" in second.stdout
+    code, second, err = _bocb("check", "my_nets:small_cnn", *PANEL, "--out", str(root / "second"), "--no-report",
+                              capsys=capsys)
+    assert code == 0, err
+    assert "reference cells: from the cache" in second
     trained_again, imported = _trained(root / "second" / "bocb.db")
     reference = _count(root / "first" / "bocb.db", "reference panel")
     assert imported == reference and trained_again == trained - reference  # no reference trial retrained
-    assert _matrix(second.stdout) == _matrix(first.stdout)
+    assert _matrix(second) == _matrix(first)
 
 
 def _count(db: Path, name: str) -> int:
@@ -100,26 +111,28 @@ def _matrix(printed: str) -> list[str]:
     return lines[start:start + 6]
 
 
-def test_a_users_optimizer_under_bocb_worker_and_a_cache_made_by_another_version_retrained(user_code) -> None:
+def test_a_users_optimizer_under_bocb_worker_and_a_cache_made_by_another_version_retrained(user_code,
+                                                                                          capsys) -> None:
     root, env = user_code
     cache = root / "elsewhere"
-    made = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "my_opts:SignSGD", "--backbones", "resnet50",
-                 "--optimizers", "adamw", "--epochs", "1", "--out", str(root / "made"), "--no-report")
-    assert made.returncode == 0, made.stderr
+    code, _, err = _bocb("check", "my_opts:SignSGD", "--backbones", "alexnet", "--optimizers", "adamw", "--epochs",
+                         "1", "--out", str(root / "made"), "--no-report", capsys=capsys, cache=cache)
+    assert code == 0, err
     (bundle,) = (cache / "reference").glob("*.zip")
     _rewrite_provenance(bundle, bocb="0.0.1")  # as if an older bocb had made it (its digests made to match)
     out = root / "by-worker"
-    planned = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "my_opts:SignSGD", "--backbones", "resnet50",
-                    "--optimizers", "adamw", "--epochs", "1", "--out", str(out), "--plan-only")
-    assert planned.returncode == 0, planned.stderr
-    assert "the cached reference was made elsewhere (bocb 0.0.1 != " in planned.stdout
-    worker = _bocb(env, "worker", "--store", str(out / "bocb.db"))
+    code, planned, err = _bocb("check", "my_opts:SignSGD", "--backbones", "alexnet", "--optimizers", "adamw",
+                               "--epochs", "1", "--out", str(out), "--plan-only", capsys=capsys, cache=cache)
+    assert code == 0, err
+    assert "the cached reference was made elsewhere (bocb 0.0.1 != " in planned
+    worker = subprocess.run([sys.executable, "-m", "bocb", "worker", "--store", str(out / "bocb.db")],
+                            capture_output=True, text=True, env=env, timeout=900)  # a process of its own
     assert worker.returncode == 0, worker.stderr
-    answered = _bocb({**env, "BOCB_CACHE": str(cache)}, "check", "my_opts:SignSGD", "--backbones", "resnet50",
-                     "--optimizers", "adamw", "--epochs", "1", "--out", str(out), "--no-report")
-    assert answered.returncode == 0, answered.stderr
-    assert "checking the optimizer my_opts:SignSGD against 1 backbones (resnet50)" in answered.stdout
-    assert "my_opts:SignSGD <- checked: tied with the best optimizer on" in answered.stdout  # told apart
+    code, answered, err = _bocb("check", "my_opts:SignSGD", "--backbones", "alexnet", "--optimizers", "adamw",
+                                "--epochs", "1", "--out", str(out), "--no-report", capsys=capsys, cache=cache)
+    assert code == 0, err
+    assert "checking the optimizer my_opts:SignSGD against 1 backbones (alexnet)" in answered
+    assert "my_opts:SignSGD <- checked: tied with the best optimizer on" in answered  # told apart
     trained, imported = _trained(out / "bocb.db")
     assert imported == 0 and trained == _count(out / "bocb.db", "")  # every trial retrained, by the worker
 

@@ -3,10 +3,12 @@ them; the folder dataset trains under `bocb run`'s local workers; reports read t
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
-from conftest import TINY_SPEC, bocb_command
+from conftest import TINY_SPEC, bocb_main
 from helpers_data import write_image_folder
 
 FLAKY_FACTORY = '''
@@ -27,51 +29,61 @@ def _write_spec(path, **changes):
     return path
 
 
-def test_crashed_trials_are_counted_not_scored_and_a_rerun_retries_them(tmp_path):
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path as the working folder, its modules importable (as `python -m bocb` run there would have them)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_crashed_trials_are_counted_not_scored_and_a_rerun_retries_them(in_tmp, capsys):
+    tmp_path = in_tmp
     (tmp_path / "flaky_net.py").write_text(FLAKY_FACTORY)
     (tmp_path / "BROKEN").write_text("")
-    spec = _write_spec(tmp_path / "spec.yaml", backbones=["resnet50", "flaky_net:net"], epochs=1,
+    spec = _write_spec(tmp_path / "spec.yaml", backbones=["alexnet", "flaky_net:net"], epochs=1,
                        rules={"gamma": 0.5})
-    first = bocb_command("run", str(spec), "--out", "out", "--workers", "2", cwd=tmp_path)
-    assert first.returncode == 3, first.stderr
-    assert "4 trials: 2 done, 0 diverged (scored at chance), 2 crashed (not scored; exit code 3" in first.stdout
-    assert "first crash: RuntimeError: flaky_net: BROKEN flag present" in first.stderr
-    assert "Traceback" not in first.stdout + first.stderr
-    matrix = first.stdout.split("top-1 (test)")[1].split("verdict per backbone")[0]
+    code, out, err = bocb_main("run", str(spec), "--out", "out", "--workers", "2", capsys=capsys)
+    assert code == 3, err
+    assert "4 trials: 2 done, 0 diverged (scored at chance), 2 crashed (not scored; exit code 3" in out
+    assert "first crash: RuntimeError: flaky_net: BROKEN flag present" in err
+    assert "Traceback" not in out + err
+    matrix = out.split("top-1 (test)")[1].split("verdict per backbone")[0]
     assert "flaky_net:net" in matrix and " -" in matrix and "0.00" not in matrix and "10.00" not in matrix
 
     (tmp_path / "BROKEN").unlink()
-    second = bocb_command("run", str(spec), "--out", "out", "--workers", "2", cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert "retrying 2 crashed trial(s)" in second.stderr
-    assert "4 trials: 4 done, 0 diverged (scored at chance), 0 crashed" in second.stdout
-    assert "verdict per backbone" in second.stdout and "report: out/report/index.html" in second.stdout
+    code, out, err = bocb_main("run", str(spec), "--out", "out", "--workers", "2", capsys=capsys)
+    assert code == 0, err
+    assert "retrying 2 crashed trial(s)" in err
+    assert "4 trials: 4 done, 0 diverged (scored at chance), 0 crashed" in out
+    assert "verdict per backbone" in out and "report: out/report/index.html" in out
     with sqlite3.connect(tmp_path / "out" / "bocb.db") as db:
         attempts = dict(db.execute("SELECT backbone || '+' || optimizer, attempts FROM trials"))
-    assert attempts == {"resnet50+sgd": 1, "resnet50+adamw": 1, "flaky_net:net+sgd": 2, "flaky_net:net+adamw": 2}
+    assert attempts == {"alexnet+sgd": 1, "alexnet+adamw": 1, "flaky_net:net+sgd": 2, "flaky_net:net+adamw": 2}
 
     # a report of the store reads gamma from the stored spec, not the default 3
-    report = bocb_command("report", str(tmp_path / "out" / "bocb.db"), "-o", str(tmp_path / "again"))
-    assert report.returncode == 0, report.stderr
+    code, _, err = bocb_main("report", str(tmp_path / "out" / "bocb.db"), "-o", str(tmp_path / "again"),
+                             capsys=capsys)
+    assert code == 0, err
     assert "failures by Eq. 1 with γ = 0.5" in (tmp_path / "again" / "report.md").read_text()
     assert "failures by Eq. 1 with γ = 0.5" in (tmp_path / "out" / "report" / "report.md").read_text()
 
 
-def test_image_folder_trains_under_bocb_run_with_local_workers(tmp_path):
-    root = write_image_folder(tmp_path / "images")
-    spec = _write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=1,
+def test_image_folder_trains_under_bocb_run_with_local_workers(in_tmp, capsys):
+    root = write_image_folder(in_tmp / "images")
+    spec = _write_spec(in_tmp / "spec.yaml", backbones=["alexnet"], optimizers=["sgd"], epochs=1,
                        dataset={"name": "imagefolder", "path": str(root), "val_fraction": 1 / 3, "image_size": 16})
-    done = bocb_command("run", str(spec), "--out", "out", "--workers", "1", "--no-report", cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 trials: 1 done, 0 diverged (scored at chance), 0 crashed" in done.stdout
+    code, out, err = bocb_main("run", str(spec), "--out", "out", "--workers", "1", "--no-report", capsys=capsys)
+    assert code == 0, out + err
+    assert "1 trials: 1 done, 0 diverged (scored at chance), 0 crashed" in out
 
 
-def test_a_second_spec_into_the_same_out_replaces_no_results(tmp_path):
-    first = _write_spec(tmp_path / "a.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=1)
-    second = _write_spec(tmp_path / "b.yaml", backbones=["resnet50"], optimizers=["adamw"], epochs=1)
+def test_a_second_spec_into_the_same_out_replaces_no_results(in_tmp, capsys):
+    first = _write_spec(in_tmp / "a.yaml", backbones=["alexnet"], optimizers=["sgd"], epochs=1)
+    second = _write_spec(in_tmp / "b.yaml", backbones=["alexnet"], optimizers=["adamw"], epochs=1)
     for spec in (first, second):
-        done = bocb_command("run", str(spec), "--out", "out", "--workers", "1", "--no-report", cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-    assert "results.csv holds the 2 benchmarks of this store" in done.stderr
-    rows = pd.read_csv(tmp_path / "out" / "results.csv")
+        code, _, err = bocb_main("run", str(spec), "--out", "out", "--workers", "1", "--no-report", capsys=capsys)
+        assert code == 0, err
+    assert "results.csv holds the 2 benchmarks of this store" in err
+    rows = pd.read_csv(in_tmp / "out" / "results.csv")
     assert rows["benchmark"].nunique() == 2 and sorted(rows["optimizer"]) == ["adamw", "sgd"]

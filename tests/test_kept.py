@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import bocb_command, bocb_main, write_spec
+from conftest import bocb_main, write_spec
 
 from bocb.engine import Runtime, Trial
 from bocb.errors import DataError
@@ -17,15 +17,14 @@ from bocb.protocol import chosen_seeds
 from bocb.spec import TrialConfig
 from bocb.store import Store
 
+pytestmark = pytest.mark.xdist_group("finished-tiny")  # one worker trains conftest.finished_tiny, once
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """A finished tiny benchmark with the default keep_weights (chosen): 2 backbones x 2 optimizers x 2 lr."""
-    out = tmp_path_factory.mktemp("kept")
-    spec = write_spec(out / "spec.yaml", search={"lr_points": 2, "wd_points": 1})
-    done = bocb_command("run", str(spec), "--out", str(out), "--workers", "2", "--no-report")
-    assert done.returncode == 0, done.stderr
-    return out
+
+@pytest.fixture
+def finished(finished_tiny: Path) -> Path:
+    """A finished tiny benchmark with the default keep_weights (chosen): 2 backbones x 2 optimizers x 2 lr
+    (conftest.finished_tiny), read only."""
+    return finished_tiny
 
 
 def _kept_keys(out: Path) -> set[str]:

@@ -8,23 +8,22 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import bocb_command, report_files, write_spec
+from conftest import bocb_main, report_files, run_main, shared_dir, write_spec
 
 from bocb.paper import ComparePaper
 from bocb.report import write_report
 
+pytestmark = pytest.mark.xdist_group("report")  # its trained run, made once, on one worker
 BACKBONES = ("resnet50", "deit_s", "vgg13_bn", "convnext_t")
 OPTIMIZERS = ("sgd", "adamw", "lamb", "adan", "lars")
 FIGURES = ("heatmap", "violin", "box_backbone", "box_optimizer", "hp_backbone", "hp_optimizer", "interaction",
            "profiles", *(f"tuning_{b}" for b in BACKBONES))
 CATEGORIES = {"sgd": "a", "adamw": "b", "lamb": "b", "adan": "b", "lars": "c"}  # as the optimizer registry has them
-CLI = "import sys, bocb.cli.report; from bocb.cli import main; sys.argv = ['bocb'] + sys.argv[1:]; main()"
 
 
 def _results() -> pd.DataFrame:
@@ -181,6 +180,7 @@ def _written_by_script(dom: str, element: str) -> list:
     return json.loads(html.unescape(check.group(1)))
 
 
+@pytest.mark.chromium
 def test_html_opens_in_headless_chromium(report_dir, tmp_path):
     dom = _rendered(report_dir / "index.html", tmp_path)
     widths = _written_by_script(dom, "image-check")
@@ -255,12 +255,11 @@ def test_analysis_by_optimizer_category(report_dir):
     assert 'id="categories"' in page and "## By optimizer category" in (report_dir / "report.md").read_text()
 
 
-def test_cli_report_and_bad_input(tmp_path):
+def test_cli_report_and_bad_input(tmp_path, capsys):
     csv = tmp_path / "r.csv"
     _results().to_csv(csv, index=False)
-    ok = subprocess.run([sys.executable, "-c", CLI, "report", str(csv), "-o", str(tmp_path / "out"), "--n-boot", "20"],
-                        capture_output=True, text=True, timeout=300)
-    assert ok.returncode == 0, ok.stderr
+    code, _, err = bocb_main("report", str(csv), "-o", str(tmp_path / "out"), "--n-boot", "20", capsys=capsys)
+    assert code == 0, err
     assert (tmp_path / "out" / "index.html").is_file()
     _results().drop(columns=["optimizer"]).to_csv(tmp_path / "bad.csv", index=False)
     for args, message in (([str(tmp_path / "missing.csv")], "file not found"),
@@ -271,18 +270,17 @@ def test_cli_report_and_bad_input(tmp_path):
                           ([str(csv), "--compare-paper", "--paper-table", "2"],
                            "--compare-paper: the results are cifar100, paper-size models and the paper's Table 2 "
                            "is ImageNet-1K, paper-size models: not comparable")):
-        bad = subprocess.run([sys.executable, "-c", CLI, "report", *args, "-o", str(tmp_path / "x")],
-                             capture_output=True, text=True, timeout=300)
-        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
-        assert bad.stderr.strip().count("\n") == 0 and not (tmp_path / "x").exists()
+        code, _, err = bocb_main("report", *args, "-o", str(tmp_path / "x"), capsys=capsys)
+        assert code == 2 and message in err and "Traceback" not in err
+        assert err.strip().count("\n") == 0 and not (tmp_path / "x").exists()
 
 
-def test_cli_compares_a_cifar100_csv_at_paper_size_with_table1(tmp_path):
+def test_cli_compares_a_cifar100_csv_at_paper_size_with_table1(tmp_path, capsys):
     csv = tmp_path / "results.csv"
     _results().to_csv(csv, index=False)
-    done = subprocess.run([sys.executable, "-c", CLI, "report", str(csv), "-o", str(tmp_path / "out"), "--n-boot", "20",
-                           "--compare-paper"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    code, _, err = bocb_main("report", str(csv), "-o", str(tmp_path / "out"), "--n-boot", "20", "--compare-paper",
+                             capsys=capsys)
+    assert code == 0, err
     page = (tmp_path / "out" / "index.html").read_text()
     assert '<h2 id="paper">Beside the paper (Table 1: CIFAR-100 top-1 (%)): ours on cifar100, paper-size models' in page
     assert 'id="not-comparable"' not in page
@@ -294,18 +292,20 @@ RUN_SPEC = {"backbones": ["resnet50", "deit_s"], "optimizers": list(RUN_OPTIMIZE
             "search": {"lr_points": 2, "wd_points": 1}, "recipe_overrides": {"hflip": False, "crop_padding": 0}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    done = bocb_command("run", str(write_spec(out / "spec.yaml", **RUN_SPEC)), "--out", str(out), "--workers", "2")
-    assert done.returncode == 0, done.stderr
-    return out
+    """The run folder of RUN_SPEC (store, results.csv, report/), trained once by `bocb run`; read only."""
+    def make(out: Path) -> None:
+        assert run_main("run", str(write_spec(out / "spec.yaml", **RUN_SPEC)), "--out", str(out), "--workers",
+                        "2") == 0
+
+    return shared_dir(tmp_path_factory, "report-run", make)
 
 
-def test_bocb_report_of_a_store_is_the_report_bocb_run_wrote(tiny_run):
-    again = tiny_run / "again"
-    done = bocb_command("report", str(tiny_run / "bocb.db"), "-o", str(again))
-    assert done.returncode == 0, done.stderr
+def test_bocb_report_of_a_store_is_the_report_bocb_run_wrote(tiny_run, tmp_path, capsys):
+    again = tmp_path / "again"
+    code, _, err = bocb_main("report", str(tiny_run / "bocb.db"), "-o", str(again), capsys=capsys)
+    assert code == 0, err
     written, rewritten = report_files(tiny_run / "report"), report_files(again)
     assert written == rewritten
     figures = written["png"]
@@ -320,21 +320,22 @@ def test_bocb_report_of_a_store_is_the_report_bocb_run_wrote(tiny_run):
     assert captions[0] == captions[1] and len(captions[0]) == len(figures)  # a caption under every figure
 
 
-def test_compare_paper_refuses_a_digits_run_in_one_line_and_labels_it_when_asked(tiny_run, tmp_path):
+def test_compare_paper_refuses_a_digits_run_in_one_line_and_labels_it_when_asked(tiny_run, tmp_path, capsys):
     results = pd.read_csv(tiny_run / "results.csv")
     assert set(results["dataset"]) == {"digits"} and set(results["size"]) == {"tiny"}  # what a CSV states
     store = tiny_run / "bocb.db"
     stored = store.read_bytes()
     for source in (store, tiny_run / "results.csv"):
-        refused = bocb_command("report", str(source), "-o", str(tmp_path / "refused"), "--compare-paper")
-        assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
-        assert refused.stderr.startswith("error: --compare-paper: the results are digits, tiny models and the "
-                                         "paper's Table 1 is CIFAR-100, paper-size models: not comparable; "
-                                         "--compare-paper-anyway"), refused.stderr
+        code, _, err = bocb_main("report", str(source), "-o", str(tmp_path / "refused"), "--compare-paper",
+                                 capsys=capsys)
+        assert code == 2 and err.strip().count("\n") == 0, err
+        assert err.startswith("error: --compare-paper: the results are digits, tiny models and the "
+                              "paper's Table 1 is CIFAR-100, paper-size models: not comparable; "
+                              "--compare-paper-anyway"), err
     assert not (tmp_path / "refused").exists() and store.read_bytes() == stored  # nothing written, nothing stored
-    labelled = bocb_command("report", str(store), "-o", str(tmp_path / "labelled"), "--compare-paper-anyway",
-                            "--n-boot", "20")
-    assert labelled.returncode == 0, labelled.stderr
+    code, _, err = bocb_main("report", str(store), "-o", str(tmp_path / "labelled"), "--compare-paper-anyway",
+                             "--n-boot", "20", capsys=capsys)
+    assert code == 0, err
     page = (tmp_path / "labelled" / "index.html").read_text()
     assert '<h2 id="paper">Beside the paper (Table 1: CIFAR-100 top-1 (%)): not comparable</h2>' in page
     assert ('<p class="warning" id="not-comparable">Not comparable: digits, tiny models vs the paper&#39;s CIFAR-100, '
@@ -350,6 +351,7 @@ def _rgb(css: str) -> tuple[float, float, float]:
     return red, green, blue
 
 
+@pytest.mark.chromium
 def test_the_report_of_a_real_run_in_headless_chromium(tiny_run, tmp_path):
     from bocb.report._contrast import WCAG_AA, contrast_ratio
 

@@ -3,6 +3,7 @@ from the right pre-training trials, under the local executor and `bocb worker`, 
 without retraining finished pre-training; a linear probe leaves the backbone as pre-trained."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import bocb_command, report_files, write_spec
+from conftest import bocb_main, report_files, run_main, write_spec
 from timm.models import adapt_input_conv
 
 from bocb.data._fashion import DEBIAN_DIR
@@ -22,8 +23,9 @@ from bocb.kept import kept_path, load_kept
 from bocb.protocol import StageKind, chosen_seeds
 from bocb.store import Store
 
-pytestmark = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason=f"Fashion-MNIST not installed ({DEBIAN_DIR}); "
-                                                                 "bash .ci/run installs dataset-fashion-mnist")
+pytestmark = [pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason=f"Fashion-MNIST not installed ({DEBIAN_DIR}); "
+                                                                  "bash .ci/run installs dataset-fashion-mnist"),
+              pytest.mark.fashion, pytest.mark.slow, pytest.mark.xdist_group("transfer")]
 
 TRANSFER = {"dataset": {"name": "fashion_mnist", "train_subset": 500, "test_subset": 300},
             "optimizers": ["sgd", "adamw"], "recipe": "torch", "recipe_overrides": {"crop_padding": 0},
@@ -38,9 +40,12 @@ def _spec(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("transfer")
-    done = bocb_command("run", str(_spec(out / "spec.yaml")), "--out", str(out), "--workers", "2")
-    assert done.returncode == 0, done.stderr
-    return out, done.stdout
+    with pytest.MonkeyPatch.context() as patch:  # the run's own output, not the module's
+        printed = io.StringIO()
+        patch.setattr(sys, "stdout", printed)
+        code = run_main("run", str(_spec(out / "spec.yaml")), "--out", str(out), "--workers", "2")
+    assert code == 0
+    return out, printed.getvalue()
 
 
 def _benchmarks(store: Store) -> tuple[str, str]:
@@ -80,11 +85,11 @@ def test_a_transfer_fine_tunes_each_chosen_model_from_the_right_pretraining_tria
     assert list(tests["mode"]) == ["finetune", "linear_probe"] and (tests["n_seeds"] == 2).all()
 
 
-def test_bocb_report_of_the_store_has_the_transfer_section_bocb_run_wrote(finished, tmp_path) -> None:
+def test_bocb_report_of_the_store_has_the_transfer_section_bocb_run_wrote(finished, tmp_path, capsys) -> None:
     out, _ = finished
-    done = bocb_command("report", str(out / "bocb.db"), "-o", str(tmp_path / "again"))  # not the transfer part:
-    # the latest benchmark is the transfer part, and the report is about its pre-training benchmark
-    assert done.returncode == 0, done.stderr
+    code, _, err = bocb_main("report", str(out / "bocb.db"), "-o", str(tmp_path / "again"), capsys=capsys)
+    # not the transfer part: the latest benchmark is the transfer part, and the report is about its pre-training
+    assert code == 0, err
     written = report_files(out / "report")
     assert report_files(tmp_path / "again") == written and "transfer_alpha_bars.png" in written["png"]
     for table in ("transfer.csv", "transfer_tests.csv", "matrix.csv", "cells.csv"):
@@ -135,11 +140,12 @@ def _finished_transfer_trials(db: Path) -> int:
             return 0
 
 
-def test_bocb_worker_runs_the_transfer_and_resumes_after_a_kill_without_retraining(tmp_path: Path) -> None:
+def test_bocb_worker_runs_the_transfer_and_resumes_after_a_kill_without_retraining(tmp_path: Path, capsys) -> None:
     spec = _spec(tmp_path / "spec.yaml")
     db = tmp_path / "bocb.db"
-    planned = bocb_command("run", str(spec), "--plan-only", "--store", str(db), "--out", str(tmp_path))
-    assert planned.returncode == 0, planned.stderr
+    code, _, err = bocb_main("run", str(spec), "--plan-only", "--store", str(db), "--out", str(tmp_path),
+                             capsys=capsys)
+    assert code == 0, err
     worker = subprocess.Popen([sys.executable, "-m", "bocb", "worker", "--store", str(db)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
@@ -151,8 +157,8 @@ def test_bocb_worker_runs_the_transfer_and_resumes_after_a_kill_without_retraini
     pretraining, transfer = _benchmarks(store)
     before = store.trials_frame(pretraining)[["trial_key", "finished_at", "attempts"]]
     assert _finished_transfer_trials(db) >= 3 and len(before) == 4
-    resumed = bocb_command("worker", "--store", str(db))
-    assert resumed.returncode == 0, resumed.stderr
+    code, _, err = bocb_main("worker", "--store", str(db), capsys=capsys)  # the SIGKILL needed a process; this not
+    assert code == 0, err
     after = store.trials_frame(pretraining)[["trial_key", "finished_at", "attempts"]]
     assert after.equals(before)  # the finished pre-training was not retrained
     tuned = store.trials_frame(transfer)
