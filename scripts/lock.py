@@ -2,6 +2,7 @@
 and theirs, without the dev or ray extras), as installed in the running environment.
 
 Usage (in an environment where `pip install -e .` and the tests pass): python scripts/lock.py
+`python scripts/lock.py --check` only says where the lock and pyproject.toml disagree (exit 1 if they do).
 The README's set-up command installs from it, so a fresh clone reproduces the README's numbers; each
 trial records the lock's hash (bocb.provenance). By hand because pip has no "freeze the closure of one
 distribution" command and pip-tools would re-resolve against the index instead of locking what was tested.
@@ -45,7 +46,36 @@ def closure(root: str) -> dict[str, str]:
     return found
 
 
+def read_lock(path: Path = LOCK) -> dict[str, str]:
+    """{canonical name: version} pinned by a lock file."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[_canonical(name)] = version
+    return pins
+
+
+def disagreements(pins: dict[str, str]) -> list[str]:
+    """Where the lock and pyproject.toml's dependencies disagree: a dependency the lock leaves out, or pins at a
+    version outside the range pyproject.toml asks for (read from the installed bocb's metadata)."""
+    found = []
+    for requirement in map(Requirement, metadata.requires("bocb") or []):
+        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        pinned = pins.get(_canonical(requirement.name))
+        if pinned is None:
+            found.append(f"{requirement.name}: not in {LOCK.name}")
+        elif not requirement.specifier.contains(pinned, prereleases=True):
+            found.append(f"{requirement.name}: {LOCK.name} pins {pinned}, pyproject.toml asks {requirement.specifier}")
+    return found
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--check"]:  # CI: the lock the README installs is the one pyproject.toml describes
+        problems = disagreements(read_lock())
+        print("\n".join(problems) or f"{LOCK.name} agrees with pyproject.toml")
+        return 1 if problems else 0
     pins = closure("bocb")
     header = ("# Exact versions of everything `bocb run` needs (no dev or ray extras), written by scripts/lock.py\n"
               f"# from the environment it was run in (Python {sys.version.split()[0]}). Install: see the README.\n")

@@ -32,6 +32,8 @@ def _plan(tmp_path: Path, url: str, capsys, **changes) -> None:
     assert code == 0, err
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 @needs_postgres
 def test_three_workers_run_every_trial_exactly_once(tmp_path: Path, capsys) -> None:
     url = _fresh_postgres_db("bocb_three_workers")
@@ -47,6 +49,8 @@ def test_three_workers_run_every_trial_exactly_once(tmp_path: Path, capsys) -> N
     assert sum(ran) == 6 and sum(r > 0 for r in ran) >= 2  # the work was shared
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 @needs_postgres
 def test_killed_worker_trial_is_reclaimed_and_resumed_from_checkpoint(tmp_path: Path, capsys) -> None:
     url = _fresh_postgres_db("bocb_killed_worker")
@@ -76,6 +80,8 @@ def test_killed_worker_trial_is_reclaimed_and_resumed_from_checkpoint(tmp_path: 
     assert epochs.groupby("trial_key")["epoch"].apply(list).map(lambda e: e == [0, 1, 2]).all()
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:
     """A halving whose last rung continues each run from its rung checkpoint: Ray tasks resume as local
     workers do, and every number matches."""
@@ -102,6 +108,7 @@ def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:
     assert load_spec(spec_path).executor == "local"
 
 
+@pytest.mark.slow
 def test_a_worker_whose_claim_is_taken_over_stops_and_the_new_owner_resumes(tmp_path: Path, capsys) -> None:
     """Claims are leases: once another worker holds the trial, the first one's heartbeat is refused, it stops
     at the next epoch boundary without writing a checkpoint, and the new owner finishes from the last one."""

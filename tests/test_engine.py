@@ -138,6 +138,7 @@ def lines(out: str, word: str) -> list[list[str]]:
     return [line.split()[1:] for line in out.splitlines() if line.startswith(word + " ")]
 
 
+@pytest.mark.slow
 def test_sigkilled_trial_resumes_from_its_last_checkpoint(tmp_path: Path, uninterrupted: Trial) -> None:
     ckpt = tmp_path / "trial.pt"
     first = child(ckpt)

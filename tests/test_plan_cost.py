@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import bocb_main, write_spec
 
 from bocb.backbones import PAPER_ORDER
@@ -90,6 +91,7 @@ def test_paper_presets_express_the_papers_full_protocol() -> None:
         assert set().union(*(c.epochs for c in counts)) == {epochs}
 
 
+@pytest.mark.slow
 def test_paper_imagenet_plans_on_a_cpu_without_its_images(tmp_path: Path, capsys) -> None:
     code, out, err = bocb_main("run", "--preset", "paper_imagenet", "--plan-only", "--out", str(tmp_path),
                                capsys=capsys)

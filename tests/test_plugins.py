@@ -68,6 +68,8 @@ def test_a_class_is_described_from_its_signature(tmp_path: Path, monkeypatch: py
     assert spec.optimizers[0].name == "sig_opts:ShrunkSGD"
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_a_module_class_optimizer_trains_under_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray", reason="the ray extra is not installed")
     monkeypatch.setenv("PYTHONPATH", str(_module(tmp_path / "mine", "ray_opts", OPTIMIZER_MODULE)), prepend=os.pathsep)
@@ -103,6 +105,7 @@ DIGITS = replace(DATASETS.get("digits"), name="xyz", description="digits, again"
 ''')
 
 
+@pytest.mark.slow
 def test_entry_points_register_in_fresh_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(_installed_plugin(tmp_path / "site")), prepend=os.pathsep)
     listed = bocb_command("list", "optimizers")
@@ -126,6 +129,7 @@ def test_entry_points_register_in_fresh_processes(tmp_path: Path, monkeypatch: p
     assert optimizer["class"] == "xyz_plugins.ShrunkSGD" and optimizer["library_version"] == "0.3"
 
 
+@pytest.mark.slow
 def test_a_backbone_with_its_own_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """deit_s gets the DeiT recipe (warm-up off); resnet50 keeps the spec's: its trial, key included, is the
     one the same spec plans without deit_s's recipe."""

@@ -151,6 +151,7 @@ def _stage_rows(db: Path) -> pd.DataFrame:
                       "trials.resumed_from_epoch, plan.stage FROM trials JOIN plan ON plan.trial_key = trials.key")
 
 
+@pytest.mark.slow
 def test_a_continued_run_ends_bit_identical_to_the_run_trained_straight_through(tmp_path: Path) -> None:
     spec = parse_spec(CONTINUED)
     run = plan_benchmark(spec, tmp_path / "halving")
@@ -179,6 +180,7 @@ def test_a_continued_run_ends_bit_identical_to_the_run_trained_straight_through(
     assert curve[columns].reset_index(drop=True).equals(reference[columns].reset_index(drop=True))
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_rung_resumes_without_retraining_finished_rungs(tmp_path: Path, capsys) -> None:
     spec = write_spec(tmp_path / "spec.yaml", **{k: v for k, v in CONTINUED.items() if k not in TINY_SPEC or
                                                  CONTINUED[k] != TINY_SPEC[k]})
@@ -219,6 +221,7 @@ def test_a_kill_during_a_rung_resumes_without_retraining_finished_rungs(tmp_path
     assert got.loc[expected.index, "test_top1"].equals(expected["test_top1"])
 
 
+@pytest.mark.slow
 def test_early_stopping_on_digits_records_the_stopped_configuration(tmp_path: Path, capsys) -> None:
     """A learning rate that cannot learn in one epoch stops at the probe; the others go on from their checkpoint."""
     spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], epochs=4, batch_size=32,

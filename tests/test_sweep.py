@@ -16,6 +16,7 @@ from conftest import bocb_main, write_spec
 from bocb.store import Store
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path: Path, capsys) -> None:
     spec = write_spec(tmp_path / "spec.yaml")
     code, out, err = bocb_main("run", str(spec), "--out", str(tmp_path / "out"), "--workers", "2", "--no-report",
@@ -62,6 +63,7 @@ def _query(db: Path, sql: str) -> pd.DataFrame:
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume(tmp_path: Path, capsys) -> None:
     spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd", "adamw", "adam"],
                       epochs=1, search={"lr_points": 2, "wd_points": 1})
@@ -88,6 +90,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path: Path, capsys) -> None:
     assert after.loc[done_before.index, "attempts"].eq(1).all()
 
 
+@pytest.mark.slow
 def test_two_phase_search_resumes_after_sigkill_in_its_second_phase(tmp_path: Path, capsys) -> None:
     """Killed after the lr/wd phase and part of the extras phase: the rerun trains only what is left, and
     every extras trial sits at the lr and wd the rule chose from the first phase's results."""
@@ -138,11 +141,13 @@ def test_absurd_lr_diverges_and_the_sweep_goes_on(tmp_path: Path, capsys) -> Non
     assert results.loc["adamw", "state"] == "done" and results.loc["adamw", "test_top1"] > 10
 
 
+@pytest.mark.slow
 def test_every_optimizer_trains_through_the_cli(tmp_path: Path, capsys) -> None:
     from bocb.optim import OPTIMIZERS
 
     names = OPTIMIZERS.names()
-    spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=names, epochs=1, batch_size=128)
+    # mechanics, not learning: a fast tiny backbone (BatchNorm, convolutions, a linear head)
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["repvgg_a1"], optimizers=names, epochs=1, batch_size=128)
     code, _, err = bocb_main("run", str(spec), "--out", str(tmp_path / "out"), "--workers", "2", "--no-report",
                              capsys=capsys)
     assert code == 0, err
@@ -192,8 +197,10 @@ def _wait_for_first_checkpoint(db: Path, checkpoints: Path, process: subprocess.
         time.sleep(0.3)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c on bocb run", "ctrl-c on bocb run --executor ray", "sigterm to bocb worker",
-                                 "sigterm to bocb run"])
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c on bocb run",
+                                 pytest.param("ctrl-c on bocb run --executor ray", marks=pytest.mark.ray),
+                                 "sigterm to bocb worker", "sigterm to bocb run"])
 def test_stopped_run_releases_its_trial_which_resumes_from_its_checkpoint(tmp_path: Path, capsys, how: str) -> None:
     executor = "ray" if how.endswith("ray") else "local"
     if executor == "ray":
@@ -230,12 +237,13 @@ def test_stopped_run_releases_its_trial_which_resumes_from_its_checkpoint(tmp_pa
     assert resumed["state"] == "done" and resumed["attempts"] == 2 and resumed["resumed_from_epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_a_rerun_trains_with_its_own_execution_fields_not_the_stored_ones(tmp_path: Path, capsys) -> None:
     """Device, checkpointing and the like do not change a benchmark, so a store planned for GPU workers
     can be finished on a CPU: the run's own spec must reach its workers."""
-    planned_for_gpu = write_spec(tmp_path / "gpu.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=1,
+    planned_for_gpu = write_spec(tmp_path / "gpu.yaml", backbones=["alexnet"], optimizers=["sgd"], epochs=1,
                                  search={"lr_points": 2, "wd_points": 1}, device="cuda", checkpoint_every=0)
-    here = write_spec(tmp_path / "cpu.yaml", backbones=["resnet50"], optimizers=["sgd"], epochs=1,
+    here = write_spec(tmp_path / "cpu.yaml", backbones=["alexnet"], optimizers=["sgd"], epochs=1,
                       search={"lr_points": 2, "wd_points": 1}, device="cpu", checkpoint_every=1)
     out = tmp_path / "out"
     assert bocb_main("run", str(planned_for_gpu), "--out", str(out), "--plan-only", capsys=capsys)[0] == 0
@@ -262,6 +270,7 @@ class ShyOptimizer(torch.optim.SGD):
 '''
 
 
+@pytest.mark.slow
 def test_a_worker_process_that_fails_is_no_finished_run(tmp_path: Path) -> None:
     (tmp_path / "shy_opts.py").write_text(CHILD_ONLY_FAILURE)
     spec = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["shy_opts:ShyOptimizer"],
