@@ -21,7 +21,7 @@ from bocb.errors import BocbError, SpecError
 from bocb.protocol import FINISHED
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store
-from bocb.sweep.worker import WorkerOptions, advance, die_with_parent, worker_loop
+from bocb.sweep.worker import WorkerOptions, advance, die_with, worker_loop
 
 # What a worker imports before its first trial (torch, timm, the engine, the data loaders, torch._dynamo that
 # the first optimizer pulls in): imported once, by the fork server, and inherited by every worker forked from
@@ -41,8 +41,8 @@ def _worker_context() -> mp.context.BaseContext:
     return ctx
 
 
-def _worker_main(store: Store, spec: BenchmarkSpec, benchmark_id: str, options: WorkerOptions) -> None:
-    die_with_parent()
+def _worker_main(store: Store, spec: BenchmarkSpec, benchmark_id: str, options: WorkerOptions, run_pid: int) -> None:
+    die_with(run_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
     try:
         worker_loop(store, benchmark_id, options, spec)
@@ -81,8 +81,8 @@ class LocalExecutor:
             return  # nothing to claim nor to plan: no worker to start
         ctx = _worker_context()
         # Not daemonic: a daemonic process may not start children, and a folder dataset's DataLoader starts
-        # worker processes. The workers still end with us: die_with_parent, and the finally below.
-        procs = [ctx.Process(target=_worker_main, args=(store, spec, benchmark_id, options), daemon=False)
+        # worker processes. The workers still end with us: die_with, and the finally below.
+        procs = [ctx.Process(target=_worker_main, args=(store, spec, benchmark_id, options, os.getpid()), daemon=False)
                  for _ in range(self.workers)]
         try:
             # the fork server (started by the first start) inherits the ignore through exec, and the workers it

@@ -7,9 +7,9 @@ planner for the next stage; any worker may do so, since planning is idempotent.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -280,17 +280,32 @@ def stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def die_with_parent() -> None:
-    """Make this worker process die when its parent does (a SIGKILLed run leaves no orphans)."""
+def die_with(run_pid: int) -> None:
+    """Make this worker process die, as if SIGKILLed, when the run that started it ends (a SIGKILLed run leaves
+    no orphans). A fork server stands between the two, so the kernel's parent-death signal would watch the
+    server: the run is watched through a pidfd (readable once it has exited), or polled where there is none."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        parent = os.getppid()
-
+        handle = os.pidfd_open(run_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or an old kernel): look once a second
         def watch() -> None:
-            while os.getppid() == parent:
+            while _alive(run_pid):
                 time.sleep(1.0)
             os._exit(1)
+    else:
+        def watch() -> None:
+            select.select([handle], [], [])
+            os._exit(1)
 
-        threading.Thread(target=watch, daemon=True).start()
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
