@@ -86,7 +86,7 @@ def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:
     """A halving whose last rung continues each run from its rung checkpoint: Ray tasks resume as local
     workers do, and every number matches."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    spec_path = write_spec(tmp_path / "spec.yaml", backbones=["resnet50"], optimizers=["sgd", "adamw"], epochs=2,
+    spec_path = write_spec(tmp_path / "spec.yaml", backbones=["alexnet"], optimizers=["sgd", "adamw"], epochs=2,
                            search={"method": "halving", "lr_points": 2, "wd_points": 1, "rungs": [0.5, 1.0],
                                    "keep_fraction": 0.5, "keep_ties": False, "promotion": "continue"})
     code, _, err = bocb_main("run", str(spec_path), "--out", str(tmp_path / "local"), "--workers", "2",
