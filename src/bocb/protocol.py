@@ -373,25 +373,53 @@ def cells_needing_seeds(frame: pd.DataFrame, gamma: float) -> pd.DataFrame:
 # -- seed noise ------------------------------------------------------------------------------------------
 
 MIN_NOISE_DF = 3  # fewer within-cell degrees of freedom on one backbone: pool over all backbones
+UNSTABLE_ALPHA = 0.01  # a cell whose seeds spread beyond its backbone's other cells at this level (Bonferroni)
 
 
 def pooled_noise(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Per backbone: the seed-to-seed standard deviation of a cell's top-1, pooled over the cells with
-    several seeds (sd, df, scope). A backbone with fewer than MIN_NOISE_DF degrees of freedom gets the
-    value pooled over every backbone (scope 'all'); none anywhere gives sd = NaN, df = 0."""
-    means = cell_means(per_seed)
-    means["ss"] = means["sd"].fillna(0.0) ** 2 * (means["n_seeds"] - 1)
-    means["df"] = means["n_seeds"] - 1
-    total_ss, total_df = float(means["ss"].sum()), int(means["df"].sum())
+    """Per backbone: the seed-to-seed standard deviation of a cell's top-1, pooled over its stable cells
+    with several seeds (sd, df, scope, unstable).
+
+    One wild cell cannot hijack it: a cell whose seeds spread more than the backbone's other cells beyond
+    chance (an F-test of its variance against theirs, Bonferroni over the backbone's cells at
+    UNSTABLE_ALPHA) is named in ``unstable`` and left out of the pool; its own comparisons use its own
+    seeds (:func:`cell_variances`). A backbone with fewer than MIN_NOISE_DF degrees of freedom gets the
+    value pooled over every backbone's stable cells (scope 'all'); none anywhere gives sd = NaN, df = 0.
+    """
+    means = _with_unstable(cell_means(per_seed))
+    stable = means[~means["unstable"]]
+    total_ss, total_df = float(stable["ss"].sum()), int(stable["df"].sum())
     overall = math.sqrt(total_ss / total_df) if total_df else math.nan
     rows = []
     for backbone, group in means.groupby("backbone", sort=False):
-        df = int(group["df"].sum())
+        kept = group[~group["unstable"]]
+        df = int(kept["df"].sum())
+        unstable = ", ".join(group.loc[group["unstable"], "optimizer"])
         if df >= MIN_NOISE_DF:
-            rows.append((backbone, math.sqrt(float(group["ss"].sum()) / df), df, "backbone"))
+            rows.append((backbone, math.sqrt(float(kept["ss"].sum()) / df), df, "backbone", unstable))
         else:
-            rows.append((backbone, overall, total_df, "all"))
-    return pd.DataFrame(rows, columns=["backbone", "sd", "df", "scope"])
+            rows.append((backbone, overall, total_df, "all", unstable))
+    return pd.DataFrame(rows, columns=["backbone", "sd", "df", "scope", "unstable"])
+
+
+def _with_unstable(means: pd.DataFrame) -> pd.DataFrame:
+    """cell_means plus ss, df and unstable (see pooled_noise)."""
+    from scipy import stats  # here, not at the top: scipy.stats costs ~0.7 s, and the spec check imports this module
+
+    means = means.assign(ss=means["sd"].fillna(0.0) ** 2 * (means["n_seeds"] - 1), df=means["n_seeds"] - 1)
+    unstable = pd.Series(False, index=means.index)
+    for _, group in means[means["df"] > 0].groupby("backbone", sort=False):
+        if len(group) < 3:  # two cells: which of the two is the wild one cannot be told
+            continue
+        for index, cell in group.iterrows():
+            rest = group.drop(index)
+            rest_var = float(rest["ss"].sum()) / int(rest["df"].sum())
+            if rest_var == 0:
+                unstable[index] = bool(cell.ss > 0)
+                continue
+            p = stats.f.sf(cell.ss / cell.df / rest_var, cell.df, int(rest["df"].sum()))
+            unstable[index] = bool(p < UNSTABLE_ALPHA / len(group))
+    return means.assign(unstable=unstable)
 
 
 def below_beyond_noise(cell: np.ndarray, best: np.ndarray, sd: float, df: int, alpha: float = 0.05) -> bool:
@@ -452,6 +480,194 @@ def seed_aware_flags(per_seed: pd.DataFrame, gamma: float = 3.0, alpha: float = 
     return means.assign(seed_aware=aware, undecided=undecided).drop(columns=["sd"])
 
 
+# -- the coupling rule -----------------------------------------------------------------------------------
+#
+# Null of "coupled": the backbone's optimizer profile (each optimizer's seed mean minus the backbone's
+# mean over its optimizers) is the common one (the same profile averaged over the other backbones), up to
+# seed noise. One contrast per optimizer, d = own profile - common profile, each a t-test against the seed
+# noise (Welch-Satterthwaite degrees of freedom over the noise estimates it uses), two-sided, Holm over
+# the backbone's optimizers: "coupled" when one rejects.
+# "Not coupled" is the equivalence claim that every contrast lies within ±γ: two one-sided tests per
+# contrast at α, all of which must reject (an intersection-union test needs no multiplicity correction).
+# Neither: unresolved, with the contrast the seeds could not settle and the seeds per cell that would.
+# The t-test of a linear contrast and its TOST are written by hand: statsmodels' TOST takes two samples,
+# not a contrast of many cells with noise pooled from several sources. benchmarks/verdicts.py measures
+# how often each call is wrong (docs/analysis.md).
+
+MAX_SEEDS_ASKED = 50  # beyond it, "more than 50 seeds": the estimate sits too close to the line to settle
+
+
+def cell_variances(per_seed: pd.DataFrame, noise: pd.DataFrame | None = None
+                   ) -> dict[tuple[str, str], tuple[float, int, tuple]]:
+    """{cell: (variance of one seed's top-1, its degrees of freedom, the noise estimate it comes from)}:
+    the backbone's pooled noise, or for an unstable cell (pooled_noise) its own seeds."""
+    noise = (pooled_noise(per_seed) if noise is None else noise).set_index("backbone")
+    means = _with_unstable(cell_means(per_seed))
+    out = {}
+    for row in means.itertuples():
+        if row.unstable:
+            out[(row.backbone, row.optimizer)] = (row.ss / row.df, int(row.df), ("cell", row.backbone, row.optimizer))
+        else:
+            mine = noise.loc[row.backbone]
+            source = ("all",) if mine["scope"] == "all" else ("backbone", row.backbone)
+            out[(row.backbone, row.optimizer)] = (float(mine["sd"]) ** 2, int(mine["df"]), source)
+    return out
+
+
+CONTRAST_COLUMNS = ["backbone", "optimizer", "effect", "se", "df", "p", "p_holm", "p_equiv", "n_seeds"]
+
+
+def interaction_contrasts(per_seed: pd.DataFrame, gamma: float, noise: pd.DataFrame | None = None,
+                          alpha: float = 0.05) -> pd.DataFrame:
+    """One row per cell: its interaction contrast (``effect``: own profile minus the common profile), its
+    standard error and degrees of freedom, the two-sided p of "no interaction", Holm-adjusted over the
+    backbone's optimizers (``p_holm``), and the p of the equivalence test "within ±γ" (``p_equiv``). NaN
+    where no other backbone or no noise is measured.
+
+    The common profile of a backbone is the mean profile of the other backbones that have every optimizer
+    it has and are not themselves coupled: a strongly coupled backbone would otherwise lend its own
+    interaction, with the opposite sign, to every other. Found by iterating until the coupled set is
+    stable (all other backbones while none is coupled, or where excluding them would leave none)."""
+    table = cell_means(per_seed)
+    means = {(b, o): (float(top), float(n))
+             for b, o, top, n in table[CELL + ["top1", "n_seeds"]].itertuples(index=False)}
+    variances = cell_variances(per_seed, noise)
+    optimizers = {b: list(g["optimizer"]) for b, g in table.groupby("backbone", sort=False)}
+    coupled: set[str] = set()
+    for _ in range(len(optimizers)):
+        table = _contrast_table(means, variances, optimizers, gamma, coupled)
+        found = {b for b, g in table.groupby("backbone", sort=False) if coupling_call(g, alpha) == COUPLED_CALL}
+        if found == coupled:
+            break
+        coupled = found
+    return table
+
+
+def _contrast_table(means: dict, variances: dict, optimizers: dict[str, list[str]], gamma: float,
+                    coupled: set[str]) -> pd.DataFrame:
+    from scipy import stats  # as in below_beyond_noise
+
+    rows = []
+    for backbone, own in optimizers.items():
+        candidates = [b for b, theirs in optimizers.items() if b != backbone and set(own) <= set(theirs)]
+        others = [b for b in candidates if b not in coupled] or candidates
+        found = []
+        for optimizer in own:
+            effect, var, df = _contrast(means, variances, backbone, optimizer, own, others)
+            t = effect / math.sqrt(var) if var > 0 else math.copysign(math.inf, effect) if effect else 0.0
+            p = float(2 * stats.t.sf(abs(t), df)) if df > 0 else math.nan
+            p_equiv = _equivalence_p(effect, var, df, gamma)
+            found.append([backbone, optimizer, effect, math.sqrt(var), df, p, p_equiv, means[(backbone, optimizer)][1]])
+        ps = np.array([r[5] for r in found])
+        holm = holm_adjusted(ps) if len(ps) and not np.isnan(ps).any() else ps
+        rows += [[*r[:6], float(h), *r[6:]] for r, h in zip(found, holm)]
+    return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+
+
+def holm_adjusted(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values. By hand: statsmodels' multipletests runs gc.collect() on every
+    Holm call (0.1 s), which the simulation of this rule (thousands of calls) cannot afford."""
+    order = np.argsort(p)
+    stepped = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
+    adjusted = np.empty_like(stepped)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted
+
+
+def _contrast(means: dict, variances: dict, backbone: str, optimizer: str, own: list[str],
+              others: list[str]) -> tuple[float, float, float]:
+    """(effect, variance, Welch-Satterthwaite df) of one interaction contrast; NaNs without others."""
+    if not others:
+        return math.nan, math.nan, 0.0
+    weights = {}  # cell -> coefficient of its seed mean in the contrast
+    for b, scale in [(backbone, 1.0)] + [(b, -1.0 / len(others)) for b in others]:
+        for o in own:
+            weights[(b, o)] = scale * ((o == optimizer) - 1.0 / len(own))
+    effect = sum(w * means[cell][0] for cell, w in weights.items())
+    by_source: dict[tuple, list] = {}
+    for cell, w in weights.items():
+        var, df, source = variances[cell]
+        by_source.setdefault(source, [0.0, df])[0] += w * w * var / means[cell][1]
+    total = sum(v for v, _ in by_source.values())
+    if math.isnan(total) or any(df < 1 for _, df in by_source.values()):
+        return float(effect), math.nan, 0.0
+    if total == 0:
+        return float(effect), 0.0, math.inf
+    df = total ** 2 / sum(v * v / df for v, df in by_source.values() if v > 0)
+    return float(effect), float(total), float(df)
+
+
+def _equivalence_p(effect: float, var: float, df: float, gamma: float) -> float:
+    """Two one-sided tests of -γ < effect < γ: the larger of their p-values."""
+    from scipy import stats  # as in below_beyond_noise
+
+    if math.isnan(var) or df <= 0:
+        return math.nan
+    if var == 0:
+        return 0.0 if abs(effect) < gamma else 1.0
+    se = math.sqrt(var)
+    return float(max(stats.t.sf((effect + gamma) / se, df), stats.t.sf((gamma - effect) / se, df)))
+
+
+COUPLED_CALL, EQUIVALENT_CALL, UNRESOLVED_CALL, UNTESTABLE_CALL = "coupled", "equivalent", "unresolved", "untestable"
+
+
+def coupling_call(contrasts: pd.DataFrame, alpha: float = 0.05) -> str:
+    """The rule on one backbone's contrasts: 'equivalent' when every contrast is within ±γ (not coupled),
+    else 'coupled' when one rejects "no interaction" after Holm, else 'unresolved'; 'untestable' with no
+    common profile or no seed noise to test against."""
+    if contrasts.empty or contrasts["p"].isna().any():
+        return UNTESTABLE_CALL
+    if (contrasts["p_equiv"] < alpha).all():
+        return EQUIVALENT_CALL
+    if (contrasts["p_holm"] < alpha).any():
+        return COUPLED_CALL
+    return UNRESOLVED_CALL
+
+
+def seeds_to_settle(contrast: pd.Series, n_optimizers: int, gamma: float, alpha: float = 0.05) -> int | None:
+    """Seeds per cell that would settle one unresolved contrast if its estimate held: the fewest with
+    which it would reject "no interaction" (Bonferroni over the optimizers, Holm's first step) or fall
+    within ±γ; None beyond MAX_SEEDS_ASKED. Standard error and degrees of freedom scale with the seeds."""
+    from scipy import stats  # as in below_beyond_noise
+
+    n_now = max(float(contrast["n_seeds"]), 1.0)
+    effect, se, df = abs(float(contrast["effect"])), float(contrast["se"]), float(contrast["df"])
+    for n in range(int(n_now) + 1, MAX_SEEDS_ASKED + 1):
+        scaled_se = se * math.sqrt(n_now / n)
+        scaled_df = df * (n - 1) / max(n_now - 1, 1.0)
+        if effect / scaled_se > stats.t.isf(alpha / 2 / n_optimizers, scaled_df):
+            return n
+        if effect + stats.t.isf(alpha, scaled_df) * scaled_se < gamma:
+            return n
+    return None
+
+
+def still_improving(gains: np.ndarray, noise_sd: float, gamma: float, alpha: float = 0.05) -> bool:
+    """True when a cell's curve is still climbing at its last epoch: the gain of validation top-1 over
+    the last quarter of its epochs (per seed, ``gains``) is positive beyond seed noise (one-sided t-test
+    on the seeds' gains, or against the backbone's seed noise with one seed) and at least γ/4 on average
+    (a gain that, kept up over a second budget, could move the cell by γ)."""
+    from scipy import stats  # as in below_beyond_noise
+
+    gains = np.asarray(gains, float)
+    gains = gains[~np.isnan(gains)]
+    if not len(gains) or gains.mean() < gamma / 4:
+        return False
+    if len(gains) >= 2 and gains.std(ddof=1) > 0:
+        t = gains.mean() / (gains.std(ddof=1) / math.sqrt(len(gains)))
+        return bool(stats.t.sf(t, len(gains) - 1) < alpha)
+    if math.isnan(noise_sd):
+        return False
+    spread = noise_sd * math.sqrt(2 / len(gains))  # a gain is the difference of two noisy values
+    return bool(spread == 0 or gains.mean() / spread > stats.norm.isf(alpha))
+
+
+def last_quarter(epochs: int) -> int:
+    """How many epochs back "the last quarter" of a curve starts: at least one."""
+    return max(1, round(epochs / 4))
+
+
 # -- did the backbone learn? -----------------------------------------------------------------------------
 
 def chance_margin(chance: float, test_size: float, noise_sd: float) -> float:
@@ -469,6 +685,82 @@ def chance_margin(chance: float, test_size: float, noise_sd: float) -> float:
 def did_not_learn(best_top1: float, chance: float, test_size: float, noise_sd: float) -> bool:
     """True when a backbone's best cell is within noise of chance: nothing to compare optimizers on."""
     return best_top1 <= chance + chance_margin(chance, test_size, noise_sd)
+
+
+def backbone_floor(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone: chance top-1 and the test set's size (NaN when the frame does not say)."""
+    chance = chance_level(trials)
+    size = pd.to_numeric(trials["test_size"], errors="coerce") if "test_size" in trials else chance * math.nan
+    frame = pd.DataFrame({"backbone": trials["backbone"], "chance": chance, "test_size": size})
+    return frame.groupby("backbone", sort=False).agg(chance=("chance", "max"), test_size=("test_size", "max"))
+
+
+def learned_backbones(per_seed: pd.DataFrame, trials: pd.DataFrame) -> pd.Series:
+    """True per backbone whose best cell is beyond noise of chance (did_not_learn)."""
+    means = cell_means(per_seed)
+    noise = pooled_noise(per_seed).set_index("backbone")
+    floor = backbone_floor(trials)
+    best = means.groupby("backbone", sort=False)["top1"].max()
+    return pd.Series({b: not did_not_learn(top, floor.at[b, "chance"], floor.at[b, "test_size"],
+                                           noise.at[b, "sd"]) for b, top in best.items()}, name="learned")
+
+
+# -- convergence before coupling -------------------------------------------------------------------------
+
+def curve_column(epochs: pd.DataFrame) -> str:
+    """The validation curve, or the test curve when the epochs frame has no validation values."""
+    return "val_top1" if "val_top1" in epochs and epochs["val_top1"].notna().any() else "test_top1"
+
+
+def late_gains(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """{cell: each seed's gain of validation top-1 (test top-1 without a validation split) over the last
+    quarter of its epochs}, for the trials in ``trials`` (backbone, optimizer, trial_key; the chosen
+    configuration's seeds) from ``epochs`` (trial_key, epoch, val_top1, test_top1): what still_improving
+    reads. A trial with one epoch has no gain."""
+    if epochs is None or epochs.empty or not len(trials):
+        return {}
+    column = curve_column(epochs)
+    joined = trials[CELL + ["trial_key"]].merge(epochs[["trial_key", "epoch", column]], on="trial_key")
+    gains: dict[tuple[str, str], list[float]] = {}
+    for (backbone, optimizer, _), seed in joined.groupby(CELL + ["trial_key"], sort=False):
+        curve = seed.sort_values("epoch")[column].dropna().to_numpy(float)
+        if len(curve) >= 2:
+            gains.setdefault((backbone, optimizer), []).append(curve[-1] - curve[-1 - last_quarter(len(curve))])
+    return {cell: np.array(values) for cell, values in gains.items()}
+
+
+def climbing_cells(contrasts: pd.DataFrame, best: str, gains: dict, noise_sd: float, gamma: float,
+                   alpha: float = 0.05) -> list[str]:
+    """The optimizers of one coupled backbone whose cells its verdict rests on (its best, and those whose
+    contrast rejects after Holm) and that are still improving at their last epoch; [] unless coupled."""
+    if coupling_call(contrasts, alpha) != COUPLED_CALL:
+        return []
+    backbone = contrasts["backbone"].iloc[0]
+    resting = dict.fromkeys([best, *contrasts.loc[contrasts["p_holm"] < alpha, "optimizer"]])
+    return [o for o in resting if still_improving(gains.get((backbone, o), np.array([])), noise_sd, gamma, alpha)]
+
+
+def cells_to_recheck(trials: pd.DataFrame, epochs: pd.DataFrame, gamma: float, alpha: float = 0.05
+                     ) -> list[tuple[str, str]]:
+    """The cells ``budget_check: auto`` re-runs at twice the epochs: on each backbone the coupling rule
+    calls coupled, the cells its verdict rests on that are still improving (climbing_cells). ``trials``: a
+    trial frame of the main budget; ``epochs``: their per-epoch curves."""
+    chosen = chosen_seeds(trials)
+    per_seed = chosen[CELL + ["seed", "top1"]]
+    if per_seed.empty:
+        return []
+    learned = learned_backbones(per_seed, trials)
+    judged = per_seed[per_seed["backbone"].map(learned).astype(bool)]
+    if judged.empty:
+        return []
+    noise = pooled_noise(judged)
+    contrasts = interaction_contrasts(judged, gamma, noise, alpha)
+    gains = late_gains(chosen, epochs)
+    best = cell_means(judged).sort_values("top1", ascending=False, kind="stable").groupby("backbone").head(1)
+    best = dict(zip(best["backbone"], best["optimizer"]))
+    sd = dict(zip(noise["backbone"], noise["sd"]))
+    return [(b, o) for b, group in contrasts.groupby("backbone", sort=False)
+            for o in climbing_cells(group, best[b], gains, sd[b], gamma, alpha)]
 
 
 # -- transfer --------------------------------------------------------------------------------------------

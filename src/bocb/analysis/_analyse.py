@@ -14,8 +14,18 @@ from bocb.analysis._ranking import ranking_components, weighted_ranking
 from bocb.analysis._robustness import hp_distances
 from bocb.analysis._stats import backbone_summary, flag_cells, seed_aware_flags
 from bocb.analysis._tuning import tuning_cost
-from bocb.analysis._verdict import learned_backbones, verdicts
-from bocb.protocol import CELL, StageKind, chosen_seeds, is_search_stage, stage_kind, stopped_short, with_config
+from bocb.analysis._verdict import verdicts
+from bocb.protocol import (
+    CELL,
+    StageKind,
+    chosen_seeds,
+    is_search_stage,
+    late_gains,
+    learned_backbones,
+    stage_kind,
+    stopped_short,
+    with_config,
+)
 
 FLAG_COLUMNS = ("eq1", "tukey", "gap", "seed_aware", "undecided")
 
@@ -84,7 +94,9 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
     long = judged.rename(columns={"test_top1": "top1"})
     tuning, tuning_summary = (cells[CELL].merge(part, on=CELL) for part in tuning_cost(trials))  # heat-map order
     return Analysis(
-        trials=trials, cells=cells, matrix=table, verdicts=verdicts(per_seed, trials, learned, shares, gamma, alpha),
+        trials=trials, cells=cells, matrix=table,
+        verdicts=verdicts(per_seed, trials, learned, gamma, alpha,
+                          late_gains(chosen_seeds(trials, cells), epochs) if has_curves else None),
         missing=missing, summary=backbone_summary(long, gamma, gap, k) if len(long) else pd.DataFrame(),
         ranking=weighted_ranking(ranking_components(judged, bocb_rule, gamma)) if len(judged) else pd.DataFrame(),
         hp_backbone=hp_distances(judged, "backbone"), hp_optimizer=hp_distances(judged, "optimizer"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bocb.protocol import chosen_seeds, failure_threshold
+from bocb.protocol import chosen_seeds, curve_column, failure_threshold
 
 KEYS = ["backbone", "optimizer"]
 
@@ -27,18 +27,13 @@ def _chosen_epochs(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFra
     return chosen_seeds(trials, cells)[KEYS + ["trial_key"]].merge(epochs, on="trial_key")
 
 
-def _curve_column(epochs: pd.DataFrame) -> str:
-    """The validation curve, or the test curve when the epochs frame has no validation values."""
-    return "val_top1" if "val_top1" in epochs and epochs["val_top1"].notna().any() else "test_top1"
-
-
 def curve_stats(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per cell: the seed-mean validation curve's normalised area and epoch to 95 % of its final value.
 
     Needs ``trial_key`` in ``trials`` and ``epochs`` (trial_key, epoch, val_top1[, test_top1]);
     falls back to the test curve when the epochs frame has no validation values.
     """
-    column = _curve_column(epochs)
+    column = curve_column(epochs)
     rows = []
     for (backbone, optimizer), group in _chosen_epochs(trials, epochs, cells).groupby(KEYS, sort=False):
         curve = group.groupby("epoch")[column].mean().dropna()
@@ -53,7 +48,7 @@ def curve_stats(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame)
 def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per cell and epoch, the chosen configuration's validation top-1 (test top-1 without a validation
     split: column ``curve`` names it) and training loss, each the mean over the seeds that reached the epoch."""
-    column = _curve_column(epochs)
+    column = curve_column(epochs)
     joined = _chosen_epochs(trials, epochs, cells)
     if "train_loss" not in joined:
         joined = joined.assign(train_loss=np.nan)

@@ -1,94 +1,90 @@
 """The answer first: per backbone, is it coupled to its optimizer, and which optimizers to use.
 
-Built from the protocol's rules (bocb.protocol): the seed noise pooled over replicated cells, "below the
-best beyond seed noise", and the did-not-learn guard; and from the interaction share of
-:func:`bocb.analysis.interaction_shares` with its bootstrap interval. See docs/analysis.md.
+Built from the protocol's rules (bocb.protocol): the seed noise (pooled_noise, one wild cell left out),
+the coupling rule (interaction_contrasts, coupling_call: a test of "the common optimizer profile" with Holm
+over the optimizers, and an equivalence test within ±γ), "below the best beyond seed noise", "still
+improving at the last epoch" and the did-not-learn guard. See docs/analysis.md for the nulls and
+benchmarks/verdicts.py for the measured error rates.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from bocb.protocol import (
+    COUPLED_CALL,
+    EQUIVALENT_CALL,
+    UNTESTABLE_CALL,
+    backbone_floor,
     below_beyond_noise,
     cell_means,
-    chance_level,
-    detectable_gap,
-    did_not_learn,
+    climbing_cells,
+    coupling_call,
+    interaction_contrasts,
     pooled_noise,
     seeds_by_cell,
+    seeds_to_settle,
 )
 
 DID_NOT_LEARN = "did not learn at this budget"
-NOT_DISTINGUISHABLE = "not distinguishable at this budget"
 NOT_COUPLED = "not coupled"
 COUPLED = "coupled"
+STILL_LEARNING = "coupled at this budget, still learning"
 SHARED_EFFECT = "optimizer-sensitive, not coupled"
 UNCERTAIN = "coupling uncertain"
-SHARE_LINE = 0.5  # an interaction share above it: the backbone's own ranking of optimizers dominates
+NOT_TESTABLE = "coupling not testable"
 COLUMNS = ["backbone", "verdict", "recommended", "worse", "unsettled", "best_optimizer", "best_top1", "noise_sd",
-           "noise_scope", "detectable_gap", "share", "share_lo", "share_hi", "chance", "explanation"]
+           "noise_scope", "unstable", "interaction_optimizer", "interaction", "p_coupled", "seeds_needed",
+           "still_learning", "chance", "explanation"]
 
 
-def backbone_floor(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per backbone: chance top-1 and the test set's size (NaN when the frame does not say)."""
-    chance = chance_level(trials)
-    size = pd.to_numeric(trials["test_size"], errors="coerce") if "test_size" in trials else chance * math.nan
-    frame = pd.DataFrame({"backbone": trials["backbone"], "chance": chance, "test_size": size})
-    return frame.groupby("backbone", sort=False).agg(chance=("chance", "max"), test_size=("test_size", "max"))
-
-
-def learned_backbones(per_seed: pd.DataFrame, trials: pd.DataFrame) -> pd.Series:
-    """True per backbone whose best cell is beyond noise of chance (protocol.did_not_learn)."""
-    means = cell_means(per_seed)
-    noise = pooled_noise(per_seed).set_index("backbone")
-    floor = backbone_floor(trials)
-    best = means.groupby("backbone", sort=False)["top1"].max()
-    return pd.Series({b: not did_not_learn(top, floor.at[b, "chance"], floor.at[b, "test_size"],
-                                           noise.at[b, "sd"]) for b, top in best.items()}, name="learned")
-
-
-def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, shares: pd.DataFrame | None,
-             gamma: float, alpha: float = 0.05) -> pd.DataFrame:
-    """One row per backbone: the verdict (coupled, not coupled, optimizer-sensitive, uncertain, not
-    distinguishable, did not learn), the recommendation (best first: the optimizers not below the best
-    beyond seed noise and within γ of it), those below it beyond seed noise, the unsettled ones (more than γ
-    below on average, but too noisy to call), and a sentence saying why. The seed noise is pooled over the
-    backbones that learned: a backbone at chance has no spread to lend.
+def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, gamma: float,
+             alpha: float = 0.05, gains: dict[tuple[str, str], np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per backbone: the verdict (coupled, coupled at this budget still learning, not coupled,
+    optimizer-sensitive not coupled, coupling uncertain, not testable, did not learn), the recommendation
+    (best first: the optimizers not below the best beyond seed noise and within γ of it), those below it
+    beyond seed noise, the unsettled ones (more than γ below on average, but too noisy to call), the
+    largest interaction and its Holm p, the seeds that would settle an uncertain one, and a sentence saying
+    why. The seed noise is pooled over the backbones that learned: a backbone at chance has no spread to
+    lend; the coupling rule compares only backbones that learned.
 
     ``per_seed``: backbone, optimizer, seed, top1 of each cell's chosen configuration. ``learned``: per
-    backbone, :func:`learned_backbones`. ``shares``: the
-    interaction shares (scope 'backbone') of the learned backbones, or None.
+    backbone, :func:`bocb.protocol.learned_backbones`. ``gains``: per cell, each seed's gain of validation top-1
+    over the last quarter of its epochs (:func:`bocb.protocol.late_gains`), or None without curves.
     """
     means = cell_means(per_seed)
     judged = per_seed[per_seed["backbone"].map(learned).astype(bool)]
-    noise = pooled_noise(judged).set_index("backbone") if len(judged) else pd.DataFrame(columns=["sd", "df", "scope"])
+    noise = pooled_noise(judged) if len(judged) else pd.DataFrame(columns=["backbone", "sd", "df", "scope", "unstable"])
+    contrasts = interaction_contrasts(judged, gamma, noise) if len(judged) else pd.DataFrame()
+    noise = noise.set_index("backbone")
     seeds = seeds_by_cell(per_seed)
     floor = backbone_floor(trials)
-    by_share = shares[shares["scope"] == "backbone"].set_index("name") if shares is not None else pd.DataFrame()
     rows = []
     for backbone, group in means.groupby("backbone", sort=False):
         group = group.sort_values("top1", ascending=False, kind="stable")
         best = group.iloc[0]
-        sd, df, scope = (noise.at[backbone, "sd"], int(noise.at[backbone, "df"]), noise.at[backbone, "scope"]) \
-            if backbone in noise.index else (math.nan, 0, "none")
+        mine = noise.loc[backbone] if backbone in noise.index else None
+        sd, df, scope, unstable = (mine["sd"], int(mine["df"]), mine["scope"], mine["unstable"]) if mine is not None \
+            else (math.nan, 0, "none", "")
         top = seeds[(backbone, best.optimizer)]
         worse = [row.optimizer for row in group.iloc[1:].itertuples()
                  if below_beyond_noise(seeds[(backbone, row.optimizer)], top, sd, df, alpha)]
         unsettled = [row.optimizer for row in group.itertuples()
                      if row.optimizer not in worse and best.top1 - row.top1 > gamma]
         tied = [o for o in group["optimizer"] if o not in worse and o not in unsettled]
-        share = by_share.loc[backbone] if backbone in by_share.index else None
         row = {"backbone": backbone, "recommended": ", ".join(tied), "worse": ", ".join(worse),
-               "unsettled": ", ".join(unsettled),
-               "best_optimizer": best.optimizer, "best_top1": float(best.top1), "noise_sd": sd, "noise_scope": scope,
-               "detectable_gap": detectable_gap(sd, df, int(best.n_seeds), alpha),
-               "share": share["share"] if share is not None else math.nan,
-               "share_lo": share["lo"] if share is not None else math.nan,
-               "share_hi": share["hi"] if share is not None else math.nan,
-               "chance": floor.at[backbone, "chance"]}
-        row["verdict"], row["explanation"] = _verdict(row, bool(learned[backbone]), gamma)
+               "unsettled": ", ".join(unsettled), "best_optimizer": best.optimizer, "best_top1": float(best.top1),
+               "noise_sd": sd, "noise_scope": scope, "unstable": unstable, "chance": floor.at[backbone, "chance"]}
+        mine = contrasts[contrasts["backbone"] == backbone] if len(contrasts) else contrasts
+        if learned[backbone]:
+            row.update(_coupling(mine, best.optimizer, gains or {}, sd, gamma, alpha))
+            row["verdict"], row["explanation"] = _verdict(row, mine, gamma, alpha)
+        else:
+            row.update(interaction_optimizer="", interaction=math.nan, p_coupled=math.nan, seeds_needed=math.nan,
+                       still_learning="", call=UNTESTABLE_CALL)
+            row["verdict"], row["explanation"] = DID_NOT_LEARN, _not_learned_text(row)
         if unsettled and learned[backbone]:
             row["explanation"] += (f"; {row['unsettled']}: more than γ = {gamma:g} points below the best on average, "
                                    "but their seeds disagree too much to call")
@@ -96,35 +92,65 @@ def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, s
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _verdict(row: dict, learned: bool, gamma: float) -> tuple[str, str]:
-    if not learned:
-        return DID_NOT_LEARN, (f"its best cell ({row['best_top1']:.1f}) is within noise of chance "
-                               f"({row['chance']:.1f}): raise the epochs or widen the lr range before comparing "
-                               "optimizers; it is left out of failure flags, ranking and interaction")
+def _coupling(contrasts: pd.DataFrame, best: str, gains: dict, sd: float, gamma: float, alpha: float) -> dict:
+    """The coupling rule's call on one backbone, its largest interaction and the cells it rests on that are
+    still improving at their last epoch."""
+    call = coupling_call(contrasts, alpha)
+    if call == UNTESTABLE_CALL:
+        return {"call": call, "interaction_optimizer": "", "interaction": math.nan, "p_coupled": math.nan,
+                "seeds_needed": math.nan, "still_learning": ""}
+    largest = contrasts.loc[contrasts["effect"].abs().idxmax()]
+    climbing = climbing_cells(contrasts, best, gains, sd, gamma, alpha)
+    needed = math.nan
+    if call not in (COUPLED_CALL, EQUIVALENT_CALL):
+        open_ = contrasts[contrasts["p_equiv"] >= alpha]
+        hardest = open_.loc[open_["p_equiv"].idxmax()]
+        settle = seeds_to_settle(hardest, len(contrasts), gamma, alpha)
+        needed = math.inf if settle is None else settle
+        largest = hardest
+    return {"call": call, "interaction_optimizer": largest.optimizer, "interaction": float(largest.effect),
+            "p_coupled": float(contrasts["p_holm"].min()), "seeds_needed": needed,
+            "still_learning": ", ".join(climbing)}
+
+
+def _not_learned_text(row: dict) -> str:
+    return (f"its best cell ({row['best_top1']:.1f}) is within noise of chance ({row['chance']:.1f}): raise the "
+            "epochs or widen the lr range before comparing optimizers; it is left out of failure flags, ranking "
+            "and interaction")
+
+
+def _verdict(row: dict, contrasts: pd.DataFrame, gamma: float, alpha: float) -> tuple[str, str]:
     noise = "no seed noise measured (one seed per cell)" if math.isnan(row["noise_sd"]) else (
-        f"seed noise sd {row['noise_sd']:.2f}" + (" pooled over all backbones" if row["noise_scope"] == "all" else ""))
-    if not row["worse"]:
-        if row["detectable_gap"] > gamma or row["unsettled"]:
-            return NOT_DISTINGUISHABLE, (f"no optimizer is below the best beyond seed noise, but with {noise} a gap "
-                                         f"under {row['detectable_gap']:.1f} points would go unseen (γ = {gamma:g}): "
-                                         "add seeds or a larger validation/test set")
-        return NOT_COUPLED, f"every optimizer is within seed noise of the best ({noise})"
-    share = _share_text(row)
-    if math.isnan(row["share"]):
-        return UNCERTAIN, f"{row['worse']} below the best beyond seed noise ({noise}); no interaction share"
-    low, high = (row["share_lo"], row["share_hi"]) if not math.isnan(row["share_lo"]) else (row["share"],) * 2
-    if low > SHARE_LINE:
-        return COUPLED, (f"{row['worse']} below the best beyond seed noise ({noise}), and most of its spread is its "
-                         f"own ranking of optimizers, not the common one ({share})")
-    if high < SHARE_LINE:
-        return SHARED_EFFECT, (f"{row['worse']} below the best beyond seed noise ({noise}), but these optimizers "
-                               f"lag on the other backbones too ({share})")
-    return UNCERTAIN, (f"{row['worse']} below the best beyond seed noise ({noise}); its {share} straddles "
-                       f"{SHARE_LINE:g}")
-
-
-def _share_text(row: dict) -> str:
-    if math.isnan(row["share"]):
-        return "no interaction share"
-    interval = "" if math.isnan(row["share_lo"]) else f", 95% CI {row['share_lo']:.2f}-{row['share_hi']:.2f}"
-    return f"interaction share {row['share']:.2f}{interval}"
+        f"seed noise sd {row['noise_sd']:.2f}" + (" pooled over all backbones" if row["noise_scope"] == "all" else "")
+        + (f", {row['unstable']} left out as unstable" if row["unstable"] else ""))
+    call = row["call"]
+    if call == UNTESTABLE_CALL:
+        why = ("no seed noise to test against: run at least 2 seeds" if math.isnan(row["noise_sd"])
+               else "no other backbone that learned with the same optimizers to compare its optimizer profile with")
+        return NOT_TESTABLE, why
+    effect = f"{row['interaction_optimizer']} {row['interaction']:+.1f} points against the common profile"
+    if call == EQUIVALENT_CALL:
+        small = contrasts.loc[contrasts["p_holm"] < alpha, "optimizer"]
+        note = f"; a small interaction of {', '.join(small)} is beyond noise but within ±γ" if len(small) else ""
+        if row["worse"]:
+            return SHARED_EFFECT, (f"every optimizer's interaction is within ±γ = {gamma:g} points (largest: {effect};"
+                                   f" {noise}){note}; {row['worse']} below the best beyond seed noise, as on the "
+                                   "other backbones")
+        return NOT_COUPLED, (f"every optimizer's interaction is within ±γ = {gamma:g} points (largest: {effect}; "
+                             f"{noise}){note}")
+    if call == COUPLED_CALL:
+        coupled = contrasts[contrasts["p_holm"] < alpha].sort_values("effect", key=abs, ascending=False)
+        first = coupled.iloc[0]
+        rest = list(coupled["optimizer"][1:])
+        more = f"; {len(rest)} more beyond noise: {', '.join(rest)}" if rest else ""
+        named = (f"{first.optimizer} {first.effect:+.1f} points against the common profile "
+                 f"(Holm p = {first.p_holm:.2g}){more}")
+        text = f"its optimizer profile differs from the common one beyond seed noise: {named} ({noise})"
+        if row["still_learning"]:
+            return STILL_LEARNING, (text + f"; but {row['still_learning']} still improving at the last epoch: the gap "
+                                    "may be convergence speed (budget_check: auto re-runs these cells at 2x epochs)")
+        return COUPLED, text
+    seeds = ("more than 50 seeds per cell" if math.isinf(row["seeds_needed"])
+             else f"about {int(row['seeds_needed'])} seeds per cell")
+    return UNCERTAIN, (f"the interaction of {effect} is neither beyond seed noise nor within ±γ = {gamma:g} ({noise}); "
+                       f"{seeds} would settle it")

@@ -1,0 +1,118 @@
+"""The verdict rule (bocb.protocol's coupling rule through bocb.analysis.verdicts) on fixed synthetic
+matrices: a null, a planted interaction, a wild cell, a curve still climbing, an unresolved gap.
+Its error rates over many random matrices are benchmarks/verdicts.py's (docs/analysis.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bocb.analysis import verdicts
+from bocb.analysis._verdict import COUPLED, NOT_COUPLED, SHARED_EFFECT, STILL_LEARNING, UNCERTAIN
+from bocb.protocol import (
+    COUPLED_CALL,
+    coupling_call,
+    holm_adjusted,
+    interaction_contrasts,
+    pooled_noise,
+    seeds_to_settle,
+    still_improving,
+)
+
+GAMMA = 3.0
+BACKBONE = {"b0": 80.0, "b1": 70.0, "b2": 60.0, "b3": 75.0}
+OPTIMIZER = {"sgd": -6.0, "adamw": 0.0, "lamb": 1.0, "adagrad": -2.0}
+SPREAD = np.array([-1.0, 0.0, 1.0])  # three seeds of every cell: mean exact, sd exactly the spread
+
+
+def results(change: dict[tuple[str, str], float] | None = None, spread: float = 0.5,
+            wild: dict[tuple[str, str], float] | None = None, optimizer: dict[str, float] = OPTIMIZER) -> pd.DataFrame:
+    """Per-seed top-1 of an additive benchmark (backbone + optimizer effect), plus ``change`` on some cells'
+    means and a ``wild`` seed spread on some cells."""
+    rows = []
+    for b, base in BACKBONE.items():
+        for o, effect in optimizer.items():
+            mean = base + effect + (change or {}).get((b, o), 0.0)
+            for seed, offset in enumerate(SPREAD * (wild or {}).get((b, o), spread)):
+                rows.append({"backbone": b, "optimizer": o, "seed": seed, "top1": mean + offset})
+    return pd.DataFrame(rows)
+
+
+def judged(per_seed: pd.DataFrame, gains: dict | None = None) -> pd.DataFrame:
+    trials = per_seed.assign(num_classes=10, test_size=10_000)
+    learned = pd.Series(True, index=pd.unique(per_seed["backbone"]))
+    return verdicts(per_seed, trials, learned, GAMMA, gains=gains).set_index("backbone")
+
+
+def test_an_additive_benchmark_is_not_coupled_anywhere_and_names_the_optimizers_that_lag_everywhere() -> None:
+    result = judged(results())
+    assert set(result["verdict"]) == {SHARED_EFFECT}  # sgd is 6 points behind on every backbone: not coupling
+    assert all("sgd" in worse for worse in result["worse"])
+    assert np.allclose(result["interaction"], 0.0)
+
+
+def test_a_planted_drop_of_three_gamma_is_coupled_on_its_backbone_only() -> None:
+    result = judged(results({("b1", "lamb"): -3 * GAMMA}))
+    assert result.at["b1", "verdict"] == COUPLED
+    assert result.at["b1", "interaction_optimizer"] == "lamb"
+    assert result.at["b1", "interaction"] == pytest.approx(-3 * GAMMA * (1 - 1 / len(OPTIMIZER)))
+    assert "lamb -6.8 points against the common profile" in result.at["b1", "explanation"]
+    # the coupled backbone is left out of the others' common profile: it lends them no interaction
+    assert set(result.drop(index="b1")["verdict"]) == {SHARED_EFFECT}
+
+
+def test_a_gap_the_seeds_cannot_settle_is_uncertain_and_says_how_many_seeds_would() -> None:
+    result = judged(results({("b2", "adagrad"): -GAMMA}, spread=2.0))
+    assert result.at["b2", "verdict"] == UNCERTAIN
+    assert result.at["b2", "interaction_optimizer"] == "adagrad"
+    needed = result.at["b2", "seeds_needed"]
+    assert 3 < needed <= 50 and f"about {int(needed)} seeds per cell" in result.at["b2", "explanation"]
+
+
+def test_one_wild_cell_is_left_out_of_its_backbones_noise_and_does_not_make_it_coupled() -> None:
+    per_seed = results(wild={("b0", "sgd"): 17.0})
+    noise = pooled_noise(per_seed).set_index("backbone")
+    assert noise.at["b0", "unstable"] == "sgd"
+    assert noise.at["b0", "sd"] == pytest.approx(0.5)  # the other cells' spread, not the wild one's
+    result = judged(per_seed)
+    assert result.at["b0", "verdict"] != COUPLED and "sgd left out as unstable" in result.at["b0", "explanation"]
+
+
+def test_a_coupled_cell_still_climbing_at_its_last_epoch_is_coupled_at_this_budget_still_learning() -> None:
+    per_seed = results({("b1", "sgd"): -4 * GAMMA})
+    climbing = {("b1", "sgd"): np.array([5.0, 6.0, 4.0])}  # per seed: the last quarter's gain in points
+    flat = {("b1", "sgd"): np.array([0.1, -0.2, 0.0])}
+    assert judged(per_seed, climbing).at["b1", "verdict"] == STILL_LEARNING
+    assert "sgd still improving" in judged(per_seed, climbing).at["b1", "explanation"]
+    assert judged(per_seed, flat).at["b1", "verdict"] == COUPLED
+
+
+def test_still_improving_needs_a_gain_beyond_noise_and_of_a_quarter_gamma() -> None:
+    assert still_improving(np.array([3.0, 3.5, 2.5]), 0.5, GAMMA)
+    assert not still_improving(np.array([0.5, 0.6, 0.7]), 0.5, GAMMA)  # beyond noise, but under γ/4
+    assert not still_improving(np.array([9.0, -6.0, 1.0]), 0.5, GAMMA)  # seeds disagree
+    assert still_improving(np.array([3.0]), 0.5, GAMMA) and not still_improving(np.array([3.0]), 5.0, GAMMA)
+
+
+def test_the_rule_is_untestable_with_one_seed_and_with_one_backbone() -> None:
+    one_seed = results()
+    one_seed = one_seed[one_seed["seed"] == 0]
+    assert set(judged(one_seed)["verdict"]) == {"coupling not testable"}
+    one_backbone = results()
+    one_backbone = one_backbone[one_backbone["backbone"] == "b0"]
+    assert judged(one_backbone).at["b0", "verdict"] == "coupling not testable"
+
+
+def test_holm_and_the_equivalence_test_by_hand() -> None:
+    assert np.allclose(holm_adjusted(np.array([0.01, 0.04, 0.03, 0.005])), [0.03, 0.06, 0.06, 0.02])
+    contrasts = interaction_contrasts(results({("b3", "adamw"): 2 * GAMMA}), GAMMA)
+    b3 = contrasts[contrasts["backbone"] == "b3"]
+    assert coupling_call(b3) == COUPLED_CALL
+    assert (b3["p_holm"] >= b3["p"]).all()
+    null = contrasts[contrasts["backbone"] != "b3"]
+    assert (null["p_equiv"] < 0.05).all()  # exact zero interactions, seed sd 0.5: within ±γ
+    assert seeds_to_settle(b3.iloc[0], 4, GAMMA) is not None
+
+
+def test_not_coupled_without_any_lagging_optimizer() -> None:
+    assert set(judged(results(optimizer={o: 0.0 for o in OPTIMIZER}))["verdict"]) == {NOT_COUPLED}
