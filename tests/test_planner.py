@@ -11,7 +11,7 @@ import math
 import pandas as pd
 from conftest import TINY_SPEC
 
-from bocb.analysis import select_cells
+from bocb.analysis import analyse, select_cells
 from bocb.spec import parse_spec
 from bocb.store import PlannedTrial
 from bocb.sweep import plan_benchmark
@@ -324,3 +324,38 @@ def test_two_phase_search_on_digits(tmp_path) -> None:
     chosen = select_cells(search).iloc[0]
     assert len(extras) == 1 and json.loads(extras["hparams_json"].iloc[0]) == {"momentum": 0.8}
     assert (extras["lr"].iloc[0], extras["weight_decay"].iloc[0]) == (chosen["lr"], chosen["weight_decay"])
+
+
+def test_an_automatic_budget_check_reruns_the_climbing_cells_of_a_coupled_backbone_at_every_seed() -> None:
+    """deit_s with SGD is 20 points behind on one backbone only (coupled) and still climbing at its last
+    epoch; every other cell has flattened. `budget_check: auto` re-runs exactly that cell, at 2x the epochs
+    and at each of its seeds; nothing else."""
+    spec = _spec(backbones=["resnet50", "deit_s", "alexnet"], optimizers=["sgd", "adamw", "lamb"], seeds=[0, 1, 2],
+                 epochs=4, budget_check="auto")
+    assert spec.budget_check.auto and spec.budget_check.multipliers == [2]
+    effect = {"sgd": -2.0, "adamw": 0.0, "lamb": 1.0}
+
+    def top1(c):
+        drop = -20.0 if (c["backbone"], c["optimizer"]) == ("deit_s", "sgd") else 0.0
+        return 60 + effect[c["optimizer"]] + drop + 0.5 * (c["seed"] - 1)
+
+    results, curves = pd.DataFrame(), []
+    while (stage := next_stage(spec, results, lambda: pd.DataFrame(curves))) is not None:
+        if stage.name == "budget":
+            break
+        rows = _rows(stage.planned, val=top1, test=top1)
+        results = pd.concat([results, rows], ignore_index=True)
+        for row in rows.itertuples():  # climbing to the end for deit_s-sgd, flat over the last epochs otherwise
+            climbing = (row.backbone, row.optimizer) == ("deit_s", "sgd")
+            curves.extend({"trial_key": row.trial_key, "epoch": e,
+                           "val_top1": row.val_top1 - (4 - e) * (6 if climbing else (e < 3) * 5)} for e in range(1, 5))
+    assert stage is not None and stage.name == "budget"
+    assert {(t.config["backbone"], t.config["optimizer"]) for t in stage.planned} == {("deit_s", "sgd")}
+    assert sorted(t.config["seed"] for t in stage.planned) == [0, 1, 2]
+    assert {t.config["epochs"] for t in stage.planned} == {8} and {t.budget for t in stage.planned} == {2}
+    before = analyse(results.assign(num_classes=10), pd.DataFrame(curves), n_boot=10).verdicts.set_index("backbone")
+    assert before.at["deit_s", "verdict"] == "coupled at this budget, still learning"
+    caught_up = _rows(stage.planned, val=lambda c: top1(c) + 19, test=lambda c: top1(c) + 19)  # at 2x: the gap closed
+    after = analyse(pd.concat([results, caught_up]).assign(num_classes=10), pd.DataFrame(curves), n_boot=10)
+    assert after.verdicts.set_index("backbone").at["deit_s", "verdict"] == "slow convergence, not coupled"
+    assert next_stage(spec, pd.concat([results, caught_up]), lambda: pd.DataFrame(curves)) is None

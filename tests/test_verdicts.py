@@ -10,8 +10,8 @@ import pytest
 from bocb.analysis import verdicts
 from bocb.analysis._verdict import COUPLED, NOT_COUPLED, SHARED_EFFECT, STILL_LEARNING, UNCERTAIN
 from bocb.protocol import (
-    COUPLED_CALL,
-    coupling_call,
+    DIFFERENT_CALL,
+    contrast_call,
     holm_adjusted,
     interaction_contrasts,
     pooled_noise,
@@ -38,10 +38,11 @@ def results(change: dict[tuple[str, str], float] | None = None, spread: float = 
     return pd.DataFrame(rows)
 
 
-def judged(per_seed: pd.DataFrame, gains: dict | None = None) -> pd.DataFrame:
+def judged(per_seed: pd.DataFrame, gains: dict | None = None,
+           rechecked: tuple[pd.DataFrame, int] | None = None) -> pd.DataFrame:
     trials = per_seed.assign(num_classes=10, test_size=10_000)
     learned = pd.Series(True, index=pd.unique(per_seed["backbone"]))
-    return verdicts(per_seed, trials, learned, GAMMA, gains=gains).set_index("backbone")
+    return verdicts(per_seed, trials, learned, GAMMA, gains=gains, rechecked=rechecked).set_index("backbone")
 
 
 def test_an_additive_benchmark_is_not_coupled_anywhere_and_names_the_optimizers_that_lag_everywhere() -> None:
@@ -107,7 +108,7 @@ def test_holm_and_the_equivalence_test_by_hand() -> None:
     assert np.allclose(holm_adjusted(np.array([0.01, 0.04, 0.03, 0.005])), [0.03, 0.06, 0.06, 0.02])
     contrasts = interaction_contrasts(results({("b3", "adamw"): 2 * GAMMA}), GAMMA)
     b3 = contrasts[contrasts["backbone"] == "b3"]
-    assert coupling_call(b3) == COUPLED_CALL
+    assert contrast_call(b3) == DIFFERENT_CALL
     assert (b3["p_holm"] >= b3["p"]).all()
     null = contrasts[contrasts["backbone"] != "b3"]
     assert (null["p_equiv"] < 0.05).all()  # exact zero interactions, seed sd 0.5: within ±γ
@@ -116,3 +117,24 @@ def test_holm_and_the_equivalence_test_by_hand() -> None:
 
 def test_not_coupled_without_any_lagging_optimizer() -> None:
     assert set(judged(results(optimizer={o: 0.0 for o in OPTIMIZER}))["verdict"]) == {NOT_COUPLED}
+
+
+def _rechecked(per_seed: pd.DataFrame, cell: tuple[str, str], change: float) -> tuple[pd.DataFrame, int]:
+    """The results after a 2x budget check of ``cell`` at every seed: its seeds moved by ``change``."""
+    frame = per_seed.assign(budget=1)
+    rerun = (frame["backbone"] == cell[0]) & (frame["optimizer"] == cell[1])
+    frame.loc[rerun, "top1"] += change
+    frame.loc[rerun, "budget"] = 2
+    return frame, 2
+
+
+def test_a_budget_check_that_closes_the_gap_calls_it_slow_convergence_and_one_that_does_not_coupled() -> None:
+    per_seed = results({("b1", "sgd"): -4 * GAMMA})
+    climbing = {("b1", "sgd"): np.array([5.0, 6.0, 4.0])}
+    closed = judged(per_seed, climbing, _rechecked(per_seed, ("b1", "sgd"), 4 * GAMMA))
+    assert closed.at["b1", "verdict"] == "slow convergence, not coupled"
+    assert "at 2x the epochs (sgd re-run at every seed)" in closed.at["b1", "explanation"]
+    held = judged(per_seed, climbing, _rechecked(per_seed, ("b1", "sgd"), 0.5))
+    assert held.at["b1", "verdict"] == COUPLED and "the gap persists" in held.at["b1", "explanation"]
+    elsewhere = judged(per_seed, climbing, _rechecked(per_seed, ("b2", "sgd"), 0.5))  # not the climbing cell
+    assert elsewhere.at["b1", "verdict"] == STILL_LEARNING

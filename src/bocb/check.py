@@ -205,7 +205,8 @@ def unfinished(store: Any, benchmark_id: str) -> bool:
     from bocb.sweep.planner import next_stage
     from bocb.sweep.worker import load_benchmark
 
-    return next_stage(load_benchmark(store, benchmark_id), store.trials_frame(benchmark_id)) is not None
+    return next_stage(load_benchmark(store, benchmark_id), store.trials_frame(benchmark_id),
+                      lambda: store.epochs_frame(benchmark_id)) is not None
 
 
 def cache_reference(run: CheckRun) -> bool:

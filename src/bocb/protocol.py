@@ -16,7 +16,7 @@ import json
 import math
 import warnings
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -306,6 +306,28 @@ def chosen_seeds(frame: pd.DataFrame, chosen: pd.DataFrame | None = None) -> pd.
     return rows.assign(top1=rows["test_top1"])
 
 
+def rechecked_seeds(frame: pd.DataFrame, chosen: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int]:
+    """(chosen_seeds with every cell that a budget check re-ran at all its seeds replaced by that re-run,
+    at the largest such budget; that budget, or 1 when no cell was re-run so): the results the verdict
+    reads after ``budget_check: auto``."""
+    chosen = choose_configs(frame) if chosen is None else chosen
+    main = chosen_seeds(frame, chosen)
+    rows = with_config(frame)
+    reruns = scored(rows[rows["budget"] > 1]).merge(chosen[CELL + ["config"]], on=CELL + ["config"])
+    if reruns.empty:
+        return main, 1
+    wanted = main.groupby(CELL, sort=False)["seed"].apply(set)
+    complete = [(cell, budget) for (*cell, budget), group in reruns.groupby(CELL + ["budget"], sort=False)
+                if tuple(cell) in wanted.index and set(group["seed"]) >= wanted[tuple(cell)]]
+    if not complete:
+        return main, 1
+    longest = max(budget for _, budget in complete)
+    cells = {tuple(cell) for cell, budget in complete if budget == longest}
+    keep = ~main.set_index(CELL).index.isin(list(cells))
+    again = reruns[(reruns["budget"] == longest) & reruns.set_index(CELL).index.isin(list(cells))]
+    return pd.concat([main[keep], again.assign(top1=again["test_top1"])], ignore_index=True), int(longest)
+
+
 def seeds_by_cell(per_seed: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
     """{(backbone, optimizer): the top-1 of each seed}: what the tests of seed noise compare."""
     return {cell: group["top1"].to_numpy(float) for cell, group in per_seed.groupby(CELL, sort=False)}
@@ -374,6 +396,7 @@ def cells_needing_seeds(frame: pd.DataFrame, gamma: float) -> pd.DataFrame:
 
 MIN_NOISE_DF = 3  # fewer within-cell degrees of freedom on one backbone: pool over all backbones
 UNSTABLE_ALPHA = 0.01  # a cell whose seeds spread beyond its backbone's other cells at this level (Bonferroni)
+SUSPECT_ALPHA = 0.1  # a contrast's own cell spreading beyond its backbone's noise at this level: its own noise
 
 
 def pooled_noise(per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -497,20 +520,31 @@ def seed_aware_flags(per_seed: pd.DataFrame, gamma: float = 3.0, alpha: float = 
 MAX_SEEDS_ASKED = 50  # beyond it, "more than 50 seeds": the estimate sits too close to the line to settle
 
 
-def cell_variances(per_seed: pd.DataFrame, noise: pd.DataFrame | None = None
-                   ) -> dict[tuple[str, str], tuple[float, int, tuple]]:
-    """{cell: (variance of one seed's top-1, its degrees of freedom, the noise estimate it comes from)}:
-    the backbone's pooled noise, or for an unstable cell (pooled_noise) its own seeds."""
+class CellNoise(NamedTuple):
+    """The seed noise a cell's mean is judged with: the variance of one seed's top-1, its degrees of
+    freedom and the estimate it comes from (a backbone's pool, every backbone's, or the cell's own seeds),
+    and the cell's own seed variance and degrees of freedom (NaN, 0 with one seed)."""
+
+    var: float
+    df: int
+    source: tuple
+    own_var: float
+    own_df: int
+
+
+def cell_variances(per_seed: pd.DataFrame, noise: pd.DataFrame | None = None) -> dict[tuple[str, str], CellNoise]:
+    """{cell: CellNoise}: the backbone's pooled noise, or for an unstable cell (pooled_noise) its own seeds."""
     noise = (pooled_noise(per_seed) if noise is None else noise).set_index("backbone")
     means = _with_unstable(cell_means(per_seed))
     out = {}
     for row in means.itertuples():
+        own = (row.ss / row.df, int(row.df)) if row.df >= 1 else (math.nan, 0)
         if row.unstable:
-            out[(row.backbone, row.optimizer)] = (row.ss / row.df, int(row.df), ("cell", row.backbone, row.optimizer))
+            out[(row.backbone, row.optimizer)] = CellNoise(*own, ("cell", row.backbone, row.optimizer), *own)
         else:
             mine = noise.loc[row.backbone]
             source = ("all",) if mine["scope"] == "all" else ("backbone", row.backbone)
-            out[(row.backbone, row.optimizer)] = (float(mine["sd"]) ** 2, int(mine["df"]), source)
+            out[(row.backbone, row.optimizer)] = CellNoise(float(mine["sd"]) ** 2, int(mine["df"]), source, *own)
     return out
 
 
@@ -536,7 +570,7 @@ def interaction_contrasts(per_seed: pd.DataFrame, gamma: float, noise: pd.DataFr
     coupled: set[str] = set()
     for _ in range(len(optimizers)):
         table = _contrast_table(means, variances, optimizers, gamma, coupled)
-        found = {b for b, g in table.groupby("backbone", sort=False) if coupling_call(g, alpha) == COUPLED_CALL}
+        found = {b for b, g in table.groupby("backbone", sort=False) if contrast_call(g, alpha) == DIFFERENT_CALL}
         if found == coupled:
             break
         coupled = found
@@ -545,23 +579,33 @@ def interaction_contrasts(per_seed: pd.DataFrame, gamma: float, noise: pd.DataFr
 
 def _contrast_table(means: dict, variances: dict, optimizers: dict[str, list[str]], gamma: float,
                     coupled: set[str]) -> pd.DataFrame:
-    from scipy import stats  # as in below_beyond_noise
-
-    rows = []
+    parts = []
     for backbone, own in optimizers.items():
         candidates = [b for b, theirs in optimizers.items() if b != backbone and set(own) <= set(theirs)]
         others = [b for b in candidates if b not in coupled] or candidates
-        found = []
-        for optimizer in own:
-            effect, var, df = _contrast(means, variances, backbone, optimizer, own, others)
-            t = effect / math.sqrt(var) if var > 0 else math.copysign(math.inf, effect) if effect else 0.0
-            p = float(2 * stats.t.sf(abs(t), df)) if df > 0 else math.nan
-            p_equiv = _equivalence_p(effect, var, df, gamma)
-            found.append([backbone, optimizer, effect, math.sqrt(var), df, p, p_equiv, means[(backbone, optimizer)][1]])
-        ps = np.array([r[5] for r in found])
-        holm = holm_adjusted(ps) if len(ps) and not np.isnan(ps).any() else ps
-        rows += [[*r[:6], float(h), *r[6:]] for r, h in zip(found, holm)]
-    return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+        family = [(backbone, o, *_contrast(means, variances, backbone, o, own, others), means[(backbone, o)][1])
+                  for o in own]
+        parts.append(contrast_tests(family, gamma))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CONTRAST_COLUMNS)
+
+
+def contrast_tests(family: list[tuple[str, str, float, float, float, float]], gamma: float) -> pd.DataFrame:
+    """One family of contrasts, each (backbone, optimizer, effect, variance, df, n_seeds), tested: the
+    two-sided p of "zero", Holm over the family, and the equivalence p of "within ±γ" (CONTRAST_COLUMNS).
+    The coupling rule's family is a backbone's optimizers; the transfer rule's, a backbone's pre-training
+    optimizers."""
+    from scipy import stats  # as in below_beyond_noise
+
+    rows = []
+    for backbone, optimizer, effect, var, df, n_seeds in family:
+        t = effect / math.sqrt(var) if var > 0 else math.copysign(math.inf, effect) if effect else 0.0
+        p = float(2 * stats.t.sf(abs(t), df)) if df > 0 else math.nan
+        rows.append([backbone, optimizer, effect, math.sqrt(var), df, p, math.nan,
+                     _equivalence_p(effect, var, df, gamma), n_seeds])
+    frame = pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+    if len(frame) and not frame["p"].isna().any():
+        frame["p_holm"] = holm_adjusted(frame["p"].to_numpy(float))
+    return frame
 
 
 def holm_adjusted(p: np.ndarray) -> np.ndarray:
@@ -579,14 +623,17 @@ def _contrast(means: dict, variances: dict, backbone: str, optimizer: str, own: 
     """(effect, variance, Welch-Satterthwaite df) of one interaction contrast; NaNs without others."""
     if not others:
         return math.nan, math.nan, 0.0
+    # profiles are centred on the backbone's stable cells: an unstable cell's wild mean would otherwise
+    # shift every other optimizer's contrast through the backbone's mean
+    centre = [o for o in own if variances[(backbone, o)].source[0] != "cell"] or own
     weights = {}  # cell -> coefficient of its seed mean in the contrast
     for b, scale in [(backbone, 1.0)] + [(b, -1.0 / len(others)) for b in others]:
         for o in own:
-            weights[(b, o)] = scale * ((o == optimizer) - 1.0 / len(own))
+            weights[(b, o)] = scale * ((o == optimizer) - (o in centre) / len(centre))
     effect = sum(w * means[cell][0] for cell, w in weights.items())
     by_source: dict[tuple, list] = {}
     for cell, w in weights.items():
-        var, df, source = variances[cell]
+        var, df, source = _judged_noise(variances[cell], cell, is_own=cell == (backbone, optimizer))
         by_source.setdefault(source, [0.0, df])[0] += w * w * var / means[cell][1]
     total = sum(v for v, _ in by_source.values())
     if math.isnan(total) or any(df < 1 for _, df in by_source.values()):
@@ -595,6 +642,19 @@ def _contrast(means: dict, variances: dict, backbone: str, optimizer: str, own: 
         return float(effect), 0.0, math.inf
     df = total ** 2 / sum(v * v / df for v, df in by_source.values() if v > 0)
     return float(effect), float(total), float(df)
+
+
+def _judged_noise(noise: CellNoise, cell: tuple[str, str], is_own: bool) -> tuple[float, int, tuple]:
+    """The noise a cell enters a contrast with. The contrast's own cell is judged by its own seeds when they
+    spread wider than its backbone's noise at SUSPECT_ALPHA (one-sided F-test): a cell too wild for its
+    backbone whose seeds did not reach the unstable line would otherwise borrow the backbone's smaller noise
+    and look like an interaction. Measured in benchmarks/verdicts.py ("wild cell")."""
+    from scipy import stats  # as in below_beyond_noise
+
+    if is_own and noise.own_df >= 1 and noise.df >= 1 and noise.var > 0 and noise.own_var > noise.var \
+            and stats.f.sf(noise.own_var / noise.var, noise.own_df, noise.df) < SUSPECT_ALPHA:
+        return noise.own_var, noise.own_df, ("cell", *cell)
+    return noise.var, noise.df, noise.source
 
 
 def _equivalence_p(effect: float, var: float, df: float, gamma: float) -> float:
@@ -609,19 +669,20 @@ def _equivalence_p(effect: float, var: float, df: float, gamma: float) -> float:
     return float(max(stats.t.sf((effect + gamma) / se, df), stats.t.sf((gamma - effect) / se, df)))
 
 
-COUPLED_CALL, EQUIVALENT_CALL, UNRESOLVED_CALL, UNTESTABLE_CALL = "coupled", "equivalent", "unresolved", "untestable"
+DIFFERENT_CALL, EQUIVALENT_CALL = "different", "equivalent"
+UNRESOLVED_CALL, UNTESTABLE_CALL = "unresolved", "untestable"
 
 
-def coupling_call(contrasts: pd.DataFrame, alpha: float = 0.05) -> str:
-    """The rule on one backbone's contrasts: 'equivalent' when every contrast is within ±γ (not coupled),
-    else 'coupled' when one rejects "no interaction" after Holm, else 'unresolved'; 'untestable' with no
-    common profile or no seed noise to test against."""
+def contrast_call(contrasts: pd.DataFrame, alpha: float = 0.05) -> str:
+    """The rule on one family of contrasts (contrast_tests): 'equivalent' when every contrast is within ±γ
+    (a backbone not coupled), else 'different' when one rejects "zero" after Holm (coupled), else
+    'unresolved'; 'untestable' with no common profile or no seed noise to test against."""
     if contrasts.empty or contrasts["p"].isna().any():
         return UNTESTABLE_CALL
     if (contrasts["p_equiv"] < alpha).all():
         return EQUIVALENT_CALL
     if (contrasts["p_holm"] < alpha).any():
-        return COUPLED_CALL
+        return DIFFERENT_CALL
     return UNRESOLVED_CALL
 
 
@@ -733,7 +794,7 @@ def climbing_cells(contrasts: pd.DataFrame, best: str, gains: dict, noise_sd: fl
                    alpha: float = 0.05) -> list[str]:
     """The optimizers of one coupled backbone whose cells its verdict rests on (its best, and those whose
     contrast rejects after Holm) and that are still improving at their last epoch; [] unless coupled."""
-    if coupling_call(contrasts, alpha) != COUPLED_CALL:
+    if contrast_call(contrasts, alpha) != DIFFERENT_CALL:
         return []
     backbone = contrasts["backbone"].iloc[0]
     resting = dict.fromkeys([best, *contrasts.loc[contrasts["p_holm"] < alpha, "optimizer"]])

@@ -215,8 +215,12 @@ class SearchSpec(StrictModel):
 
 
 class BudgetCheckSpec(StrictModel):
-    """Re-run chosen cells at multiples of the epoch budget: does a gap close, shrink or hold?"""
+    """Re-run chosen cells at multiples of the epoch budget: does a gap close, shrink or hold?
 
+    ``budget_check: auto`` (auto: true, multipliers [2]): only the cells a "coupled" verdict rests on that
+    are still improving at their last epoch (bocb.protocol.cells_to_recheck), at every seed they have."""
+
+    auto: bool = Field(False, description="re-run only the still-improving cells a coupled verdict rests on")
     multipliers: list[int] = Field(default_factory=lambda: [2, 4])
     backbones: list[str] | None = Field(None, description="None: every backbone")
     optimizers: list[str] | None = Field(None, description="None: every optimizer")
@@ -375,6 +379,11 @@ class BenchmarkSpec(StrictModel):
                     raise SpecError(f"backbones.{backbone.name}.{exc.field}", str(exc).split(": ", 1)[-1]) \
                         from None
         return self
+
+    @field_validator("budget_check", mode="before")
+    @classmethod
+    def _auto_budget_check(cls, value: Any) -> Any:
+        return {"auto": True, "multipliers": [2]} if value == "auto" else value
 
     @model_validator(mode="after")
     def _budget_check_names_in_spec(self) -> BenchmarkSpec:

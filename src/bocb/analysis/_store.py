@@ -50,7 +50,8 @@ def analyse_store(store: Store | str | os.PathLike[str], benchmark_id: str | Non
     analysed.transfer_dataset = str(((specs[transfer_id].get("transfer") or {}).get("dataset") or {}).get("name", ""))
     tuned = db.trials_frame(transfer_id)
     if not scored(tuned).empty:
-        analysed.transfer = transfer_analysis(tuned, trials, alpha=alpha, n_boot=n_boot)
+        analysed.transfer = transfer_analysis(tuned, trials, alpha=alpha, n_boot=n_boot,
+                                              gamma=rule_parameters(specs[transfer_id])[0])
         analysed.transfer_layers = db.layers_frame(transfer_id)
     return analysed
 

@@ -17,7 +17,16 @@ import pandas as pd
 from bocb.analysis._cells import select_cells
 from bocb.analysis._decompose import interaction_shares
 from bocb.errors import DataError
-from bocb.protocol import chosen_seeds, split_transfer_label, transfer_cells
+from bocb.protocol import (
+    DEFAULT_GAMMA,
+    DIFFERENT_CALL,
+    EQUIVALENT_CALL,
+    chosen_seeds,
+    contrast_call,
+    contrast_tests,
+    split_transfer_label,
+    transfer_cells,
+)
 
 GROUP = ["backbone", "mode"]
 
@@ -39,8 +48,9 @@ class TransferAnalysis:
 
 
 def transfer_analysis(trials: pd.DataFrame, sources: pd.DataFrame, alpha: float = 0.05,
-                      n_boot: int = 1000) -> TransferAnalysis:
-    """``trials``: a transfer benchmark's trials; ``sources``: its pre-training benchmark's trials."""
+                      n_boot: int = 1000, gamma: float = DEFAULT_GAMMA) -> TransferAnalysis:
+    """``trials``: a transfer benchmark's trials; ``sources``: its pre-training benchmark's trials; ``gamma``:
+    the equivalence margin of "does not change" (the transfer part's rules.gamma)."""
     cells = transfer_cells(trials, sources)
     per_seed = chosen_seeds(cells)
     if per_seed.empty:
@@ -56,14 +66,17 @@ def transfer_analysis(trials: pd.DataFrame, sources: pd.DataFrame, alpha: float 
     per_seed = per_seed.assign(**{c: per_seed[c].astype(str) for c in order})  # the planned order, as text
     per_seed = per_seed[GROUP + ["pre_optimizer", "optimizer", "seed", "config", "top1", "trial_key"]]
     per_seed = per_seed.reset_index(drop=True)
-    tests = [{"backbone": b, "mode": m, **_pre_optimizer_effect(group, alpha, n_boot)}
+    tests = [{"backbone": b, "mode": m, **_pre_optimizer_effect(group, alpha, n_boot, gamma)}
              for (b, m), group in per_seed.groupby(GROUP, sort=False)]
     return TransferAnalysis(per_seed, pd.DataFrame(tests), alpha, int(edges.sum()), len(edges))
 
 
-def _pre_optimizer_effect(group: pd.DataFrame, alpha: float, n_boot: int) -> dict[str, object]:
+def _pre_optimizer_effect(group: pd.DataFrame, alpha: float, n_boot: int, gamma: float) -> dict[str, object]:
     """Two-way ANOVA with replicates (seeds) of one backbone and mode: the pre-training optimizer's main
-    effect (F, p), the spread of its marginal means, the interaction share with its interval, a verdict."""
+    effect (F, p), the spread of its marginal means, the interaction share with its interval, and a verdict
+    by the protocol's contrast rule (bocb.protocol.contrast_call): each pre-training optimizer's marginal
+    mean minus the grand mean, tested against the seed noise with Holm ("changes"), and within ±γ by two
+    one-sided tests ("does not change"); neither: not settled by these seeds."""
     from scipy import stats  # here: scipy.stats costs ~0.7 s, and `bocb results` imports this module
 
     counts = group.groupby(["pre_optimizer", "optimizer"])["top1"].count()
@@ -88,10 +101,17 @@ def _pre_optimizer_effect(group: pd.DataFrame, alpha: float, n_boot: int) -> dic
                                     n_boot=n_boot)
         total = shares[shares["scope"] == "total"].iloc[0]
         result.update(share=float(total["share"]), lo=float(total["lo"]), hi=float(total["hi"]))
-    beyond = p_value < alpha
-    result["verdict"] = (f"the pre-training optimizer {'changes' if beyond else 'does not change'} fine-tuned "
-                         f"top-1 beyond seed noise (F({df_pre}, {df_within}) = {f_value:.2f}, p = {p_value:.3g}; "
-                         f"its means span {result['pre_range']:.2f} points)")
+    # marginal mean - grand mean: a contrast of n_pre x n_fine cell means, each of n seeds
+    variance = ms_within / (n_fine * n) * (1 - 1 / n_pre)
+    family = [(str(group["backbone"].iloc[0]), str(pre), float(m - marginal.mean()), variance, float(df_within), n)
+              for pre, m in marginal.items()]
+    call = contrast_call(contrast_tests(family, gamma), alpha)
+    said = {DIFFERENT_CALL: "changes fine-tuned top-1 beyond seed noise",
+            EQUIVALENT_CALL: f"does not change fine-tuned top-1 beyond ±γ = {gamma:g} points (equivalence)"}
+    unsettled = "is not settled by these seeds: neither beyond seed noise nor within ±γ"
+    result["verdict"] = (f"the pre-training optimizer {said.get(call, unsettled)} "
+                         f"(F({df_pre}, {df_within}) = {f_value:.2f}, p = {p_value:.3g}; its means span "
+                         f"{result['pre_range']:.2f} points)")
     return result
 
 

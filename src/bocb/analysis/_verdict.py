@@ -1,7 +1,7 @@
 """The answer first: per backbone, is it coupled to its optimizer, and which optimizers to use.
 
 Built from the protocol's rules (bocb.protocol): the seed noise (pooled_noise, one wild cell left out),
-the coupling rule (interaction_contrasts, coupling_call: a test of "the common optimizer profile" with Holm
+the coupling rule (interaction_contrasts, contrast_call: a test of "the common optimizer profile" with Holm
 over the optimizers, and an equivalence test within ±γ), "below the best beyond seed noise", "still
 improving at the last epoch" and the did-not-learn guard. See docs/analysis.md for the nulls and
 benchmarks/verdicts.py for the measured error rates.
@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 
 from bocb.protocol import (
-    COUPLED_CALL,
+    DIFFERENT_CALL,
     EQUIVALENT_CALL,
     UNTESTABLE_CALL,
     backbone_floor,
     below_beyond_noise,
     cell_means,
     climbing_cells,
-    coupling_call,
+    contrast_call,
     interaction_contrasts,
     pooled_noise,
     seeds_by_cell,
@@ -32,6 +32,7 @@ DID_NOT_LEARN = "did not learn at this budget"
 NOT_COUPLED = "not coupled"
 COUPLED = "coupled"
 STILL_LEARNING = "coupled at this budget, still learning"
+SLOW_CONVERGENCE = "slow convergence, not coupled"
 SHARED_EFFECT = "optimizer-sensitive, not coupled"
 UNCERTAIN = "coupling uncertain"
 NOT_TESTABLE = "coupling not testable"
@@ -41,7 +42,8 @@ COLUMNS = ["backbone", "verdict", "recommended", "worse", "unsettled", "best_opt
 
 
 def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, gamma: float,
-             alpha: float = 0.05, gains: dict[tuple[str, str], np.ndarray] | None = None) -> pd.DataFrame:
+             alpha: float = 0.05, gains: dict[tuple[str, str], np.ndarray] | None = None,
+             rechecked: tuple[pd.DataFrame, int] | None = None) -> pd.DataFrame:
     """One row per backbone: the verdict (coupled, coupled at this budget still learning, not coupled,
     optimizer-sensitive not coupled, coupling uncertain, not testable, did not learn), the recommendation
     (best first: the optimizers not below the best beyond seed noise and within γ of it), those below it
@@ -53,6 +55,7 @@ def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, g
     ``per_seed``: backbone, optimizer, seed, top1 of each cell's chosen configuration. ``learned``: per
     backbone, :func:`bocb.protocol.learned_backbones`. ``gains``: per cell, each seed's gain of validation top-1
     over the last quarter of its epochs (:func:`bocb.protocol.late_gains`), or None without curves.
+    ``rechecked``: :func:`bocb.protocol.rechecked_seeds`, the results after a budget check re-ran cells.
     """
     means = cell_means(per_seed)
     judged = per_seed[per_seed["backbone"].map(learned).astype(bool)]
@@ -89,20 +92,53 @@ def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, g
             row["explanation"] += (f"; {row['unsettled']}: more than γ = {gamma:g} points below the best on average, "
                                    "but their seeds disagree too much to call")
         rows.append(row)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    result = pd.DataFrame(rows, columns=COLUMNS)
+    return _after_recheck(result, rechecked, learned, gamma, alpha) if rechecked and rechecked[1] > 1 else result
+
+
+def _after_recheck(result: pd.DataFrame, rechecked: tuple[pd.DataFrame, int], learned: pd.Series, gamma: float,
+                   alpha: float) -> pd.DataFrame:
+    """A "still learning" verdict whose climbing cells were all re-run at k x the epochs (every seed) is
+    decided again by the same rule, on the results with those cells at k x: coupled when the gap persists,
+    slow convergence when the interaction falls within ±γ, uncertain otherwise."""
+    frame, budget = rechecked
+    judged = frame[frame["backbone"].map(learned).astype(bool)][["backbone", "optimizer", "seed", "top1"]]
+    rerun = frame[frame["budget"] > 1]
+    again = set(zip(rerun["backbone"], rerun["optimizer"]))
+    contrasts = interaction_contrasts(judged, gamma, alpha=alpha)
+    result = result.copy()
+    for index, row in result[result["verdict"] == STILL_LEARNING].iterrows():
+        climbing = [o.strip() for o in row["still_learning"].split(",")]
+        if any((row["backbone"], o) not in again for o in climbing):
+            continue
+        mine = contrasts[contrasts["backbone"] == row["backbone"]]
+        call = contrast_call(mine, alpha)
+        largest = mine.loc[mine["effect"].abs().idxmax()]
+        at = (f"at {budget}x the epochs ({', '.join(climbing)} re-run at every seed), the largest interaction is "
+              f"{largest.optimizer} {largest.effect:+.1f} points (Holm p = {largest.p_holm:.2g})")
+        if call == DIFFERENT_CALL:
+            result.loc[index, ["verdict", "explanation"]] = COUPLED, f"{at}: the gap persists; {row['explanation']}"
+        elif call == EQUIVALENT_CALL:
+            result.loc[index, ["verdict", "explanation"]] = SLOW_CONVERGENCE, (
+                f"{at}, within ±γ = {gamma:g}: the gap of the first budget was convergence speed, not coupling")
+        else:
+            result.loc[index, ["verdict", "explanation"]] = UNCERTAIN, (
+                f"{at}: no longer beyond seed noise, nor within ±γ = {gamma:g}; the gap of the first budget "
+                "narrowed with more epochs")
+    return result
 
 
 def _coupling(contrasts: pd.DataFrame, best: str, gains: dict, sd: float, gamma: float, alpha: float) -> dict:
     """The coupling rule's call on one backbone, its largest interaction and the cells it rests on that are
     still improving at their last epoch."""
-    call = coupling_call(contrasts, alpha)
+    call = contrast_call(contrasts, alpha)
     if call == UNTESTABLE_CALL:
         return {"call": call, "interaction_optimizer": "", "interaction": math.nan, "p_coupled": math.nan,
                 "seeds_needed": math.nan, "still_learning": ""}
     largest = contrasts.loc[contrasts["effect"].abs().idxmax()]
     climbing = climbing_cells(contrasts, best, gains, sd, gamma, alpha)
     needed = math.nan
-    if call not in (COUPLED_CALL, EQUIVALENT_CALL):
+    if call not in (DIFFERENT_CALL, EQUIVALENT_CALL):
         open_ = contrasts[contrasts["p_equiv"] >= alpha]
         hardest = open_.loc[open_["p_equiv"].idxmax()]
         settle = seeds_to_settle(hardest, len(contrasts), gamma, alpha)
@@ -138,7 +174,7 @@ def _verdict(row: dict, contrasts: pd.DataFrame, gamma: float, alpha: float) -> 
                                    "other backbones")
         return NOT_COUPLED, (f"every optimizer's interaction is within ±γ = {gamma:g} points (largest: {effect}; "
                              f"{noise}){note}")
-    if call == COUPLED_CALL:
+    if call == DIFFERENT_CALL:
         coupled = contrasts[contrasts["p_holm"] < alpha].sort_values("effect", key=abs, ascending=False)
         first = coupled.iloc[0]
         rest = list(coupled["optimizer"][1:])

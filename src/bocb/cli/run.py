@@ -227,7 +227,7 @@ def verdict_text(verdicts: pd.DataFrame) -> str:
     width = max(len(b) for b in verdicts["backbone"])
     lines = ["verdict per backbone (use = the best optimizer and those tied with it within seed noise):"]
     for row in verdicts.itertuples():
-        lines.append(f"  {row.backbone:<{width}}  {row.verdict:<34} use: {row.recommended}")
+        lines.append(f"  {row.backbone:<{width}}  {row.verdict:<38} use: {row.recommended}")
         lines.append(f"  {'':<{width}}  {row.explanation}")
     return "\n".join(lines)
 

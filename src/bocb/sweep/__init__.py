@@ -79,7 +79,8 @@ def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", st
     benchmark_id = spec.benchmark_id()
     db = Store(url)
     retried = db.retry_crashed(benchmark_id)
-    stage = next_stage(spec, db.trials_frame(benchmark_id))  # computed first: a failure here stores nothing
+    # computed first: a failure here stores nothing
+    stage = next_stage(spec, db.trials_frame(benchmark_id), lambda: db.epochs_frame(benchmark_id))
     db.register_benchmark(benchmark_id, spec.name, spec.model_dump(mode="json"), stage.planned if stage else ())
     transfer_id = None
     if spec.transfer is not None:  # its own benchmark: the pre-training one's results stay as they are

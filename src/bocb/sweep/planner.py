@@ -18,7 +18,9 @@ returns; keys make duplicates impossible.
   combination of the optimizer's extras at the lr and wd chosen so far (the
   combination that trains exactly as the chosen configuration is not re-run);
 - ``seeds``: each pair's best configuration re-run at the remaining seeds;
-- ``budget``: with ``budget_check``, chosen cells re-run at 2x and 4x epochs.
+- ``budget``: with ``budget_check``, chosen cells re-run at 2x and 4x epochs; with ``budget_check: auto``,
+  only the still-improving cells a "coupled" verdict rests on, at 2x and every seed they have (its rule,
+  bocb.protocol.cells_to_recheck, reads the per-epoch curves: ``next_stage``'s ``epochs``).
 Which configuration a pair has chosen, which cells are re-seeded and the stage
 names come from :mod:`bocb.protocol`, the same rules the analysis applies.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +46,7 @@ from bocb.protocol import (
     StageKind,
     TrialState,
     cells_needing_seeds,
+    cells_to_recheck,
     choose_configs,
     is_search_stage,
     run_key,
@@ -161,14 +165,18 @@ def probe_epochs(spec: BenchmarkSpec, pair: Pair) -> int:
     return min(max(1, round(spec.search.early_stop.at * epochs)), max(epochs - 1, 1))
 
 
-def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
+EpochsSource = Callable[[], pd.DataFrame]  # the benchmark's per-epoch curves, read only when a rule needs them
+
+
+def next_stage(spec: BenchmarkSpec, results: pd.DataFrame, epochs: EpochsSource | None = None) -> Stage | None:
     """The first stage with trials to add or to wait for; None when the benchmark is complete.
 
     ``results`` is the store's trials frame of this benchmark (trial_key, stage, budget, state, backbone,
     size, optimizer, config, lr, weight_decay, hparams_json, seed, epochs, val_top1, test_top1, train_loss,
     num_classes). Each stage sees only the results of the stages before it, so what it wants never
     changes once planned; the one exception is the re-seed stage with ``reseed: failure_candidates``,
-    which runs in rounds (see :func:`_reseed_cells`).
+    which runs in rounds (see :func:`_reseed_cells`). ``epochs`` returns the store's per-epoch frame of this
+    benchmark; only ``budget_check: auto`` needs it.
     """
     stored, unfinished = stored_keys(results)
     names, every_pair = stage_names(spec), pairs(spec)
@@ -177,7 +185,7 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame) -> Stage | None:
         cells = every_pair
         if stage_kind(name) == StageKind.SEEDS and spec.reseed == "failure_candidates":
             cells = _reseed_cells(spec, every_pair, earlier, _of_stages(results, [name]), unfinished)
-        chosen = Chosen(earlier)
+        chosen = Chosen(earlier, epochs)
         stage = pending_stage(name, [t for pair in cells for t in _planned(spec, pair, name, chosen)], stored,
                               unfinished)
         if stage is not None:
@@ -248,10 +256,30 @@ class Chosen:
     """Each pair's configuration chosen by the protocol's one rule on the results of earlier stages, and
     the pair's own rows; computed once per stage, on first use."""
 
-    def __init__(self, earlier: pd.DataFrame) -> None:
+    def __init__(self, earlier: pd.DataFrame, epochs: EpochsSource | None = None) -> None:
         self.earlier = with_config(earlier) if len(earlier) else earlier
+        self.epochs = epochs
         self._configs: dict[tuple[str, str], str] | None = None
         self._rows: dict[tuple[str, str, str], pd.DataFrame] | None = None
+        self._rechecks: set[tuple[str, str]] | None = None
+
+    def rechecked(self, spec: BenchmarkSpec, pair: Pair) -> bool:
+        """Whether ``budget_check: auto`` re-runs this pair's cell (bocb.protocol.cells_to_recheck)."""
+        if self._rechecks is None:
+            if self.epochs is None:
+                raise ValueError("budget_check: auto plans from the per-epoch curves: pass next_stage its epochs")
+            found = cells_to_recheck(self.earlier, self.epochs(), spec.rules.gamma, spec.rules.alpha) \
+                if len(self.earlier) else []
+            self._rechecks = set(found)
+        return pair.names in self._rechecks
+
+    def seeds(self, pair: Pair) -> list[int]:
+        """The seeds at which the pair's chosen configuration was trained (main budget)."""
+        if self.best(pair) is None:
+            return []
+        rows = self.rows(pair)
+        rows = rows[(rows["config"] == self._configs.get(pair.names)) & (rows["budget"] == 1)] if len(rows) else rows
+        return sorted(int(s) for s in rows["seed"].unique()) if len(rows) else []
 
     def rows(self, pair: Pair) -> pd.DataFrame:
         if self._rows is None:
@@ -295,6 +323,10 @@ def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> 
             return []
         if kind == StageKind.SEEDS:
             return [(trial_config(spec, pair, *best, s, epochs), 1) for s in spec.seeds[1:]]
+        if spec.budget_check.auto:
+            seeds = chosen.seeds(pair) if chosen.rechecked(spec, pair) else []
+            return [(trial_config(spec, pair, *best, s, epochs * m), m) for m in _budget_multipliers(spec, pair)
+                    for s in seeds]
         return [(trial_config(spec, pair, *best, seed0, epochs * m), m) for m in _budget_multipliers(spec, pair)]
     return [(trial_config(spec, pair, *c, seed0, epochs), 1) for c in choices]
 
@@ -449,4 +481,6 @@ def _stage_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> tuple[tuple[in
         return (epochs,) * len(_new_extras(pair, {})), "exact"
     if kind == StageKind.SEEDS:
         return (epochs,) * (len(spec.seeds) - 1), "exact" if spec.reseed == "all" else "at most"
+    if spec.budget_check.auto:  # only the still-improving cells of coupled backbones, at each of their seeds
+        return tuple(epochs * m for m in _budget_multipliers(spec, pair) for _ in spec.seeds), "at most"
     return tuple(epochs * m for m in _budget_multipliers(spec, pair)), "exact"

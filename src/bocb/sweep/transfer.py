@@ -32,6 +32,7 @@ from bocb.spec import BenchmarkSpec, InitSpec, TrialConfig
 from bocb.store import PlannedTrial
 from bocb.sweep.planner import (
     Chosen,
+    EpochsSource,
     Pair,
     Stage,
     choice_of,
@@ -62,10 +63,12 @@ def sources(source_trials: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["state"] == TrialState.DONE].sort_values(["backbone", "optimizer", "seed"])
 
 
-def next_transfer_stage(spec: BenchmarkSpec, source_trials: pd.DataFrame, results: pd.DataFrame) -> Stage | None:
+def next_transfer_stage(spec: BenchmarkSpec, source_trials: pd.DataFrame, results: pd.DataFrame,
+                        source_epochs: EpochsSource | None = None) -> Stage | None:
     """As :func:`bocb.sweep.planner.next_stage`, for the transfer part of ``spec`` (its ``transfer_from``
-    names the pre-training benchmark, whose trials are ``source_trials``)."""
-    if next_stage(spec.pretraining(), source_trials) is not None:
+    names the pre-training benchmark, whose trials are ``source_trials`` and per-epoch curves
+    ``source_epochs``)."""
+    if next_stage(spec.pretraining(), source_trials, source_epochs) is not None:
         return Stage("pretraining", [], waiting=True)  # its kept models are not all there yet
     tuning = fine_tuning_spec(spec)
     by_names = {p.names: p for p in pairs(tuning)}

@@ -51,11 +51,11 @@ def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root:
 
         prune_kept(artifact_root, unchosen(trials, sources))
     if sources is None:
-        stage = next_stage(spec, trials)
+        stage = next_stage(spec, trials, lambda: store.epochs_frame(benchmark_id))
     else:
         from bocb.sweep.transfer import next_transfer_stage
 
-        stage = next_transfer_stage(spec, sources, trials)
+        stage = next_transfer_stage(spec, sources, trials, lambda: store.epochs_frame(spec.transfer_from))
     if artifact_root is not None and sources is None:  # checkpoints no stage will continue from
         continuing = {run_key(t.config) for t in stage.planned} if stage else set()  # a retried start promoted now
         prune_checkpoints(artifact_root, ended_runs(spec, trials) - continuing)
