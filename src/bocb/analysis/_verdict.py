@@ -117,7 +117,8 @@ def _after_recheck(result: pd.DataFrame, rechecked: tuple[pd.DataFrame, int], le
         at = (f"at {budget}x the epochs ({', '.join(climbing)} re-run at every seed), the largest interaction is "
               f"{largest.optimizer} {largest.effect:+.1f} points (Holm p = {largest.p_holm:.2g})")
         if call == DIFFERENT_CALL:
-            result.loc[index, ["verdict", "explanation"]] = COUPLED, f"{at}: the gap persists; {row['explanation']}"
+            first = row["explanation"].replace(_still_learning_note(row["still_learning"]), "")
+            result.loc[index, ["verdict", "explanation"]] = COUPLED, f"{at}: the gap persists; first budget: {first}"
         elif call == EQUIVALENT_CALL:
             result.loc[index, ["verdict", "explanation"]] = SLOW_CONVERGENCE, (
                 f"{at}, within ±γ = {gamma:g}: the gap of the first budget was convergence speed, not coupling")
@@ -147,6 +148,11 @@ def _coupling(contrasts: pd.DataFrame, best: str, gains: dict, sd: float, gamma:
     return {"call": call, "interaction_optimizer": largest.optimizer, "interaction": float(largest.effect),
             "p_coupled": float(contrasts["p_holm"].min()), "seeds_needed": needed,
             "still_learning": ", ".join(climbing)}
+
+
+def _still_learning_note(optimizers: str) -> str:
+    return (f"; but {optimizers} still improving at the last epoch: the gap may be convergence speed "
+            "(budget_check: auto re-runs these cells at 2x the epochs)")
 
 
 def _not_learned_text(row: dict) -> str:
@@ -183,8 +189,7 @@ def _verdict(row: dict, contrasts: pd.DataFrame, gamma: float, alpha: float) -> 
                  f"(Holm p = {first.p_holm:.2g}){more}")
         text = f"its optimizer profile differs from the common one beyond seed noise: {named} ({noise})"
         if row["still_learning"]:
-            return STILL_LEARNING, (text + f"; but {row['still_learning']} still improving at the last epoch: the gap "
-                                    "may be convergence speed (budget_check: auto re-runs these cells at 2x epochs)")
+            return STILL_LEARNING, text + _still_learning_note(row["still_learning"])
         return COUPLED, text
     seeds = ("more than 50 seeds per cell" if math.isinf(row["seeds_needed"])
              else f"about {int(row['seeds_needed'])} seeds per cell")
