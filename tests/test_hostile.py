@@ -83,6 +83,43 @@ SPEC_CASES = {
     "a backbone's own override out of range": (_tiny(backbones=["resnet50", {"name": "deit_s", "recipe_overrides":
                                                                              {"warmup_epochs": -1}}]),
                                                "backbones.deit_s.recipe_overrides.warmup_epochs: must be a number"),
+    # values that would make every trial crash, or mean what the user did not write (issue 30)
+    "train_subset beyond the data": (_tiny(dataset={**TINY_SPEC["dataset"], "train_subset": 10**8}),
+                                     "dataset.train_subset: 100,000,000 is more than the 1,437 training images"),
+    "test_subset beyond the data": (_tiny(dataset={**TINY_SPEC["dataset"], "test_subset": 10**9}),
+                                    "dataset.test_subset: 1,000,000,000 is more than the 360 test images of digits"),
+    "negative split seed": (_tiny(dataset={**TINY_SPEC["dataset"], "split_seed": -1}),
+                            "dataset.split_seed: Input should be greater than or equal to 0"),
+    "a validation split that leaves nothing to train": (
+        _tiny(dataset={**TINY_SPEC["dataset"], "train_subset": 200, "val_fraction": 0.999}),
+        "dataset.val_fraction: 0.999 of 200 training images leaves 0 to train on and 200 to validate"),
+    "NaN among searched extras": (_tiny(optimizers=[{"name": "sgd", "extras": {"momentum": [float("nan")]}}]),
+                                  "optimizers.0.extras.momentum.0: must be a finite number, not nan"),
+    "infinite lr": (_tiny(optimizers=[{"name": "sgd", "lr": float("inf")}]),
+                    "optimizers.0.lr: must be a finite number, not inf"),
+    "NaN weight decay": (_tiny(optimizers=[{"name": "sgd", "weight_decay": float("nan")}]),
+                         "optimizers.0.weight_decay: must be a finite number, not nan"),
+    "infinite gamma": (_tiny(rules={"gamma": float("inf")}), "rules.gamma: must be a finite number, not inf"),
+    "an lr step that underflows the grid": (_tiny(search={"lr_points": 3, "wd_points": 1, "lr_step": 1e308}),
+                                            "search.lr_step: 1e+308 over 3 points and 0 edge steps spans 10^616"),
+    "epochs: true": (_tiny(epochs=True), "epochs: Input should be a valid integer"),
+    "ten thousand lr points": (_tiny(search={"lr_points": 10_000, "wd_points": 1}),
+                               "search.lr_points: Input should be less than or equal to 100"),
+    "an optimizer twice": (_tiny(optimizers=["sgd", "sgd"]), "optimizers: sgd given twice: each may appear once"),
+    "a seed twice": (_tiny(seeds=[0, 0]), "seeds: 0 given twice: each may appear once"),
+    "a YAML key twice": ("epochs: 3\n" + _tiny(), "spec: 'epochs' is given twice (lines 1 and"),
+    "billion laughs": (_tiny() + "recipe_overrides: {a: &a [1,1,1,1,1,1,1,1,1,1], " + ", ".join(
+        f"{b}: &{b} [{', '.join(['*' + a] * 10)}]" for a, b in zip("abcd", "bcde")) + "}\n",
+        "spec: expands to more than 100,000 values"),
+    "a list nested 5,000 deep": (_tiny() + "recipe_overrides: {x: " + "[" * 5000 + "]" * 5000 + "}\n",
+                                 "nests too deep to read (more than 50 levels)"),
+    "a budget check at ten billion times the epochs": (_tiny(budget_check={"multipliers": [10**10]}),
+                                                       "budget_check.multipliers.0: Input should be less than or "
+                                                       "equal to 64"),
+    "a NUL byte in artifact_root": (_tiny(artifact_root="art\x00ifacts"), "artifact_root: contains a NUL byte"),
+    "a store of an unknown dialect": (_tiny(store="nosuchdb://host/db"), "store: not a database URL SQLAlchemy knows"),
+    "a store whose driver is not installed": (_tiny(store="mysql+mysqldb://u@host/db"),
+                                              "store: the driver of mysql+mysqldb is not installed"),
 }
 
 
@@ -151,3 +188,23 @@ def test_a_foreign_or_damaged_store_is_refused_without_a_write(command, kind, tm
     assert ("another program's database" in err or "holds no bocb store" in err) if kind == "foreign" \
         else "is damaged (SQLite quick_check" in err
     assert path.read_bytes() == before
+
+
+FLAG_CASES = {
+    "zero workers": (["run", "--preset", "quick", "--workers", "0"],
+                     "'--workers': Input should be greater than or equal to 1"),
+    "workers not a number": (["run", "--preset", "quick", "--workers", "abc"],
+                             "'--workers': Input should be a valid integer"),
+    "negative edge steps": (["run", "--preset", "quick", "--extend-edges", "-5"], "'--extend-edges'"),
+    "a missing argument": (["results"], "Missing argument 'store'"),
+    "an unknown command": (["frobnicate"], "No such command 'frobnicate'"),
+    "a stale-after that is text": (["status", "x.db", "--stale-after", "abc"], "'--stale-after'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLAG_CASES))
+def test_a_bad_option_of_any_command_is_one_line_and_exit_2(case, capsys) -> None:
+    args, expected = FLAG_CASES[case]
+    code, out, err = bocb_main(*args, capsys=capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert "Traceback" not in out + err and "Usage:" not in err

@@ -101,9 +101,11 @@ def _code_err(result: tuple[int, str, str]) -> tuple[int, str]:
 
 
 def test_aliases_and_defaults() -> None:
-    spec = parse_spec({**TINY_SPEC, "optimizers": ["SGD-M", "sgd_m", "AdamW"], "backbones": ["R-50"]})
-    assert [o.name for o in spec.optimizers] == ["sgd", "sgd", "adamw"]
+    spec = parse_spec({**TINY_SPEC, "optimizers": ["SGD-M", "AdamW"], "backbones": ["R-50"]})
+    assert [o.name for o in spec.optimizers] == ["sgd", "adamw"]
     assert spec.backbones[0].name == "resnet50"
+    with pytest.raises(SpecError, match="optimizers: sgd given twice"):  # two spellings of one optimizer
+        parse_spec({**TINY_SPEC, "optimizers": ["SGD-M", "sgd_m"]})
     minimal = parse_spec({"dataset": {"name": "digits", "image_size": 16}, "backbones": ["resnet50"],
                           "optimizers": ["sgd"]})
     assert minimal.size == "tiny" and minimal.seeds == [0, 1, 2] and minimal.search.lr_points == 5

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -35,23 +37,29 @@ ExecutorName = Literal["local", "ray"]
 EXECUTORS: tuple[str, ...] = typing.get_args(ExecutorName)
 # Bounds that keep a value storable (a 32-bit integer column in PostgreSQL) and a trial plannable.
 MAX_SEED = 2**31 - 1
+MAX_GRID_POINTS = 100  # per hyper-parameter: the paper searches 5
+MAX_BUDGET_MULTIPLIER = 64  # a budget check at 64x the epochs is already a new benchmark
+MAX_GRID_DECADES = 24  # a grid with its edge steps spans at most 10^24 (default lr 1e-3: 1e-15 .. 1e9)
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields refused; numbers finite (no NaN or infinity) and never booleans (StrictInt,
+    StrictFloat: YAML's `true` is not 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatasetSpec(StrictModel):
     name: str = "digits"
-    image_size: int | None = Field(None, gt=0, description="input side; None: the backbone's input size")
+    image_size: StrictInt | None = Field(None, gt=0, description="input side; None: the backbone's input size")
     path: str | None = None
     download: bool = False
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="carved from train, stratified; 0 turns it off")
-    train_subset: int | None = Field(None, gt=0)
-    test_subset: int | None = Field(None, gt=0)
-    split_seed: int = 0
+    val_fraction: StrictFloat = Field(0.1, ge=0.0, lt=1.0, description="carved from train, stratified; 0 turns it off")
+    train_subset: StrictInt | None = Field(None, gt=0)
+    test_subset: StrictInt | None = Field(None, gt=0)
+    split_seed: StrictInt = Field(0, ge=0, le=MAX_SEED)
 
     @field_validator("name")
     @classmethod
@@ -59,6 +67,29 @@ class DatasetSpec(StrictModel):
         from bocb.data import DATASETS
 
         return DATASETS.get(name, field="dataset.name").name
+
+    @model_validator(mode="after")
+    def _splits_hold_every_class(self) -> DatasetSpec:
+        """Subsets no larger than the data, and a stratified split that leaves each part an image per class
+        (where the dataset's sizes are known without its files)."""
+        from bocb.data import DATASETS, split_sizes
+
+        info = DATASETS.get(self.name)
+        full = info.sizes(self)
+        if full is None:
+            return self
+        for field, wanted, have, split in (("train_subset", self.train_subset, full[0], "training"),
+                                           ("test_subset", self.test_subset, full[1], "test")):
+            if wanted is not None and wanted > have:
+                raise SpecError(f"dataset.{field}", f"{wanted:,} is more than the {have:,} {split} images of "
+                                                    f"{self.name}")
+        train, val, _ = split_sizes(self)
+        classes = info.num_classes
+        if train < classes or (self.val_fraction > 0 and val < classes):
+            raise SpecError("dataset.val_fraction", f"{self.val_fraction:g} of {train + val:,} training images leaves "
+                                                    f"{train:,} to train on and {val:,} to validate; each needs at "
+                                                    f"least one image per class ({classes})")
+        return self
 
 
 def _named_entries(items: Any) -> Any:
@@ -108,9 +139,9 @@ class BackboneEntry(StrictModel):
 
 class OptimizerEntry(StrictModel):
     name: str
-    lr: list[float] | float | None = Field(None, description="searched lr values, or the centre of the searched "
-                                                              "grid; None: the grid around the default")
-    weight_decay: list[float] | float | None = None
+    lr: list[StrictFloat] | StrictFloat | None = Field(
+        None, description="searched lr values, or the centre of the searched grid; None: the grid around the default")
+    weight_decay: list[StrictFloat] | StrictFloat | None = None
     extras: dict[str, list[Any]] = Field(default_factory=dict, description="searched optimizer-specific values")
     params: dict[str, Any] = Field(default_factory=dict, description="fixed optimizer arguments")
 
@@ -160,8 +191,8 @@ class EarlyStopSpec(StrictModel):
     the best of its pair at that epoch stops there, and the others continue from their checkpoint (stage
     ``search``). A stopped configuration is recorded (its probe trial) and never scored."""
 
-    at: float = Field(1 / 3, gt=0.0, lt=1.0, description="share of the epochs trained before the decision")
-    margin: float = Field(10.0, gt=0.0, description="validation top-1 points below the pair's best at that "
+    at: StrictFloat = Field(1 / 3, gt=0.0, lt=1.0, description="share of the epochs trained before the decision")
+    margin: StrictFloat = Field(10.0, gt=0.0, description="validation top-1 points below the pair's best at that "
                                                     "epoch beyond which a configuration stops")
 
 
@@ -172,12 +203,13 @@ class SearchSpec(StrictModel):
                            "two: the paper's order, lr x wd first with every optimizer argument at its default, "
                            "then the optimizer's extras (the spec's, else the registry's grid) at the chosen "
                            "lr and wd")
-    lr_points: int = Field(5, ge=1, description="consecutive log-grid values of lr, centred on the default")
-    wd_points: int = Field(5, ge=1)
-    lr_step: float = Field(2.0, gt=1.0, description="ratio between consecutive lr values")
-    wd_step: float = Field(2.0, gt=1.0)
-    rungs: list[float] = Field(default_factory=lambda: [1 / 9, 1 / 3, 1.0])
-    keep_fraction: float = Field(1 / 3, gt=0.0, le=1.0)
+    lr_points: StrictInt = Field(5, ge=1, le=MAX_GRID_POINTS,
+                                 description="consecutive log-grid values of lr, centred on the default")
+    wd_points: StrictInt = Field(5, ge=1, le=MAX_GRID_POINTS)
+    lr_step: StrictFloat = Field(2.0, gt=1.0, description="ratio between consecutive lr values")
+    wd_step: StrictFloat = Field(2.0, gt=1.0)
+    rungs: list[StrictFloat] = Field(default_factory=lambda: [1 / 9, 1 / 3, 1.0])
+    keep_fraction: StrictFloat = Field(1 / 3, gt=0.0, le=1.0)
     keep_ties: bool = Field(True, description="halving: configurations tied with the last one kept go on too; "
                                               "false cuts exactly keep_fraction, ties by lower training loss")
     promotion: Literal["restart", "continue"] = Field(
@@ -185,7 +217,7 @@ class SearchSpec(StrictModel):
                                "with a schedule of that rung's length (restart), or resumes from its rung "
                                "checkpoint under the full-budget schedule, so no epoch is paid twice (continue)")
     early_stop: EarlyStopSpec | None = Field(None, description="grid: stop hopeless configurations early")
-    extend_edges: int = Field(0, ge=0, description="max grid steps added past an edge best")
+    extend_edges: StrictInt = Field(0, ge=0, le=MAX_GRID_POINTS, description="max grid steps added past an edge best")
 
     @field_validator("rungs")
     @classmethod
@@ -193,6 +225,18 @@ class SearchSpec(StrictModel):
         if not rungs or rungs[-1] != 1.0 or any(not 0 < a < b for a, b in zip(rungs, rungs[1:])):
             raise ValueError("rungs must increase and end at 1.0")
         return rungs
+
+    @model_validator(mode="after")
+    def _grid_spans_finite_values(self) -> SearchSpec:
+        """A grid and its edge steps span at most MAX_GRID_DECADES powers of ten around the default: a wider
+        one under- or overflows (lr_step 1e308 makes every lr 0 or infinite)."""
+        for name, step, points in (("lr_step", self.lr_step, self.lr_points),
+                                   ("wd_step", self.wd_step, self.wd_points)):
+            decades = math.log10(step) * (points - 1 + 2 * self.extend_edges)
+            if decades > MAX_GRID_DECADES:
+                raise SpecError(f"search.{name}", f"{step:g} over {points} points and {self.extend_edges} edge steps "
+                                                  f"spans 10^{decades:.0f}; at most 10^{MAX_GRID_DECADES}")
+        return self
 
     @model_validator(mode="after")
     def _options_of_its_method(self) -> SearchSpec:
@@ -221,7 +265,7 @@ class BudgetCheckSpec(StrictModel):
     are still improving at their last epoch (bocb.protocol.cells_to_recheck), at every seed they have."""
 
     auto: bool = Field(False, description="re-run only the still-improving cells a coupled verdict rests on")
-    multipliers: list[int] = Field(default_factory=lambda: [2, 4])
+    multipliers: list[Annotated[StrictInt, Field(le=MAX_BUDGET_MULTIPLIER)]] = Field(default_factory=lambda: [2, 4])
     backbones: list[str] | None = Field(None, description="None: every backbone")
     optimizers: list[str] | None = Field(None, description="None: every optimizer")
 
@@ -237,10 +281,10 @@ class RulesSpec(StrictModel):
     """The parameters of the protocol's rules (bocb.protocol), stored with the benchmark so that every
     report of it reads the same ones."""
 
-    gamma: float = Field(DEFAULT_GAMMA, gt=0, description="Eq. 1's gamma in top-1 points: 3 for CIFAR-100 and "
+    gamma: StrictFloat = Field(DEFAULT_GAMMA, gt=0, description="Eq. 1's gamma in top-1 points: 3 for CIFAR-100 and "
                                                           "COCO, 1 for ImageNet-1K; in a spec, unset means the "
                                                           "dataset's (bocb.data.default_gamma)")
-    alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1,
+    alpha: StrictFloat = Field(DEFAULT_ALPHA, gt=0, lt=1,
                          description="significance level of 'below the best beyond seed noise'")
 
 
@@ -264,8 +308,8 @@ class TransferSpec(StrictModel):
     modes: list[TransferMode] = Field(default_factory=lambda: ["finetune", "linear_probe"], min_length=1)
     recipe: str = Field("torch", description="the fine-tuning recipe (a recipe name)")
     recipe_overrides: dict[str, Any] = Field(default_factory=dict)
-    epochs: int | None = Field(None, gt=0, le=MAX_EPOCHS, description="None: the recipe's epochs")
-    batch_size: int | None = Field(None, gt=0, le=MAX_BATCH)
+    epochs: StrictInt | None = Field(None, gt=0, le=MAX_EPOCHS, description="None: the recipe's epochs")
+    batch_size: StrictInt | None = Field(None, gt=0, le=MAX_BATCH)
     search: SearchSpec = Field(default_factory=lambda: SearchSpec(lr_points=3, wd_points=1))
 
     @field_validator("optimizers", mode="before")
@@ -300,24 +344,24 @@ class BenchmarkSpec(StrictModel):
     recipe: str = Field("paper", description="'paper': each backbone's Table A1 default; or a recipe name")
     recipe_overrides: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec = Field(default_factory=SearchSpec)
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    epochs: int | None = Field(None, gt=0, le=MAX_EPOCHS, description="None: the recipe's epochs")
-    batch_size: int | None = Field(None, gt=0, le=MAX_BATCH)
+    seeds: list[Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: StrictInt | None = Field(None, gt=0, le=MAX_EPOCHS, description="None: the recipe's epochs")
+    batch_size: StrictInt | None = Field(None, gt=0, le=MAX_BATCH)
     reseed: Literal["all", "failure_candidates"] = Field(
         "all", description="cells re-run at the remaining seeds: all, or only those the seed-aware failure rule "
                            "compares (each backbone's best and every cell Eq. 1 flags; bocb.protocol)")
     rules: RulesSpec = Field(default_factory=lambda: RulesSpec())
     budget_check: BudgetCheckSpec | None = None
     weight_decay_policy: Literal["no_decay_1d", "decay_all"] = "no_decay_1d"
-    grad_clip: float | None = Field(None, gt=0, description="overrides the recipe's clip-grad norm")
+    grad_clip: StrictFloat | None = Field(None, gt=0, description="overrides the recipe's clip-grad norm")
     store: str | None = Field(None, description="SQLAlchemy URL; None: DIR/bocb.db")
     executor: ExecutorName = "local"
-    workers: int | None = Field(None, gt=0, description="None: one per CPU core (local)")
+    workers: StrictInt | None = Field(None, gt=0, description="None: one per CPU core (local)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpu: GpuSpec = Field(default_factory=GpuSpec)
-    num_cpus: float = Field(1.0, gt=0, description="per trial, for the ray executor")
-    num_gpus: float = Field(0.0, ge=0)
-    checkpoint_every: int = Field(1, ge=0, description="epochs between in-trial checkpoints; 0: none")
+    num_cpus: StrictFloat = Field(1.0, gt=0, description="per trial, for the ray executor")
+    num_gpus: StrictFloat = Field(0.0, ge=0)
+    checkpoint_every: StrictInt = Field(1, ge=0, description="epochs between in-trial checkpoints; 0: none")
     artifact_root: str | None = Field(None, description="checkpoints and kept weights; None: DIR/artifacts")
     transfer: TransferSpec | None = None
     transfer_from: str | None = Field(None, description="set by bocb: this is the transfer part of benchmark ID")
@@ -352,6 +396,28 @@ class BenchmarkSpec(StrictModel):
     @classmethod
     def _known_spec_recipe(cls, name: str) -> str:
         return _known_recipe(name, "recipe")
+
+    @field_validator("store")
+    @classmethod
+    def _openable_store(cls, url: str | None) -> str | None:
+        if url is not None:
+            from bocb.store import check_url
+
+            check_url(url)
+        return url
+
+    @model_validator(mode="after")
+    def _nothing_twice(self) -> BenchmarkSpec:
+        """A name or seed given twice would plan the same trials twice under one key: refused, named."""
+        for field, values in (("optimizers", [o.name for o in self.optimizers]),
+                              ("backbones", [f"{b.name} ({b.size or self.size})" for b in self.backbones]),
+                              ("seeds", self.seeds),
+                              ("transfer.optimizers", [o.name for o in self.transfer.optimizers] if self.transfer
+                               else [])):
+            twice = sorted({str(v) for v in values if values.count(v) > 1})
+            if twice:
+                raise SpecError(field, f"{', '.join(twice)} given twice: each may appear once")
+        return self
 
     @model_validator(mode="after")
     def _optimizer_arguments_accepted(self) -> BenchmarkSpec:
@@ -539,6 +605,7 @@ def parse_spec(data: Any, check_data: bool = True) -> BenchmarkSpec:
     dataset's files unchecked (planning on a machine that will not train)."""
     if not isinstance(data, dict):
         raise SpecError("spec", "must be a YAML mapping of fields")
+    _plain_values(data, "")
     try:
         return BenchmarkSpec.model_validate(data, context={"check_data": check_data})
     except SpecError:
@@ -547,20 +614,29 @@ def parse_spec(data: Any, check_data: bool = True) -> BenchmarkSpec:
         raise _validation_message(exc) from None
 
 
+def _plain_values(value: Any, field: str) -> None:
+    """Every value of a spec, free-form ones included (optimizer params and extras, recipe overrides):
+    numbers finite, text without NUL bytes. The typed fields check themselves too; this is for the rest."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _plain_values(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _plain_values(item, f"{field}.{index}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(field, f"must be a finite number, not {value}")
+    elif isinstance(value, str) and "\x00" in value:
+        raise SpecError(field, "contains a NUL byte")
+
+
 def load_spec(path: str | Path, check_data: bool = True) -> BenchmarkSpec:
     """Read and validate a YAML spec file (``check_data``: as :func:`parse_spec`)."""
+    from bocb.safe_yaml import load_yaml
+
     path = Path(path)
     if not path.is_file():
         raise SpecError("spec", f"file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SpecError("spec", f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError("spec", f"malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_spec(data, check_data)
+    return parse_spec(load_yaml(path), check_data)
 
 
 def preset_path(name: str) -> Path:

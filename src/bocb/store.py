@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from bocb.errors import BocbError
+from bocb.errors import BocbError, SpecError
 from bocb.protocol import FINISHED, UNFINISHED, TrialState, is_search_stage, trial_key, with_config
 
 FINISHED_VALUES = tuple(s.value for s in FINISHED)
@@ -132,6 +132,20 @@ def normalise_url(url_or_path: str | os.PathLike[str]) -> str:
     """An SQLAlchemy URL; a plain path means an SQLite file."""
     text = str(url_or_path)
     return text if "://" in text else f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def check_url(url_or_path: str | os.PathLike[str], field: str = "store") -> None:
+    """A one-line SpecError unless ``url_or_path`` names a database SQLAlchemy can open here: a known
+    dialect whose driver is installed (checked when the spec is loaded, not when the first trial is stored)."""
+    from sqlalchemy.engine import make_url
+
+    text = normalise_url(url_or_path)
+    try:
+        make_url(text).get_dialect().import_dbapi()
+    except ImportError as exc:  # the dialect is known, its driver is not installed
+        raise SpecError(field, f"the driver of {text.split('://')[0]} is not installed ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors for a URL it cannot parse or a dialect it lacks
+        raise SpecError(field, f"not a database URL SQLAlchemy knows: {exc}") from None
 
 
 def new_worker_id() -> str:

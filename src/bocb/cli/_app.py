@@ -28,7 +28,7 @@ app = typer.Typer(
 
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)  # click's usage errors come here, to be said in one line
     except BocbError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -37,15 +37,38 @@ def main() -> None:
         typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(2)
     except Exception as exc:
+        if _said_as_usage(exc):
+            sys.exit(2 if not _is(exc, "Abort") else 1)
         if not type(exc).__module__.startswith(DATABASE_MODULES):
             raise
         # a store damaged inside its records, a server gone mid-query: one line, not an SQL dump
         cause = getattr(exc, "orig", None) or exc
         typer.echo(f"error: store: {type(cause).__name__}: {str(cause).splitlines()[0][:300]}", err=True)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 DATABASE_MODULES = ("sqlalchemy", "sqlite3", "psycopg")
+
+
+def _is(exc: Exception, name: str) -> bool:
+    """Whether ``exc`` is a click exception called ``name``: by name, because typer vendors its own click
+    (typer._click) and a plain click may be installed beside it."""
+    return any(kind.__name__ == name for kind in type(exc).__mro__)
+
+
+def _said_as_usage(exc: Exception) -> bool:
+    """Print a command-line mistake of any command as one line (a bad option value, a missing argument, an
+    unknown command); `bocb` alone prints its help. False for anything else."""
+    if _is(exc, "NoArgsIsHelpError"):
+        typer.echo(exc.format_message(), err=True)
+    elif _is(exc, "UsageError"):
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+    elif _is(exc, "Abort"):  # Ctrl-C or end of input at a prompt
+        typer.echo("aborted", err=True)
+    else:
+        return False
+    return True
 
 
 def check_output_dir(path: Path, field: str) -> None:
