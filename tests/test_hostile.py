@@ -66,6 +66,20 @@ SPEC_CASES = {
                                              "cannot import backbone factory 'hostile_raises:net': RuntimeError"),
     "factory module with a syntax error": (_tiny(backbones=["hostile_syntax:net"]),
                                            "cannot import backbone factory 'hostile_syntax:net': SyntaxError"),
+    "a backbone factory that returns an int": (_tiny(backbones=["hostile_factories:gives_int"]),
+                                               "backbones.hostile_factories:gives_int: backbone factory "
+                                               "'hostile_factories:gives_int' returned int, not a torch.nn.Module"),
+    "a backbone factory that takes no arguments": (_tiny(backbones=["hostile_factories:no_arguments"]),
+                                                   "fails when bocb builds it: TypeError"),
+    "print as a backbone factory": (_tiny(backbones=["builtins:print"]), "fails when bocb builds it: TypeError"),
+    "a backbone with the wrong number of logits": (_tiny(backbones=["hostile_factories:three_logits"]),
+                                                   "gives (2, 3) for 2 images, not (2, 10) logits"),
+    "factory module that calls sys.exit(0) at import": (_tiny(backbones=["hostile_exit:net"]),
+                                                        "cannot import backbone factory 'hostile_exit:net': "
+                                                        "SystemExit: 0"),
+    "optimizer module that raises KeyboardInterrupt at import": (_tiny(optimizers=["hostile_interrupt:Opt"]),
+                                                                 "cannot import optimizer class "
+                                                                 "'hostile_interrupt:Opt': KeyboardInterrupt"),
     "optimizer module that does not import": (_tiny(optimizers=["no_such_module_xyz:Opt"]),
                                               "optimizers: cannot import optimizer class 'no_such_module_xyz:Opt': "
                                               "ModuleNotFoundError"),
@@ -128,6 +142,12 @@ def test_bad_spec_is_one_line_and_leaves_the_store_alone(case, tmp_path, planned
     text, expected = SPEC_CASES[case]
     (tmp_path / "hostile_raises.py").write_text("raise RuntimeError('import-time failure')\n")
     (tmp_path / "hostile_syntax.py").write_text("def net(:\n")
+    (tmp_path / "hostile_exit.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "hostile_factories.py").write_text(
+        "import torch\n\n\ndef gives_int(num_classes, img_size):\n    return 3\n\n\ndef no_arguments():\n"
+        "    return torch.nn.Linear(1, 1)\n\n\ndef three_logits(num_classes, img_size):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))\n")
+    (tmp_path / "hostile_interrupt.py").write_text("raise KeyboardInterrupt\n")
     (tmp_path / "hostile_optim.py").write_text("import torch\nNOT_AN_OPTIMIZER = 3\n\n\n"
                                               "class NoLr(torch.optim.SGD):\n"
                                               "    def __init__(self, params, lr, weight_decay=0.0):\n"
@@ -199,6 +219,9 @@ FLAG_CASES = {
     "a missing argument": (["results"], "Missing argument 'store'"),
     "an unknown command": (["frobnicate"], "No such command 'frobnicate'"),
     "a stale-after that is text": (["status", "x.db", "--stale-after", "abc"], "'--stale-after'"),
+    "check epochs 0": (["check", "alexnet", "--epochs", "0"], "'--epochs': Input should be greater than or equal to 1"),
+    "check optimizers naming nothing": (["check", "alexnet", "--optimizers", ",,,"],
+                                        "--optimizers: ',,,' names nothing"),
 }
 
 
@@ -208,3 +231,10 @@ def test_a_bad_option_of_any_command_is_one_line_and_exit_2(case, capsys) -> Non
     code, out, err = bocb_main(*args, capsys=capsys)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert "Traceback" not in out + err and "Usage:" not in err
+
+
+def test_an_empty_benchmark_id_is_refused_not_read_as_any(planned_store, capsys) -> None:
+    before = fingerprint(planned_store)
+    code, out, err = bocb_main("status", str(planned_store), "--benchmark", "", capsys=capsys)
+    assert code == 2 and err == "error: --benchmark: is empty: give a benchmark id or the start of one\n", err
+    assert fingerprint(planned_store) == before

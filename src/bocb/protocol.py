@@ -551,42 +551,28 @@ def cell_variances(per_seed: pd.DataFrame, noise: pd.DataFrame | None = None) ->
 CONTRAST_COLUMNS = ["backbone", "optimizer", "effect", "se", "df", "p", "p_holm", "p_equiv", "n_seeds"]
 
 
-def interaction_contrasts(per_seed: pd.DataFrame, gamma: float, noise: pd.DataFrame | None = None,
-                          alpha: float = 0.05) -> pd.DataFrame:
+def interaction_contrasts(per_seed: pd.DataFrame, gamma: float, noise: pd.DataFrame | None = None
+                          ) -> pd.DataFrame:
     """One row per cell: its interaction contrast (``effect``: own profile minus the common profile), its
     standard error and degrees of freedom, the two-sided p of "no interaction", Holm-adjusted over the
     backbone's optimizers (``p_holm``), and the p of the equivalence test "within ±γ" (``p_equiv``). NaN
     where no other backbone or no noise is measured.
 
-    The common profile of a backbone is the mean profile of the other backbones that have every optimizer
-    it has and are not themselves coupled: a strongly coupled backbone would otherwise lend its own
-    interaction, with the opposite sign, to every other. The coupled set starts from a screen against the
-    others' median profile (two of six backbones on which SGD fails by 30 points would otherwise make the
-    other four look coupled) and is iterated with the mean until stable (all other backbones where excluding
-    the coupled ones would leave none)."""
+    The common profile of a backbone is, per optimizer, the median of the other backbones' profiles (those
+    that have every optimizer it has): a minority of strongly coupled backbones (two of six on which SGD
+    fails by 30 points) cannot drag it, as they would drag a mean and make every other backbone look coupled
+    in the opposite direction. The median's variance comes from a parametric bootstrap of the other
+    backbones' cell means under their seed noise (MEDIAN_DRAWS draws, a fixed seed: the same results always
+    give the same verdict)."""
     table = cell_means(per_seed)
     means = {(b, o): (float(top), float(n))
              for b, o, top, n in table[CELL + ["top1", "n_seeds"]].itertuples(index=False)}
     variances = cell_variances(per_seed, noise)
     optimizers = {b: list(g["optimizer"]) for b, g in table.groupby("backbone", sort=False)}
-    screen = _contrast_table(means, variances, optimizers, gamma, set(), median=True)
-    coupled = {b for b, g in screen.groupby("backbone", sort=False) if contrast_call(g, alpha) == DIFFERENT_CALL}
-    for _ in range(len(optimizers)):
-        table = _contrast_table(means, variances, optimizers, gamma, coupled)
-        found = {b for b, g in table.groupby("backbone", sort=False) if contrast_call(g, alpha) == DIFFERENT_CALL}
-        if found == coupled:
-            break
-        coupled = found
-    return table
-
-
-def _contrast_table(means: dict, variances: dict, optimizers: dict[str, list[str]], gamma: float,
-                    coupled: set[str], median: bool = False) -> pd.DataFrame:
     parts = []
     for backbone, own in optimizers.items():
-        candidates = [b for b, theirs in optimizers.items() if b != backbone and set(own) <= set(theirs)]
-        others = [b for b in candidates if b not in coupled] or candidates
-        family = [(backbone, o, *_contrast(means, variances, backbone, o, own, others, median), means[(backbone, o)][1])
+        others = [b for b, theirs in optimizers.items() if b != backbone and set(own) <= set(theirs)]
+        family = [(backbone, o, *_contrast(means, variances, backbone, o, own, others), means[(backbone, o)][1])
                   for o in own]
         parts.append(contrast_tests(family, gamma))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CONTRAST_COLUMNS)
@@ -621,37 +607,35 @@ def holm_adjusted(p: np.ndarray) -> np.ndarray:
     return adjusted
 
 
+MEDIAN_DRAWS = 400  # parametric-bootstrap draws of the common profile's median (its sd to about 4 %)
+
+
 def _contrast(means: dict, variances: dict, backbone: str, optimizer: str, own: list[str],
-              others: list[str], median: bool = False) -> tuple[float, float, float]:
-    """(effect, variance, Welch-Satterthwaite df) of one interaction contrast; NaNs without others. With
-    ``median``, the common profile is the others' median (a screen that a minority of strongly coupled
-    backbones cannot drag; its variance is taken as the mean's)."""
+              others: list[str]) -> tuple[float, float, float]:
+    """(effect, variance, Welch-Satterthwaite df) of one interaction contrast; NaNs without others."""
     if not others:
         return math.nan, math.nan, 0.0
     # profiles are centred on the backbone's stable cells: an unstable cell's wild mean would otherwise
     # shift every other optimizer's contrast through the backbone's mean
     centre = [o for o in own if variances[(backbone, o)].source[0] != "cell"] or own
-    weights = {}  # cell -> coefficient of its seed mean in the contrast
-    for b, scale in [(backbone, 1.0)] + [(b, -1.0 / len(others)) for b in others]:
-        for o in own:
-            weights[(b, o)] = scale * ((o == optimizer) - (o in centre) / len(centre))
-    effect = sum(w * means[cell][0] for cell, w in weights.items())
-    if median:
-        def profile(b: str) -> float:
-            return means[(b, optimizer)][0] - sum(means[(b, o)][0] for o in centre) / len(centre)
-
-        effect = profile(backbone) - float(np.median([profile(b) for b in others]))
+    weights = np.array([(o == optimizer) - (o in centre) / len(centre) for o in own])
+    cell_means_of = np.array([[means[(b, o)][0] for o in own] for b in [backbone, *others]])
+    effect = float(weights @ cell_means_of[0] - np.median(cell_means_of[1:] @ weights))
     by_source: dict[tuple, list] = {}
-    for cell, w in weights.items():
-        var, df, source = _judged_noise(variances[cell], cell, is_own=cell == (backbone, optimizer))
-        by_source.setdefault(source, [0.0, df])[0] += w * w * var / means[cell][1]
+    for o, w in zip(own, weights):
+        var, df, source = _judged_noise(variances[(backbone, o)], (backbone, o), is_own=o == optimizer)
+        by_source.setdefault(source, [0.0, df])[0] += w * w * var / means[(backbone, o)][1]
+    spread = np.array([[math.sqrt(variances[(b, o)].var / means[(b, o)][1]) for o in own] for b in others])
+    if np.isnan(spread).any() or any(df < 1 for _, df in by_source.values()):
+        return effect, math.nan, 0.0
+    draws = cell_means_of[1:] + spread * np.random.default_rng(0).standard_normal((MEDIAN_DRAWS, *spread.shape))
+    reference_df = min(variances[(b, o)].df for b in others for o in own)
+    by_source[("median of others",)] = [float(np.median(draws @ weights, axis=1).var(ddof=1)), reference_df]
     total = sum(v for v, _ in by_source.values())
-    if math.isnan(total) or any(df < 1 for _, df in by_source.values()):
-        return float(effect), math.nan, 0.0
     if total == 0:
-        return float(effect), 0.0, math.inf
+        return effect, 0.0, math.inf
     df = total ** 2 / sum(v * v / df for v, df in by_source.values() if v > 0)
-    return float(effect), float(total), float(df)
+    return effect, float(total), float(df)
 
 
 def _judged_noise(noise: CellNoise, cell: tuple[str, str], is_own: bool) -> tuple[float, int, tuple]:
@@ -825,7 +809,7 @@ def cells_to_recheck(trials: pd.DataFrame, epochs: pd.DataFrame, gamma: float, a
     if judged.empty:
         return []
     noise = pooled_noise(judged)
-    contrasts = interaction_contrasts(judged, gamma, noise, alpha)
+    contrasts = interaction_contrasts(judged, gamma, noise)
     gains = late_gains(chosen, epochs)
     best = cell_means(judged).sort_values("top1", ascending=False, kind="stable").groupby("backbone").head(1)
     best = dict(zip(best["backbone"], best["optimizer"]))

@@ -420,6 +420,20 @@ class BenchmarkSpec(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _user_backbones_build(self) -> BenchmarkSpec:
+        """A user's backbone factory built once on one batch of this spec's input
+        (bocb.backbones.check_user_backbone); after every name and value is checked, as it imports torch."""
+        from bocb.backbones import check_user_backbone, input_size
+        from bocb.data import DATASETS
+
+        data = DATASETS.get(self.dataset.name)
+        for entry in self.backbones:
+            size = entry.size or self.size
+            side = input_size(entry.name, size, self.dataset.image_size)
+            check_user_backbone(entry.name, size, data.num_classes, side, data.in_chans, f"backbones.{entry.name}")
+        return self
+
+    @model_validator(mode="after")
     def _optimizer_arguments_accepted(self) -> BenchmarkSpec:
         """Each optimizer's arguments (OptimizerEntry.check_arguments), once every name is valid: building an
         optimizer imports torch (seconds), and a misspelt name later in the spec must fail without that wait."""

@@ -105,7 +105,7 @@ def _after_recheck(result: pd.DataFrame, rechecked: tuple[pd.DataFrame, int], le
     judged = frame[frame["backbone"].map(learned).astype(bool)][["backbone", "optimizer", "seed", "top1"]]
     rerun = frame[frame["budget"] > 1]
     again = set(zip(rerun["backbone"], rerun["optimizer"]))
-    contrasts = interaction_contrasts(judged, gamma, alpha=alpha)
+    contrasts = interaction_contrasts(judged, gamma)
     result = result.copy()
     for index, row in result[result["verdict"] == STILL_LEARNING].iterrows():
         climbing = [o.strip() for o in row["still_learning"].split(",")]

@@ -126,6 +126,33 @@ def classifier(model: nn.Module) -> nn.Module:
     return linears[-1]
 
 
+def check_user_backbone(name: str, size: str, num_classes: int, img_size: int, in_chans: int, field: str) -> None:
+    """Build a user's backbone once on the CPU and run one batch through it: a one-line SpecError unless the
+    factory takes bocb's arguments and returns a torch.nn.Module giving ``num_classes`` logits, so that no
+    trial is planned that must crash. Registered backbones are bocb's own and tested: not built here."""
+    import torch
+    from torch import nn
+
+    if get_backbone(name).era != "user":
+        return
+    try:
+        model = build_backbone(name, size=size, num_classes=num_classes, img_size=img_size, in_chans=in_chans)
+    except Exception as exc:  # noqa: BLE001 - a user's factory may fail in any way
+        raise SpecError(field, f"backbone factory '{name}' fails when bocb builds it: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(model, nn.Module):
+        raise SpecError(field, f"backbone factory '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+    try:
+        with torch.no_grad():
+            logits = model.eval()(torch.zeros(2, in_chans, img_size, img_size))
+    except Exception as exc:  # noqa: BLE001 - as above, its forward pass
+        raise SpecError(field, f"backbone '{name}' fails on a batch of {in_chans}x{img_size}x{img_size} images: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, num_classes):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise SpecError(field, f"backbone '{name}' gives {shape} for 2 images, not (2, {num_classes}) logits")
+
+
 def input_size(name: str, size: str, requested: int | None) -> int:
     """The image side the data layer must deliver to ``name`` at ``size``."""
     _check_size(size)

@@ -100,6 +100,8 @@ def benchmark_id_of(db: Store, requested: str | None) -> str:
         raise SpecError("STORE", "the store holds no benchmark")
     if requested is None:
         return ids[-1]
+    if not requested.strip():
+        raise SpecError("--benchmark", "is empty: give a benchmark id or the start of one")
     matches = [i for i in ids if i.startswith(requested)]
     if len(matches) != 1:
         raise SpecError("--benchmark", unknown_name_message("benchmark", requested, ids))
@@ -121,14 +123,16 @@ def confirm_budget(hours: float | None, what: str, budget_hours: float, yes: boo
                    plan: Callable[[], list[str]], hint: str, where: str = "") -> bool:
     """Go on with work estimated over ``budget_hours`` only when told to: --yes, or a 'y' at the prompt of an
     interactive terminal, which shows the ``plan`` lines (stderr) with the question; elsewhere (a script, a
-    scheduler) one line and exit code 2, before anything trains. Returns whether it asked."""
+    scheduler) one line and exit code 2, before anything trains. A cost that cannot be estimated (None) is
+    over any budget: the gate is never skipped. Returns whether it asked."""
     from bocb.estimate import duration
 
-    if yes or hours is None or hours <= budget_hours:
+    if yes or (hours is not None and hours <= budget_hours):
         return False
+    cost = f"is estimated at {duration(hours)}{where}" if hours is not None else "cannot be estimated"
     if not sys.stdin.isatty():
-        raise SpecError("--budget-hours", f"{what} is estimated at {duration(hours)}{where}, over the budget of "
-                                          f"{budget_hours:g} h; pass --yes to train it anyway ({hint})")
+        raise SpecError("--budget-hours", f"{what} {cost}, over the budget of {budget_hours:g} h; pass --yes to "
+                                          f"train it anyway ({hint})")
     typer.echo("\n".join(plan()), err=True)
     if not typer.confirm(f"over the budget of {budget_hours:g} h (--budget-hours): train it anyway?",
                          default=False, err=True):

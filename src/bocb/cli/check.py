@@ -10,8 +10,15 @@ from bocb.cli.run import DEFAULT_BUDGET_HOURS
 from bocb.errors import SpecError
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+def _names(text: str | None, field: str) -> list[str] | None:
+    """A comma-separated list of names; None when not given. Given but naming nothing (',,,'): refused, not
+    read as "the preset's"."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise SpecError(field, f"'{text}' names nothing: give comma-separated names, or leave {field} out")
+    return names
 
 
 @app.command()
@@ -41,9 +48,9 @@ def check(
     if backbone and optimizer:
         raise SpecError("--backbone", "give --backbone or --optimizer, not both")
     check_output_dir(out, "--out")
-    panel_optimizers = paper_optimizers() if optimizers == "paper" else _names(optimizers)
+    panel_optimizers = paper_optimizers() if optimizers == "paper" else _names(optimizers, "--optimizers")
     g = gauntlet(target, "backbone" if backbone else "optimizer" if optimizer else None, preset,
-                 _names(backbones), panel_optimizers, epochs)
+                 _names(backbones, "--backbones"), panel_optimizers, epochs)
     run = plan_check(g, out, store)
     typer.echo(f"checking the {g.kind} {g.target} against {len(g.panel)} "
                f"{'optimizers' if g.kind == 'backbone' else 'backbones'} ({', '.join(g.panel)}) by the {preset} "
