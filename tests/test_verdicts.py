@@ -58,7 +58,7 @@ def test_a_planted_drop_of_three_gamma_is_coupled_on_its_backbone_only() -> None
     assert result.at["b1", "interaction_optimizer"] == "lamb"
     assert result.at["b1", "interaction"] == pytest.approx(-3 * GAMMA * (1 - 1 / len(OPTIMIZER)))
     assert "lamb -6.8 points against the common profile" in result.at["b1", "explanation"]
-    # the coupled backbone is left out of the others' common profile: it lends them no interaction
+    # the common profile is the median of the others: the coupled backbone lends them no interaction
     assert set(result.drop(index="b1")["verdict"]) == {SHARED_EFFECT}
 
 
