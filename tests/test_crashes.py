@@ -17,10 +17,17 @@ from pathlib import Path
 import torch.nn as nn
 
 
+class Flaky(nn.Sequential):
+    """Builds and evaluates (the spec's check passes); crashes in training while the BROKEN flag is there."""
+
+    def forward(self, x):
+        if self.training and Path(__file__).with_name("BROKEN").exists():
+            raise RuntimeError("flaky_net: BROKEN flag present")
+        return super().forward(x)
+
+
 def net(num_classes, img_size):
-    if Path(__file__).with_name("BROKEN").exists():
-        raise RuntimeError("flaky_net: BROKEN flag present")
-    return nn.Sequential(nn.Flatten(), nn.Linear(3 * img_size * img_size, num_classes))
+    return Flaky(nn.Flatten(), nn.Linear(3 * img_size * img_size, num_classes))
 '''
 
 

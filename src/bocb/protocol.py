@@ -698,29 +698,28 @@ def seeds_to_settle(contrast: pd.Series, n_optimizers: int, gamma: float, alpha:
     return None
 
 
-def still_improving(gains: np.ndarray, noise_sd: float, gamma: float, alpha: float = 0.05) -> bool:
-    """True when a cell's curve is still climbing at its last epoch: the gain of validation top-1 over
-    the last quarter of its epochs (per seed, ``gains``) is positive beyond seed noise (one-sided t-test
-    on the seeds' gains, or against the backbone's seed noise with one seed) and at least γ/4 on average
-    (a gain that, kept up over a second budget, could move the cell by γ)."""
+def still_improving(curves: np.ndarray, gamma: float, alpha: float = 0.05) -> bool:
+    """True when a cell's curve is still climbing at its last epoch. ``curves``: seeds x epochs, each row a
+    seed's validation top-1 over the last half of its epochs (late_curves). One slope for all seeds (each
+    with its own level) by least squares: still improving when it is positive beyond the curves' own
+    epoch-to-epoch noise (one-sided t-test at ``alpha``, residual degrees of freedom) and the rise it fits
+    over those epochs is at least γ/2 (kept up over a second budget, it could move the cell by γ)."""
     from scipy import stats  # as in below_beyond_noise
 
-    gains = np.asarray(gains, float)
-    gains = gains[~np.isnan(gains)]
-    if not len(gains) or gains.mean() < gamma / 4:
+    curves = np.asarray(curves, float)
+    if curves.ndim != 2 or curves.shape[1] < 3 or np.isnan(curves).any():
         return False
-    if len(gains) >= 2 and gains.std(ddof=1) > 0:
-        t = gains.mean() / (gains.std(ddof=1) / math.sqrt(len(gains)))
-        return bool(stats.t.sf(t, len(gains) - 1) < alpha)
-    if math.isnan(noise_sd):
+    seeds, points = curves.shape
+    t = np.arange(points) - (points - 1) / 2
+    slope = float(((curves - curves.mean(axis=1, keepdims=True)) @ t).sum() / (seeds * (t @ t)))
+    if slope * (points - 1) < gamma / 2:
         return False
-    spread = noise_sd * math.sqrt(2 / len(gains))  # a gain is the difference of two noisy values
-    return bool(spread == 0 or gains.mean() / spread > stats.norm.isf(alpha))
-
-
-def last_quarter(epochs: int) -> int:
-    """How many epochs back "the last quarter" of a curve starts: at least one."""
-    return max(1, round(epochs / 4))
+    residuals = curves - curves.mean(axis=1, keepdims=True) - slope * t
+    df = seeds * points - seeds - 1
+    variance = float((residuals ** 2).sum()) / df
+    if variance == 0:
+        return True
+    return bool(stats.t.sf(slope / math.sqrt(variance / (seeds * (t @ t))), df) < alpha)
 
 
 # -- did the backbone learn? -----------------------------------------------------------------------------
@@ -767,32 +766,37 @@ def curve_column(epochs: pd.DataFrame) -> str:
     return "val_top1" if "val_top1" in epochs and epochs["val_top1"].notna().any() else "test_top1"
 
 
-def late_gains(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
-    """{cell: each seed's gain of validation top-1 (test top-1 without a validation split) over the last
-    quarter of its epochs}, for the trials in ``trials`` (backbone, optimizer, trial_key; the chosen
-    configuration's seeds) from ``epochs`` (trial_key, epoch, val_top1, test_top1): what still_improving
-    reads. A trial with one epoch has no gain."""
+def late_curves(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """{cell: seeds x epochs, each seed's validation top-1 (test top-1 without a validation split) over the
+    last half of its epochs (at least 3)}, for the trials in ``trials`` (backbone, optimizer, trial_key; the
+    chosen configuration's seeds) from ``epochs`` (trial_key, epoch, val_top1, test_top1): what
+    still_improving reads. Seeds with fewer epochs than the cell's most are left out."""
     if epochs is None or epochs.empty or not len(trials):
         return {}
     column = curve_column(epochs)
     joined = trials[CELL + ["trial_key"]].merge(epochs[["trial_key", "epoch", column]], on="trial_key")
-    gains: dict[tuple[str, str], list[float]] = {}
+    found: dict[tuple[str, str], list[np.ndarray]] = {}
     for (backbone, optimizer, _), seed in joined.groupby(CELL + ["trial_key"], sort=False):
-        curve = seed.sort_values("epoch")[column].dropna().to_numpy(float)
-        if len(curve) >= 2:
-            gains.setdefault((backbone, optimizer), []).append(curve[-1] - curve[-1 - last_quarter(len(curve))])
-    return {cell: np.array(values) for cell, values in gains.items()}
+        found.setdefault((backbone, optimizer), []).append(seed.sort_values("epoch")[column].to_numpy(float))
+    out = {}
+    for cell, curves in found.items():
+        length = max(len(c) for c in curves)
+        half = max(3, math.ceil(length / 2))
+        full = [c[-half:] for c in curves if len(c) == length]
+        if length >= 3 and full:
+            out[cell] = np.vstack(full)
+    return out
 
 
-def climbing_cells(contrasts: pd.DataFrame, best: str, gains: dict, noise_sd: float, gamma: float,
-                   alpha: float = 0.05) -> list[str]:
+def climbing_cells(contrasts: pd.DataFrame, best: str, curves: dict, gamma: float, alpha: float = 0.05
+                   ) -> list[str]:
     """The optimizers of one coupled backbone whose cells its verdict rests on (its best, and those whose
     contrast rejects after Holm) and that are still improving at their last epoch; [] unless coupled."""
     if contrast_call(contrasts, alpha) != DIFFERENT_CALL:
         return []
     backbone = contrasts["backbone"].iloc[0]
     resting = dict.fromkeys([best, *contrasts.loc[contrasts["p_holm"] < alpha, "optimizer"]])
-    return [o for o in resting if still_improving(gains.get((backbone, o), np.array([])), noise_sd, gamma, alpha)]
+    return [o for o in resting if still_improving(curves.get((backbone, o), np.empty((0, 0))), gamma, alpha)]
 
 
 def cells_to_recheck(trials: pd.DataFrame, epochs: pd.DataFrame, gamma: float, alpha: float = 0.05
@@ -810,12 +814,11 @@ def cells_to_recheck(trials: pd.DataFrame, epochs: pd.DataFrame, gamma: float, a
         return []
     noise = pooled_noise(judged)
     contrasts = interaction_contrasts(judged, gamma, noise)
-    gains = late_gains(chosen, epochs)
+    curves = late_curves(chosen, epochs)
     best = cell_means(judged).sort_values("top1", ascending=False, kind="stable").groupby("backbone").head(1)
     best = dict(zip(best["backbone"], best["optimizer"]))
-    sd = dict(zip(noise["backbone"], noise["sd"]))
     return [(b, o) for b, group in contrasts.groupby("backbone", sort=False)
-            for o in climbing_cells(group, best[b], gains, sd[b], gamma, alpha)]
+            for o in climbing_cells(group, best[b], curves, gamma, alpha)]
 
 
 # -- transfer --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from bocb.protocol import (
     StageKind,
     chosen_seeds,
     is_search_stage,
-    late_gains,
+    late_curves,
     learned_backbones,
     rechecked_seeds,
     stage_kind,
@@ -97,7 +97,7 @@ def analyse(frame: pd.DataFrame, epochs: pd.DataFrame | None = None, gamma: floa
     return Analysis(
         trials=trials, cells=cells, matrix=table,
         verdicts=verdicts(per_seed, trials, learned, gamma, alpha,
-                          late_gains(chosen_seeds(trials, cells), epochs) if has_curves else None,
+                          late_curves(chosen_seeds(trials, cells), epochs) if has_curves else None,
                           rechecked_seeds(trials, cells)),
         missing=missing, summary=backbone_summary(long, gamma, gap, k) if len(long) else pd.DataFrame(),
         ranking=weighted_ranking(ranking_components(judged, bocb_rule, gamma)) if len(judged) else pd.DataFrame(),

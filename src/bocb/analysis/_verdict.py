@@ -42,7 +42,7 @@ COLUMNS = ["backbone", "verdict", "recommended", "worse", "unsettled", "best_opt
 
 
 def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, gamma: float,
-             alpha: float = 0.05, gains: dict[tuple[str, str], np.ndarray] | None = None,
+             alpha: float = 0.05, curves: dict[tuple[str, str], np.ndarray] | None = None,
              rechecked: tuple[pd.DataFrame, int] | None = None) -> pd.DataFrame:
     """One row per backbone: the verdict (coupled, coupled at this budget still learning, not coupled,
     optimizer-sensitive not coupled, coupling uncertain, not testable, did not learn), the recommendation
@@ -53,8 +53,8 @@ def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, g
     lend; the coupling rule compares only backbones that learned.
 
     ``per_seed``: backbone, optimizer, seed, top1 of each cell's chosen configuration. ``learned``: per
-    backbone, :func:`bocb.protocol.learned_backbones`. ``gains``: per cell, each seed's gain of validation top-1
-    over the last quarter of its epochs (:func:`bocb.protocol.late_gains`), or None without curves.
+    backbone, :func:`bocb.protocol.learned_backbones`. ``curves``: per cell, each seed's validation top-1 over
+    the last half of its epochs (:func:`bocb.protocol.late_curves`), or None without curves.
     ``rechecked``: :func:`bocb.protocol.rechecked_seeds`, the results after a budget check re-ran cells.
     """
     means = cell_means(per_seed)
@@ -82,7 +82,7 @@ def verdicts(per_seed: pd.DataFrame, trials: pd.DataFrame, learned: pd.Series, g
                "noise_sd": sd, "noise_scope": scope, "unstable": unstable, "chance": floor.at[backbone, "chance"]}
         mine = contrasts[contrasts["backbone"] == backbone] if len(contrasts) else contrasts
         if learned[backbone]:
-            row.update(_coupling(mine, best.optimizer, gains or {}, sd, gamma, alpha))
+            row.update(_coupling(mine, best.optimizer, curves or {}, gamma, alpha))
             row["verdict"], row["explanation"] = _verdict(row, mine, gamma, alpha)
         else:
             row.update(interaction_optimizer="", interaction=math.nan, p_coupled=math.nan, seeds_needed=math.nan,
@@ -129,7 +129,7 @@ def _after_recheck(result: pd.DataFrame, rechecked: tuple[pd.DataFrame, int], le
     return result
 
 
-def _coupling(contrasts: pd.DataFrame, best: str, gains: dict, sd: float, gamma: float, alpha: float) -> dict:
+def _coupling(contrasts: pd.DataFrame, best: str, curves: dict, gamma: float, alpha: float) -> dict:
     """The coupling rule's call on one backbone, its largest interaction and the cells it rests on that are
     still improving at their last epoch."""
     call = contrast_call(contrasts, alpha)
@@ -137,7 +137,7 @@ def _coupling(contrasts: pd.DataFrame, best: str, gains: dict, sd: float, gamma:
         return {"call": call, "interaction_optimizer": "", "interaction": math.nan, "p_coupled": math.nan,
                 "seeds_needed": math.nan, "still_learning": ""}
     largest = contrasts.loc[contrasts["effect"].abs().idxmax()]
-    climbing = climbing_cells(contrasts, best, gains, sd, gamma, alpha)
+    climbing = climbing_cells(contrasts, best, curves, gamma, alpha)
     needed = math.nan
     if call not in (DIFFERENT_CALL, EQUIVALENT_CALL):
         open_ = contrasts[contrasts["p_equiv"] >= alpha]
