@@ -113,9 +113,10 @@ def _after_recheck(result: pd.DataFrame, rechecked: tuple[pd.DataFrame, int], le
             continue
         mine = contrasts[contrasts["backbone"] == row["backbone"]]
         call = contrast_call(mine, alpha)
-        largest = mine.loc[mine["effect"].abs().idxmax()]
-        at = (f"at {budget}x the epochs ({', '.join(climbing)} re-run at every seed), the largest interaction is "
-              f"{largest.optimizer} {largest.effect:+.1f} points (Holm p = {largest.p_holm:.2g})")
+        named = mine.set_index("optimizer").loc[row["interaction_optimizer"]]  # the first budget's strongest
+        at = (f"at {budget}x the epochs ({', '.join(climbing)} re-run at every seed), the interaction of "
+              f"{row['interaction_optimizer']} goes from {row['interaction']:+.1f} to {named.effect:+.1f} points "
+              f"(Holm p = {named.p_holm:.2g})")
         if call == DIFFERENT_CALL:
             first = row["explanation"].replace(_still_learning_note(row["still_learning"]), "")
             result.loc[index, ["verdict", "explanation"]] = COUPLED, f"{at}: the gap persists; first budget: {first}"
@@ -123,9 +124,9 @@ def _after_recheck(result: pd.DataFrame, rechecked: tuple[pd.DataFrame, int], le
             result.loc[index, ["verdict", "explanation"]] = SLOW_CONVERGENCE, (
                 f"{at}, within ±γ = {gamma:g}: the gap of the first budget was convergence speed, not coupling")
         else:
+            moved = "narrowed" if abs(named.effect) < abs(row["interaction"]) else "did not narrow"
             result.loc[index, ["verdict", "explanation"]] = UNCERTAIN, (
-                f"{at}: no longer beyond seed noise, nor within ±γ = {gamma:g}; the gap of the first budget "
-                "narrowed with more epochs")
+                f"{at}: neither beyond seed noise nor within ±γ = {gamma:g}; the gap {moved} with more epochs")
     return result
 
 
@@ -136,7 +137,9 @@ def _coupling(contrasts: pd.DataFrame, best: str, curves: dict, gamma: float, al
     if call == UNTESTABLE_CALL:
         return {"call": call, "interaction_optimizer": "", "interaction": math.nan, "p_coupled": math.nan,
                 "seeds_needed": math.nan, "still_learning": ""}
-    largest = contrasts.loc[contrasts["effect"].abs().idxmax()]
+    # the interaction the verdict names: the most significant one where coupled, else the largest
+    strongest = contrasts["p_holm"].idxmin() if call == DIFFERENT_CALL else contrasts["effect"].abs().idxmax()
+    largest = contrasts.loc[strongest]
     climbing = climbing_cells(contrasts, best, curves, gamma, alpha)
     needed = math.nan
     if call not in (DIFFERENT_CALL, EQUIVALENT_CALL):
