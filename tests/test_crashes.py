@@ -50,7 +50,10 @@ def test_crashed_trials_are_counted_not_scored_and_a_rerun_retries_them(in_tmp, 
     (tmp_path / "BROKEN").write_text("")
     spec = _write_spec(tmp_path / "spec.yaml", backbones=["alexnet", "flaky_net:net"], epochs=1,
                        rules={"gamma": 0.5})
+    # its step cannot be timed while it crashes: the cost is unknown, so over any budget until --yes
     code, out, err = bocb_main("run", str(spec), "--out", "out", "--workers", "2", capsys=capsys)
+    assert code == 2 and "cannot be estimated, over the budget of 24 h; pass --yes" in err, err
+    code, out, err = bocb_main("run", str(spec), "--out", "out", "--workers", "2", "--yes", capsys=capsys)
     assert code == 3, err
     assert "4 trials: 2 done, 0 diverged (scored at chance), 2 crashed (not scored; exit code 3" in out
     assert "first crash: RuntimeError: flaky_net: BROKEN flag present" in err
