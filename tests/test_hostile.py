@@ -238,3 +238,73 @@ def test_an_empty_benchmark_id_is_refused_not_read_as_any(planned_store, capsys)
     code, out, err = bocb_main("status", str(planned_store), "--benchmark", "", capsys=capsys)
     assert code == 2 and err == "error: --benchmark: is empty: give a benchmark id or the start of one\n", err
     assert fingerprint(planned_store) == before
+
+
+# -- stores: commands that only read open them read-only -----------------------------------------------------
+
+def _copy(store: Path, to: Path) -> Path:
+    with sqlite3.connect(store) as source, sqlite3.connect(to) as copy:
+        source.backup(copy)
+    return to
+
+
+READING = {"results": lambda s, o: ["results", str(s)], "status": lambda s, o: ["status", str(s)],
+           "report": lambda s, o: ["report", str(s), "-o", str(o / "report")],
+           "models": lambda s, o: ["models", str(s)], "export": lambda s, o: ["export", str(s), "-o", str(o / "b.zip")]}
+
+
+@pytest.mark.parametrize("command", sorted(READING))
+def test_a_command_that_only_reads_creates_nothing_beside_the_store(command, finished_tiny, tmp_path, capsys):
+    """No -wal or -shm file appears next to a store no process has open (so a store in a read-only
+    directory or on a read-only medium is readable), and the file's bytes do not change."""
+    (tmp_path / "store").mkdir()
+    store = _copy(finished_tiny / "bocb.db", tmp_path / "store" / "bocb.db")
+    before = store.read_bytes()
+    code, out, err = bocb_main(*READING[command](store, tmp_path), capsys=capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in store.parent.iterdir()) == ["bocb.db"] and store.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["results", "status", "report"])
+def test_a_store_of_an_older_schema_is_refused_by_reading_commands_and_upgraded_by_bocb_upgrade(
+        command, tmp_path, capsys):
+    store = tmp_path / "old.sqlite"
+    store.write_bytes((Path(__file__).parent / "data" / "store_schema1.sqlite").read_bytes())
+    before = store.read_bytes()
+    code, _, err = bocb_main(*READING[command](store, tmp_path), capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and "is of schema 1, older than this bocb's" in err, err
+    assert f"`bocb upgrade {store}`" in err and store.read_bytes() == before
+    assert bocb_main("upgrade", str(store), capsys=capsys)[:2] == (0, f"store {store}: upgraded from schema 1 to 2\n")
+    assert bocb_main("upgrade", str(store), capsys=capsys)[1].endswith("already at schema 2; nothing changed\n")
+    assert bocb_main(*READING[command](store, tmp_path), capsys=capsys)[0] == 0
+
+
+MALFORMED = {"config_json not JSON": ("config_json", "'{not json'", "column 'config_json' holds '{not json'"),
+             "config_json a list": ("config_json", "'[1, 2]'", "column 'config_json' holds '[1, 2]', not a JSON"),
+             "provenance_json not JSON": ("provenance_json", "'oops'", "column 'provenance_json' holds 'oops'"),
+             "lr that is text": ("lr", "'fast'", "column 'lr' holds 'fast', not a number (1 such row(s)")}
+
+
+@pytest.mark.parametrize("command", sorted(READING))
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_row_written_outside_bocb_is_one_line_naming_its_trial(case, command, finished_tiny, tmp_path, capsys):
+    column, value, expected = MALFORMED[case]
+    store = _copy(finished_tiny / "bocb.db", tmp_path / "bocb.db")
+    with sqlite3.connect(store) as db:
+        key = db.execute("SELECT key FROM trials WHERE state = 'done' ORDER BY key LIMIT 1").fetchone()[0]
+        db.execute(f"UPDATE trials SET {column} = {value} WHERE key = ?", (key,))
+    before = fingerprint(store)
+    code, out, err = bocb_main(*READING[command](store, tmp_path), capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and f"store: trial {key}: {expected}" in err, err
+    assert "Traceback" not in out + err and fingerprint(store) == before
+
+
+@pytest.mark.parametrize("args", [["results"], ["status"], ["models"], ["upgrade"], ["worker", "--store"],
+                                  ["run", "--preset", "quick", "--plan-only", "--store"],
+                                  ["import", "missing.zip", "--store"]])
+def test_an_unreachable_postgresql_server_is_one_line(args, tmp_path, capsys) -> None:
+    """Port 9 (discard) has no PostgreSQL server: psycopg's two-line message becomes one."""
+    url = "postgresql+psycopg://bocb:bocb@127.0.0.1:9/nothing"
+    code, out, err = bocb_main(*args, url, capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in out + err, err
+    assert "127.0.0.1" in err or "missing.zip" in err

@@ -191,3 +191,13 @@ def test_an_interrupted_upgrade_is_redone_on_the_next_open(tmp_path: Path, monke
     trials = Store(path).trials_frame()
     assert len(trials) == 2 and all(k == trial_key(json.loads(c)) for k, c in zip(trials["trial_key"],
                                                                                  trials["config_json"]))
+
+
+def test_a_store_opened_read_only_refuses_every_write(store_url: str) -> None:
+    """What `bocb status`, `results`, `report`, `models` and `export` open cannot write, on either database."""
+    Store(store_url).register_benchmark("b1", "tiny", {"name": "tiny"})
+    reader = Store(store_url, read_only=True)
+    assert reader.benchmark_ids() == ["b1"]
+    with pytest.raises(sa.exc.DBAPIError, match="read-only|readonly"):
+        reader.register_benchmark("b2", "other", {"name": "other"})
+    assert Store(store_url, read_only=True).benchmark_ids() == ["b1"]

@@ -282,3 +282,24 @@ def test_a_worker_process_that_fails_is_no_finished_run(tmp_path: Path) -> None:
     assert "error: worker process: " in done.stderr and "this module is not installed" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: 1 of 1 worker process(es) failed (exit code 2")
     assert "finished in" not in done.stdout  # no matrix, no report: nothing passed for a result
+
+
+def test_progress_off_a_terminal_is_a_line_at_most_every_so_often_and_one_at_the_end(finished_tiny) -> None:
+    """Under a file or a pipe (CI's log, `nohup`), progress is whole lines: none drawn over another with a
+    carriage return, at most one per interval, and the last one always."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from bocb.store import Store
+    from bocb.sweep.progress import RunProgress
+
+    store = Store(finished_tiny / "bocb.db", read_only=True)
+    written = StringIO()
+    with RunProgress(store, store.benchmark_ids()[-1], Console(file=written, width=200), every_s=3600) as progress:
+        for _ in range(5):
+            progress.update(workers=2)
+    lines = written.getvalue().splitlines()
+    assert "\r" not in written.getvalue() and len(lines) == 2, lines
+    total = len(store.trials_frame())
+    assert all(line.startswith(f"progress: {total}/{total} trials finished, stage done, ") for line in lines)

@@ -19,6 +19,7 @@ import os
 import socket
 import sqlite3
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from bocb.errors import BocbError, SpecError
+from bocb.errors import BocbError, DataError, SpecError
 from bocb.protocol import FINISHED, UNFINISHED, TrialState, is_search_stage, trial_key, with_config
 
 FINISHED_VALUES = tuple(s.value for s in FINISHED)
@@ -215,18 +216,34 @@ def stored_schema_version(conn: sa.Connection) -> int | None:
     return recorded if recorded is not None else (1 if "benchmarks" in tables else None)
 
 
-def migrate(conn: sa.Connection) -> None:
-    """Create a new store, or bring an older one to SCHEMA_VERSION; refuse one made by a newer bocb."""
-    found = stored_schema_version(conn)
+def _refuse_a_newer_schema(found: int | None) -> None:
     if found is not None and found > SCHEMA_VERSION:
         raise BocbError(f"store: made by a newer bocb (schema {found}; this one reads up to {SCHEMA_VERSION}); "
                         "upgrade bocb")
+
+
+def check_schema(conn: sa.Connection, url: str | os.PathLike[str]) -> int | None:
+    """What a command that only reads needs: a store of this bocb's schema (it upgrades nothing)."""
+    found = stored_schema_version(conn)
+    _refuse_a_newer_schema(found)
+    if found is not None and found < SCHEMA_VERSION:
+        raise BocbError(f"store: '{url}' is of schema {found}, older than this bocb's {SCHEMA_VERSION}; "
+                        f"upgrade it with `bocb upgrade {url}` (or `bocb run` of its spec); nothing was written")
+    return found
+
+
+def migrate(conn: sa.Connection) -> int | None:
+    """Create a new store, or bring an older one to SCHEMA_VERSION; refuse one made by a newer bocb.
+    Returns the schema it found (None: a new store)."""
+    found = stored_schema_version(conn)
+    _refuse_a_newer_schema(found)
     metadata.create_all(conn)  # an older store gains the tables added since
     plan_by_trial.create(conn, checkfirst=True)  # and the index (create_all makes it for new tables only)
     if found == 1:
         _rekey_trials(conn)
     if found != SCHEMA_VERSION:
         conn.execute(schema_version.insert().values(version=SCHEMA_VERSION, migrated_at=time.time()))
+    return found
 
 
 def _rekey_trials(conn: sa.Connection) -> None:
@@ -255,7 +272,7 @@ def check_sqlite_file(path: Path, url: str | os.PathLike[str]) -> None:
     if not path.is_file() or path.stat().st_size == 0:
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        with contextlib.closing(_read_only_sqlite(path)) as conn:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
@@ -269,6 +286,22 @@ def check_sqlite_file(path: Path, url: str | os.PathLike[str]) -> None:
                         "none of bocb's); give a new file or a bocb store; nothing was written")
 
 
+def _read_only_sqlite(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write to ``path`` nor create anything beside it. A WAL store that no process
+    has open (no ``-wal`` file) is read as immutable: SQLite would otherwise create ``-wal`` and ``-shm``
+    files even for a read-only connection, and cannot at all in a read-only directory. A writer that starts
+    during such a read is seen as of its last checkpoint (reads here are a few queries long). A store being
+    written has its ``-wal`` and ``-shm`` already, and is read through them as usual."""
+    live = Path(f"{path}-wal").exists()
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro" + ("" if live else "&immutable=1")
+    return sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
+
+
+def one_line(error: BaseException) -> str:
+    """A driver's message on one line (psycopg's "connection refused" spans two, with a tab)."""
+    return "; ".join(part.strip() for part in str(error).splitlines() if part.strip())
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -278,51 +311,73 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _reconnect(url: str) -> Store:
+def _reconnect(url: str, read_only: bool = False) -> Store:
     store = Store.__new__(Store)
-    store._connect(url)
-    store._set_pragmas_on_connect()
+    store._connect(url, read_only)
+    if not read_only:
+        store._set_pragmas_on_connect()
     return store
 
 
 class Store:
-    def __init__(self, url: str | os.PathLike[str], existing: bool = False) -> None:
-        """Open (creating it unless ``existing``) the store at ``url``; ``existing`` refuses a database
-        that holds no bocb store, and leaves it untouched."""
-        self._connect(url)
+    def __init__(self, url: str | os.PathLike[str], existing: bool = False, read_only: bool = False) -> None:
+        """Open (creating it unless ``existing``) the store at ``url``, bringing an older one to this bocb's
+        schema; ``existing`` refuses a database that holds no bocb store, and leaves it untouched.
+        ``read_only`` (commands that only read) writes nothing, creates nothing beside an SQLite file and
+        upgrades nothing: an older store is refused with the command that upgrades it."""
+        self.read_only = read_only
+        self._connect(url, read_only)
         try:
-            if existing:
+            if existing or read_only:
                 self._require_a_store(url)
             if self.engine.dialect.name == "sqlite":
-                path = self.engine.url.database
-                if path and path != ":memory:":
-                    check_sqlite_file(Path(path), url)
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._set_pragmas_on_connect()  # only now: checking a foreign file must not turn on its WAL
+                self._check_sqlite_path(url)
             with self.engine.begin() as conn:  # one transaction: an interrupted upgrade leaves the store as it was
-                migrate(conn)
+                self.schema_found = check_schema(conn, self.sqlite_path() or url) if read_only else migrate(conn)
         except sa.exc.DatabaseError as exc:  # unreachable server, bad credentials, a file that is no database
-            raise BocbError(f"store: cannot open '{url}': {exc.orig}") from None
+            raise BocbError(f"store: cannot open '{url}': {one_line(exc.orig)}") from None
 
-    def _connect(self, url: str | os.PathLike[str]) -> None:
+    def _connect(self, url: str | os.PathLike[str], read_only: bool = False) -> None:
         self.url = normalise_url(url)
+        self.read_only = read_only
         try:
             self.engine = sa.create_engine(self.url, future=True, pool_pre_ping=True)
+            path = self.sqlite_path()
+            if read_only and path is not None:
+                self.engine = sa.create_engine("sqlite://", creator=lambda: _read_only_sqlite(path),
+                                               poolclass=sa.pool.NullPool)
+            elif read_only and self.engine.dialect.name == "postgresql":
+                self.engine = self.engine.execution_options(postgresql_readonly=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise BocbError(f"store: cannot open '{url}': {exc}") from None
+
+    def sqlite_path(self) -> Path | None:
+        """The file of an SQLite store (None: another database, or SQLite in memory)."""
+        url = sa.engine.make_url(self.url)
+        return Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "",
+                                                                                                ":memory:") else None
+
+    def _check_sqlite_path(self, url: str | os.PathLike[str]) -> None:
+        path = self.sqlite_path()
+        if path is not None:
+            check_sqlite_file(path, url)
+            if not self.read_only:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.read_only:
+            self._set_pragmas_on_connect()  # only now: checking a foreign file must not turn on its WAL
 
     def _set_pragmas_on_connect(self) -> None:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
 
-    def __reduce__(self) -> tuple[Callable[[str], Store], tuple[str]]:
+    def __reduce__(self) -> tuple[Callable[[str, bool], Store], tuple[str, bool]]:
         """A store crosses to a worker process or a Ray task as its URL (an engine's connections cannot);
         the other side reconnects without checking again what the opening side checked."""
-        return _reconnect, (self.url,)
+        return _reconnect, (self.url, self.read_only)
 
     def _require_a_store(self, url: str | os.PathLike[str]) -> None:
-        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
-        if path and path != ":memory:" and not Path(path).is_file():  # connecting would create the file
+        path = self.sqlite_path()
+        if path is not None and not path.is_file():  # connecting would create the file
             raise BocbError(f"store: no such store file: {url}")
         found = sa.inspect(self.engine).has_table("benchmarks")
         self.engine.dispose()  # later connections get the SQLite pragmas, set on connect
@@ -348,7 +403,14 @@ class Store:
             text = conn.execute(sa.select(benchmarks.c.spec_json).where(benchmarks.c.id == benchmark_id)).scalar()
         if text is None:
             raise BocbError(f"store: no benchmark '{benchmark_id}' in {self.url}")
-        return json.loads(text)
+        try:
+            spec = json.loads(text)
+        except ValueError:
+            spec = None
+        if not isinstance(spec, dict):
+            raise DataError(f"store: benchmark {benchmark_id}: its spec_json holds {text!r:.60}, not a JSON object "
+                            "(written outside bocb); restore the store from a copy")
+        return spec
 
     def benchmark_ids(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -473,7 +535,14 @@ class Store:
             .order_by(layer_tables.c.trial_key),
         }
         with self.engine.connect() as conn:
-            return {name: [dict(row._mapping) for row in conn.execute(query)] for name, query in queries.items()}
+            rows = {name: [dict(row._mapping) for row in conn.execute(query)] for name, query in queries.items()}
+        self.benchmark_spec(benchmark_id)  # what leaves the store is what bocb wrote: checked as when read here
+        _check_trial_rows(pd.DataFrame(rows["trials"], columns=[c.name for c in trials.columns
+                                                                if c.name not in MACHINE_COLUMNS])
+                          .rename(columns={"key": "trial_key"}))
+        for row in rows["layer_tables"]:
+            _layer_rows(row["trial_key"], row["table_json"])
+        return rows
 
     def merge_finished(self, rows: Mapping[str, list[dict[str, Any]]]) -> Merged:
         """Merge finished trials (rows as :meth:`finished_rows` gives them) in one transaction; keys decide.
@@ -566,7 +635,7 @@ class Store:
             text = conn.execute(query).scalar()
         if text is None:
             raise BocbError(f"store: no layer table for trial '{key}' in {self.url}")
-        return pd.read_json(StringIO(text), orient="records")
+        return _layer_rows(key, text)
 
     def layers_frame(self, benchmark_id: str | None = None) -> pd.DataFrame:
         """All stored layer tables with backbone, optimizer, seed and stage columns (for ridge plots)."""
@@ -576,19 +645,70 @@ class Store:
             query = query.where(trials.c.key.in_(_planned_keys(benchmark_id)))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        parts = [pd.read_json(StringIO(r.table_json), orient="records").assign(
+        parts = [_layer_rows(r.key, r.table_json).assign(
             trial_key=r.key, backbone=r.backbone, optimizer=r.optimizer, seed=r.seed) for r in rows]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _layer_rows(key: str, text: str) -> pd.DataFrame:
+    """A trial's stored layer table; one that is not a JSON list of records was written outside bocb."""
+    try:
+        table = pd.read_json(StringIO(text), orient="records")
+    except ValueError:
+        table = None
+    if not isinstance(table, pd.DataFrame):
+        raise DataError(f"store: trial {key}: its layer table holds {text!r:.60}, not JSON records (written "
+                        "outside bocb); restore the store from a copy")
+    return table
+
+
+def _json_objects(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Each row's JSON object in ``column`` (a missing one is empty); a row holding anything else was written
+    outside bocb, and is refused in one line naming its trial."""
+    def parsed(key: str, text: Any) -> dict[str, Any]:
+        if text is None or _is_nan(text):
+            return {}
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise DataError(f"store: trial {key}: column '{column}' holds {str(text)!r:.60}, not a JSON object "
+                            "(written outside bocb); restore the store from a copy")
+        return value
+
+    return pd.Series([parsed(k, t) for k, t in zip(frame["trial_key"], frame[column])], index=frame.index,
+                     dtype=object)
+
+
+def _check_numbers(frame: pd.DataFrame) -> None:
+    """SQLite keeps whatever a row was given: a number column holding text was written outside bocb."""
+    for column in (c.name for c in trials.columns if isinstance(c.type, (sa.Float, sa.Integer))):
+        if column in frame and frame[column].dtype == object:
+            bad = frame[column].notna() & pd.to_numeric(frame[column], errors="coerce").isna()
+            if bad.any():
+                first = frame.loc[bad.idxmax()]
+                raise DataError(f"store: trial {first['trial_key']}: column '{column}' holds "
+                                f"{str(first[column])!r:.60}, not a number ({int(bad.sum())} such row(s), written "
+                                "outside bocb); restore the store from a copy")
+
+
+def _check_trial_rows(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Refuse rows written outside bocb (text in a number column, a JSON column that holds no object);
+    returns the parsed configurations and provenances."""
+    _check_numbers(frame)
+    _json_objects(frame, "hparams_json")
+    return _json_objects(frame, "config_json"), _json_objects(frame, "provenance_json")
 
 
 def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
-    prov = frame["provenance_json"].fillna("{}").map(json.loads)
+    configs, prov = _check_trial_rows(frame)
     opt = prov.map(lambda p: p.get("optimizer", {}) if isinstance(p.get("optimizer"), dict) else {})
     frame = with_config(frame).assign(
         # the dataset the trial trained on, so results.csv states it (`bocb report --compare-paper` reads it)
-        dataset=frame["config_json"].map(lambda c: json.loads(c).get("dataset", {}).get("name")),
+        dataset=configs.map(lambda c: (c.get("dataset") or {}).get("name")),
         optimizer_library=opt.map(lambda o: o.get("library")),
         optimizer_class=opt.map(lambda o: o.get("class")),
         optimizer_category=opt.map(lambda o: o.get("category")),  # a-d, new (None: a trial run before bocb kept it)
@@ -649,7 +769,7 @@ class StoredResults:
 
 def load_results(url_or_path: str | os.PathLike[str], benchmark_id: str | None = None) -> StoredResults:
     """One benchmark of a store (default: the latest) with everything its report shows."""
-    store = Store(url_or_path, existing=True)
+    store = Store(url_or_path, read_only=True)
     chosen = _latest(store, benchmark_id)
     return StoredResults(store.trials_frame(chosen), store.epochs_frame(chosen), store.layers_frame(chosen),
                          store.benchmark_spec(chosen))
@@ -665,6 +785,6 @@ def _latest(store: Store, benchmark_id: str | None) -> str:
 def load_frames(url_or_path: str | os.PathLike[str],
                 benchmark_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) frames of one benchmark of a store (default: the latest), for analysis and reports."""
-    store = Store(url_or_path, existing=True)
+    store = Store(url_or_path, read_only=True)
     chosen = _latest(store, benchmark_id)
     return store.trials_frame(chosen), store.epochs_frame(chosen)

@@ -33,7 +33,7 @@ def analyse_store(store: Store | str | os.PathLike[str], benchmark_id: str | Non
     transfer part's id stands for its pre-training benchmark) with the rules' parameters of its stored spec
     (``gamma``/``alpha`` override them), and its transfer part ``transfer_id`` (default: the latest stored
     benchmark whose spec's ``transfer_from`` is this one)."""
-    db = store if isinstance(store, Store) else Store(store, existing=True)
+    db = store if isinstance(store, Store) else Store(store, read_only=True)
     specs = {i: db.benchmark_spec(i) for i in db.benchmark_ids()}
     chosen = _pretraining(specs, benchmark_id, db.url)
     stored_gamma, stored_alpha = rule_parameters(specs[chosen])

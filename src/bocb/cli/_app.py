@@ -83,14 +83,15 @@ def print_table(table: Table) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-def open_store(store: str) -> Store:
-    """An existing store (a missing SQLite file is an error, not a new empty store)."""
+def open_store(store: str, *, write: bool = False) -> Store:
+    """An existing store (a missing SQLite file is an error, not a new empty store), opened read-only
+    unless the command writes to it (`bocb worker`): a command that only reads never writes."""
     from bocb.store import Store, normalise_url
 
     url = normalise_url(store)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise SpecError("STORE", f"no such store file: {store}")
-    return Store(url, existing=True)
+    return Store(url, existing=True, read_only=not write)
 
 
 def benchmark_id_of(db: Store, requested: str | None) -> str:

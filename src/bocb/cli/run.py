@@ -274,7 +274,7 @@ def worker(
     from bocb.sweep import artifact_root_for
     from bocb.sweep.worker import WorkerOptions, load_benchmark, worker_loop
 
-    db = open_store(store)
+    db = open_store(store, write=True)
     chosen = benchmark_id_of(db, benchmark) if benchmark else None
     stored = load_benchmark(db, chosen or benchmark_id_of(db, None))
     check_device(device or stored.device, "--device" if device else "device")

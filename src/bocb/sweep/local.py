@@ -1,4 +1,4 @@
-"""The local executor: worker processes on this machine, with a live progress bar.
+"""The local executor: worker processes on this machine, with progress (bocb.sweep.progress).
 
 Each worker is a separate process with one torch thread (two single-thread
 processes beat one two-thread process for tiny models on this kind of CPU).
@@ -13,14 +13,12 @@ import signal
 import sys
 from dataclasses import dataclass
 
-import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bocb.errors import BocbError, SpecError
-from bocb.protocol import FINISHED
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store
+from bocb.sweep.progress import RunProgress
 from bocb.sweep.worker import WorkerOptions, advance, die_with, worker_loop
 
 # What a worker imports before its first trial (torch, timm, the engine, the data loaders, torch._dynamo that
@@ -53,17 +51,9 @@ def _worker_main(store: Store, spec: BenchmarkSpec, benchmark_id: str, options: 
         sys.exit(2)
 
 
-def _best_so_far(store: Store, benchmark_id: str) -> str:
-    for metric in ("val_top1", "test_top1"):  # test only when the dataset has no validation split
-        best = store.best_trial(benchmark_id, metric)
-        if best:
-            return f"best {metric} {best[metric]:.1f} ({best['backbone']} + {best['optimizer']})"
-    return ""
-
-
 @dataclass(frozen=True)
 class LocalExecutor:
-    """Worker processes on this machine (at most one per CPU core), with a live progress bar."""
+    """Worker processes on this machine (at most one per CPU core), with progress."""
 
     workers: int
 
@@ -112,36 +102,9 @@ class LocalExecutor:
 
 
 def _watch(procs: list, store: Store, benchmark_id: str, console: Console) -> None:
-    # the total is the trials planned so far: it grows as each stage is planned from the last one's results
-    columns = (TextColumn("[bold]{task.fields[stage]}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[best]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("trials", total=None, best="", stage="planning", eta="")
+    with RunProgress(store, benchmark_id, console) as progress:
         while any(p.is_alive() for p in procs):
-            _update(progress, task, store, benchmark_id, len(procs))
+            progress.update(len(procs))
             # every 2 s, or at once when a worker ends (the last one's end is the run's end)
             mp.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=2.0)
-        _update(progress, task, store, benchmark_id, len(procs))
-
-
-def _update(progress: Progress, task: int, store: Store, benchmark_id: str, workers: int) -> None:
-    stages = store.stage_progress(benchmark_id)
-    finished = stages["state"].isin([s.value for s in FINISHED])
-    running = stages.loc[~finished, "stage"].drop_duplicates().tolist()
-    total = int(stages["n"].sum())
-    progress.update(task, total=total, completed=int(stages.loc[finished, "n"].sum()),
-                    best=_best_so_far(store, benchmark_id),
-                    stage=", ".join(running) or ("done" if total else "planning"),
-                    eta=_eta(stages, finished, workers))
-
-
-def _eta(stages: pd.DataFrame, finished: pd.Series, workers: int) -> str:
-    """Time left for the trials planned so far, from the measured mean time of this benchmark's finished
-    trials (later stages, planned as earlier ones finish, add to it)."""
-    done = stages[finished & stages["time_s"].notna()]
-    if done.empty:
-        return "eta -"
-    mean = float((done["time_s"] * done["n"]).sum() / done["n"].sum())
-    left = int(stages.loc[~finished, "n"].sum())
-    minutes, seconds = divmod(round(mean * left / max(workers, 1)), 60)
-    return f"eta {minutes}:{seconds:02d}"
+        progress.update(len(procs))

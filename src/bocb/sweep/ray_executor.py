@@ -17,6 +17,7 @@ from rich.console import Console
 from bocb.errors import BocbError
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store, new_worker_id
+from bocb.sweep.progress import RunProgress
 from bocb.sweep.worker import ClaimLost, StageWatch, WorkerOptions, execute
 
 
@@ -71,8 +72,9 @@ class RayExecutor:
         task = ray.remote(run_claimed_trial).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
         inflight: dict[str, Any] = {}
         try:
-            _drive(ray, task, store, StageWatch(store, benchmark_id, spec, options.artifact_root), inflight, options,
-                   console or Console(stderr=True))
+            with RunProgress(store, benchmark_id, console or Console(stderr=True)) as progress:
+                _drive(ray, task, store, StageWatch(store, benchmark_id, spec, options.artifact_root), inflight,
+                       options, progress)
         except KeyboardInterrupt:
             for ref in inflight.values():
                 ray.cancel(ref)  # raises KeyboardInterrupt in the task, which releases its trial
@@ -81,7 +83,7 @@ class RayExecutor:
 
 
 def _drive(ray: Any, task: Any, store: Store, watch: StageWatch, inflight: dict[str, Any], options: WorkerOptions,
-           console: Console) -> None:
+           progress: RunProgress) -> None:
     """Plan stages and keep one task in flight per claimable trial until the benchmark is complete."""
     benchmark_id = watch.benchmark_id
     while True:
@@ -97,4 +99,4 @@ def _drive(ray: Any, task: Any, store: Store, watch: StageWatch, inflight: dict[
         ready, _ = ray.wait(list(inflight.values()), num_returns=1, timeout=options.poll_s * 4)
         for key in [k for k, ref in inflight.items() if ref in ready]:
             ray.get(inflight.pop(key))
-        console.print(f"trials: {store.counts(benchmark_id)}", end="\r")
+        progress.update(workers=max(len(inflight), 1))

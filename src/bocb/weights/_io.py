@@ -61,4 +61,4 @@ def load_layer_table(target: str, *, store_url: str | None = None, topk: int | f
         raise DataError(f"weights: no such file '{target}'; to read a stored trial's table give --store URL")
     from bocb.store import Store
 
-    return Store(store_url, existing=True).layer_table(target)
+    return Store(store_url, read_only=True).layer_table(target)
