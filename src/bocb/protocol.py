@@ -425,6 +425,64 @@ def pooled_noise(per_seed: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["backbone", "sd", "df", "scope", "unstable"])
 
 
+def relative_cells(per_seed: pd.DataFrame, noise: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: its mean top-1, ``relative`` (its standing: the mean minus the median of its backbone's cell
+    means, which a uniform shift of the backbone leaves alone), the variance of its mean from the backbone's
+    pooled seed noise (``noise``: :func:`pooled_noise`) over its seeds, that noise's df and sd."""
+    means = cell_means(per_seed)
+    sd = means["backbone"].map(noise.set_index("backbone")["sd"])
+    df = means["backbone"].map(noise.set_index("backbone")["df"])
+    centre = means.groupby("backbone", sort=False)["top1"].transform("median")
+    return means.assign(relative=means["top1"] - centre, variance=sd ** 2 / means["n_seeds"], df=df, noise_sd=sd)
+
+
+MOVE_DRAWS = 2000  # parametric draws for the null variance of a cell's change against its backbone's median change
+
+
+def moved_cells(first: pd.DataFrame, second: pd.DataFrame, alpha: float = DEFAULT_ALPHA) -> pd.DataFrame:
+    """The cells of two benchmarks (:func:`relative_cells` of each, on the same optimizers per backbone)
+    whose standing within their backbone changed beyond seed noise.
+
+    A cell's change is its mean on B minus on A; ``shift`` is that change minus the median change of the
+    backbone's other cells, so a shift of the whole backbone (another dataset, more epochs) moves nothing and
+    one cell that moved barely moves the others (the verdict rule centres interactions the same way). Null:
+    the cell changed as its backbone's other cells did. ``shift``'s variance is the cell's own plus that of
+    the others' median (parametric draws, fixed seed); the t-test is two-sided with Welch–Satterthwaite df
+    from each side's noise df, Holm over every testable cell compared, so the chance of calling any cell
+    moved when none did is at most ``alpha`` (benchmarks/compare.py measures it). A cell without a noise
+    estimate on either side, or alone on its backbone, is not testable (p NaN, never moved)."""
+    from scipy import stats  # here: see _with_unstable
+
+    both = first.merge(second, on=CELL, suffixes=("_a", "_b"))
+    change = both["top1_b"] - both["top1_a"]
+    variance = both["variance_a"] + both["variance_b"]
+    df = variance ** 2 / (both["variance_a"] ** 2 / both["df_a"] + both["variance_b"] ** 2 / both["df_b"])
+    others = pd.DataFrame({"change": change, "variance": variance}) \
+        .groupby(both["backbone"], sort=False, group_keys=False)[["change", "variance"]].apply(_others_median)
+    shift = change - others["median"]
+    null_variance = variance + others["variance"]
+    p = pd.Series(np.nan, index=both.index)
+    testable = null_variance.notna() & (null_variance > 0) & df.notna() & (df > 0)
+    p[testable] = 2 * stats.t.sf(np.abs(shift[testable]) / np.sqrt(null_variance[testable]), df[testable])
+    adjusted = pd.Series(np.nan, index=both.index)
+    if testable.any():
+        adjusted[testable] = holm_adjusted(p[testable].to_numpy(float))
+    return both.assign(change=change, shift=shift, se=np.sqrt(null_variance), p=p, p_holm=adjusted,
+                       moved=adjusted.lt(alpha).fillna(False).astype(bool))
+
+
+def _others_median(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per cell of one backbone: the median change of its other cells, and that median's variance from
+    parametric draws of their changes (NaN where untestable)."""
+    values, changes = cells["variance"].to_numpy(float), cells["change"].to_numpy(float)
+    if len(values) < 2 or not np.isfinite(values).all():
+        return pd.DataFrame({"median": math.nan, "variance": math.nan}, index=cells.index)
+    draws = np.random.default_rng(len(values)).standard_normal((MOVE_DRAWS, len(values))) * np.sqrt(values)
+    rest = [np.delete(np.arange(len(values)), position) for position in range(len(values))]
+    return pd.DataFrame({"median": [float(np.median(changes[r])) for r in rest],
+                         "variance": [float(np.median(draws[:, r], axis=1).var()) for r in rest]}, index=cells.index)
+
+
 def _with_unstable(means: pd.DataFrame) -> pd.DataFrame:
     """cell_means plus ss, df and unstable (see pooled_noise)."""
     from scipy import stats  # here, not at the top: scipy.stats costs ~0.7 s, and the spec check imports this module

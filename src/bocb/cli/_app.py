@@ -83,18 +83,18 @@ def print_table(table: Table) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-def open_store(store: str, *, write: bool = False) -> Store:
+def open_store(store: str, *, write: bool = False, field: str = "STORE") -> Store:
     """An existing store (a missing SQLite file is an error, not a new empty store), opened read-only
     unless the command writes to it (`bocb worker`): a command that only reads never writes."""
     from bocb.store import Store, normalise_url
 
     url = normalise_url(store)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise SpecError("STORE", f"no such store file: {store}")
+        raise SpecError(field, f"no such store file: {store}")
     return Store(url, existing=True, read_only=not write)
 
 
-def benchmark_id_of(db: Store, requested: str | None) -> str:
+def benchmark_id_of(db: Store, requested: str | None, field: str = "--benchmark") -> str:
     """The benchmark whose id starts with ``requested``; the latest one when None."""
     ids = db.benchmark_ids()
     if not ids:
@@ -102,10 +102,10 @@ def benchmark_id_of(db: Store, requested: str | None) -> str:
     if requested is None:
         return ids[-1]
     if not requested.strip():
-        raise SpecError("--benchmark", "is empty: give a benchmark id or the start of one")
+        raise SpecError(field, "is empty: give a benchmark id or the start of one")
     matches = [i for i in ids if i.startswith(requested)]
     if len(matches) != 1:
-        raise SpecError("--benchmark", unknown_name_message("benchmark", requested, ids))
+        raise SpecError(field, unknown_name_message("benchmark", requested, ids))
     return matches[0]
 
 
