@@ -102,7 +102,7 @@ def _cause(row: pd.Series, cells: pd.DataFrame, verdict: bool, recommendation: b
     for cell in moved.itertuples():
         kind = "a gap appeared" if abs(cell.relative_b) > abs(cell.relative_a) else "a gap closed"
         parts.append(f"{kind}: {cell.optimizer} {cell.relative_a:+.1f} → {cell.relative_b:+.1f} points against "
-                     f"the backbone's mean (Holm p {cell.p_holm:.2g})")
+                     f"the backbone's median cell (Holm p {cell.p_holm:.2g})")
     if verdict and moved.empty:
         parts.append("no cell moved beyond seed noise: the change is within what the seeds allow")
     if verdict:

@@ -75,7 +75,7 @@ def _print(comparison: Comparison) -> None:
     print_table(_table(rank_rows(comparison), "rank agreement of the optimizers: Kendall's τ, 95 % interval "
                                                   "from a parametric bootstrap over seeds"))
     moved = cell_rows(comparison, moved_only=True)
-    title = (f"cells that moved beyond seed noise (standing against the backbone's mean; Holm over "
+    title = (f"cells that moved beyond seed noise (standing: a cell minus its backbone's median cell; Holm over "
              f"{int(comparison.cells['p_holm'].notna().sum())} cells, α = {comparison.alpha:g}): {len(moved)}")
     if len(moved):
         print_table(_table(moved, title))

@@ -13,8 +13,8 @@ from bocb.analysis._compare import Comparison
 from bocb.report._figures import Drawn, optimizer_colours, save
 
 CELL_COLUMNS = {"backbone": "backbone", "optimizer": "optimizer", "top1_a": "A top-1", "half_a": "A ±95 %",
-                "top1_b": "B top-1", "half_b": "B ±95 %", "relative_a": "A vs backbone mean",
-                "relative_b": "B vs backbone mean", "shift": "shift", "p_holm": "Holm p", "moved": "moved"}
+                "top1_b": "B top-1", "half_b": "B ±95 %", "relative_a": "A standing",
+                "relative_b": "B standing", "shift": "shift", "p_holm": "Holm p", "moved": "moved"}
 
 
 def verdict_rows(comparison: Comparison) -> pd.DataFrame:
@@ -36,7 +36,7 @@ def cell_rows(comparison: Comparison, moved_only: bool = False) -> pd.DataFrame:
 def figure(comparison: Comparison) -> plt.Figure:
     """One panel per backbone: each optimizer's top-1 on A against B with their 95 % seed intervals; a
     ring marks a cell that moved beyond seed noise; on the dashed line a cell keeps its standing (B is A
-    plus the backbone's mean shift)."""
+    plus the backbone's median shift)."""
     cells = comparison.cells
     backbones = list(dict.fromkeys(cells["backbone"]))
     colours = optimizer_colours(cells["optimizer"])
@@ -67,11 +67,11 @@ def _panel(ax: plt.Axes, cells: pd.DataFrame, colours: dict) -> None:
                     color=colours[cell.optimizer], capsize=2, markersize=5, gid=f"optimizer-{cell.optimizer}")
         if cell.moved:
             ax.plot(cell.top1_a, cell.top1_b, "o", markersize=12, markerfacecolor="none", color="black")
-    # the same standing on both sides: B = A + the backbone's mean shift (what moved_cells tests against)
-    shift = float(cells["top1_b"].mean() - cells["top1_a"].mean())
+    # the same standing on both sides: B = A + the backbone's median change (what moved_cells tests against)
+    shift = float((cells["top1_b"] - cells["top1_a"]).median())
     low, high = cells["top1_a"].min() - 2, cells["top1_a"].max() + 2
     ax.plot([low, high], [low + shift, high + shift], linestyle="--", color="grey", linewidth=0.8)
-    ax.text(0.02, 0.96, f"mean shift {shift:+.1f}", transform=ax.transAxes, fontsize=7, va="top")
+    ax.text(0.02, 0.96, f"median shift {shift:+.1f}", transform=ax.transAxes, fontsize=7, va="top")
 
 
 def _finite(value: float) -> float | None:
@@ -83,8 +83,8 @@ def write_comparison(comparison: Comparison, out_dir: Path, sources: tuple[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = Drawn("compare", "Each optimizer's mean test top-1 on A (x) against B (y), with 95 % intervals from "
                   "each backbone's pooled seed noise; a black ring marks a cell that moved beyond seed noise "
-                  "(relative to its backbone's mean); on the dashed line a cell keeps its standing: B = A plus the "
-                  "backbone's mean shift.",
+                  "(against its backbone's other cells); on the dashed line a cell keeps its standing: B = A plus the "
+                  "backbone's median shift.",
                   save(figure(comparison), out_dir / "compare"))
     verdict_rows(comparison).to_csv(out_dir / "verdicts.csv", index=False)
     comparison.ranks.to_csv(out_dir / "ranks.csv", index=False)
