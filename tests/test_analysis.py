@@ -10,6 +10,7 @@ import pytest
 
 from bocb.analysis import format_matrix, matrix, select_cells, tidy
 from bocb.errors import BocbError, DataError, SpecError
+from bocb.protocol import grid_edge
 
 
 def _trial(backbone, optimizer, seed, lr, wd, val, test, state="done", **extra):
@@ -63,10 +64,14 @@ def test_unfinished_trials_are_not_results(grid_frame):
     assert select_cells(frame).set_index(["backbone", "optimizer"]).loc[("r50", "sgd")].config == "lr=0.1,wd=0.05"
 
 
-def test_edge_needs_three_grid_values():
+def test_an_edge_of_a_two_point_grid_is_an_edge_and_no_weight_decay_is_none():
+    """bocb.protocol.grid_edge, the one rule the planner extends by and the report flags by: the lower lr of
+    a 2-point grid is an edge (the optimum may lie below); wd 0 is not (nothing lies below it)."""
     frame = pd.DataFrame([_trial("a", "o", 0, 0.1, 0.0, 1, 1) | {"lr_grid": "0.1;1", "wd_grid": "0;1"}])
     cells = select_cells(frame)
-    assert cells.loc[0, "lr_edge"] == "" and not cells.loc[0, "edge"]
+    assert (cells.loc[0, "lr_edge"], cells.loc[0, "wd_edge"], bool(cells.loc[0, "edge"])) == ("low", "", True)
+    assert [grid_edge(v, [0.1]) for v in (0.1,)] == [""]  # one value searched: no grid, no edge
+    assert [grid_edge(v, [0.1, 0.3, 1.0]) for v in (0.1, 0.3, 1.0)] == ["low", "", "high"]
 
 
 def test_grid_inferred_from_trials_when_absent():

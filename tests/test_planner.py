@@ -12,6 +12,7 @@ import pandas as pd
 from conftest import TINY_SPEC
 
 from bocb.analysis import analyse, select_cells
+from bocb.optim import round_sig
 from bocb.spec import parse_spec
 from bocb.store import PlannedTrial
 from bocb.sweep import plan_benchmark
@@ -101,6 +102,20 @@ def test_halving_without_keep_ties_cuts_ties_by_training_loss() -> None:
     assert [len(results[results["stage"] == f"rung{r}"]) for r in range(3)] == [3, 1, 1]
     final = results[results["stage"] == "rung2"]
     assert final["lr"].tolist() == [results["lr"].max()]
+
+
+def test_on_a_two_point_grid_the_planner_extends_exactly_the_cells_the_report_flags() -> None:
+    """One edge rule (bocb.protocol.grid_edge): the best lr of a 2-point grid is at its edge, so the report
+    flags it and the planner steps past it; a weight decay of 0 is neither flagged nor stepped below."""
+    spec = _spec(search={"lr_points": 2, "wd_points": 1, "extend_edges": 1})
+    search = next_stage(spec, pd.DataFrame())
+    lrs = sorted(t.config["lr"] for t in search.planned)
+    results = _rows(search.planned, lambda c: 90.0 if c["lr"] == lrs[0] else 80.0)
+    cells = select_cells(results.assign(lr_grid=";".join(map(str, lrs)), wd_grid=str(results["weight_decay"][0])))
+    assert (cells.loc[0, "lr_edge"], cells.loc[0, "wd_edge"]) == ("low", "")
+    edges1 = next_stage(spec, results)
+    assert edges1.name == "edges1" and [t.config["lr"] for t in edges1.planned] == [
+        round_sig(lrs[0] / spec.search.lr_step)]
 
 
 def test_edge_best_is_flagged_and_extended_one_step_at_a_time() -> None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -151,6 +152,21 @@ def run_key(config: dict[str, Any]) -> str:
     return trial_key({**config, "epochs": config["schedule_epochs"], "schedule_epochs": None})
 
 
+def grid_edge(value: float, grid: Iterable[float]) -> str:
+    """'low' or 'high' when ``value`` is the lowest or highest of a searched grid of >= 2 distinct values,
+    else ''. The one rule for both sides of it: the planner extends the grid past such an edge
+    (search.extend_edges, whose optimum may lie beyond) and the report flags the cells still there. Zero
+    (no weight decay) is no low edge: nothing lies below it, and a multiplicative step cannot leave it."""
+    points = sorted({float(v) for v in grid if not math.isnan(float(v))})
+    if len(points) < 2 or math.isnan(value):
+        return ""
+    if value >= points[-1] or math.isclose(value, points[-1], rel_tol=1e-9):
+        return "high"
+    if (value <= points[0] or math.isclose(value, points[0], rel_tol=1e-9)) and value > 0:
+        return "low"
+    return ""
+
+
 # -- configurations --------------------------------------------------------------------------------------
 
 def config_label(lr: float, weight_decay: float, hparams: dict | None = None) -> str:
@@ -228,6 +244,13 @@ def main_budget(frame: pd.DataFrame) -> pd.DataFrame:
     return rows[(rows["epochs"] == full) | full.isna()]
 
 
+def searched_trials(frame: pd.DataFrame) -> pd.DataFrame:
+    """The trials that searched a configuration at the benchmark's own budget (budget 1, a search stage:
+    grid, rungs, probes, edges, extras), not seed or budget re-runs: what 'the grid searched' means to the
+    planner's edge steps, the report's grids and the tuning cost alike."""
+    return frame[is_search_stage(frame["stage"]) & (frame["budget"] == 1)]
+
+
 def stopped_short(frame: pd.DataFrame) -> pd.DataFrame:
     """The configurations a search stopped before its full budget: early stopping's probes that did not go
     on, and halving's configurations cut at a rung. Each is a search trial (budget 1) whose configuration has
@@ -236,7 +259,7 @@ def stopped_short(frame: pd.DataFrame) -> pd.DataFrame:
     rows = with_config(frame)
     if "stage" not in rows or rows.empty:
         return rows.iloc[0:0]
-    rows = rows[is_search_stage(rows["stage"]) & (rows["budget"] == 1)]
+    rows = searched_trials(rows)
     ids = CELL + ["config", "seed"]
     reached = main_budget(rows)[ids].drop_duplicates()
     short = rows.merge(reached, on=ids, how="left", indicator=True)

@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from bocb.errors import BocbError, DataError, SpecError
-from bocb.protocol import FINISHED, UNFINISHED, TrialState, is_search_stage, trial_key, with_config
+from bocb.protocol import FINISHED, UNFINISHED, TrialState, searched_trials, trial_key, with_config
 
 FINISHED_VALUES = tuple(s.value for s in FINISHED)
 UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
@@ -726,9 +726,7 @@ def _tidy_trials(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _with_grids(frame: pd.DataFrame) -> pd.DataFrame:
     """lr_grid / wd_grid: the values searched at full budget per (benchmark, backbone, optimizer)."""
-    searched = frame[is_search_stage(frame["stage"])]
-    full = searched[searched["budget"] == 1]
-    grids = full.groupby(["benchmark", "backbone", "optimizer"]).agg(
+    grids = searched_trials(frame).groupby(["benchmark", "backbone", "optimizer"]).agg(
         lr_grid=("lr", lambda s: ";".join(f"{v:g}" for v in sorted(set(s)))),
         wd_grid=("weight_decay", lambda s: ";".join(f"{v:g}" for v in sorted(set(s)))),
     ).reset_index()

@@ -19,10 +19,10 @@ from bocb.protocol import (
     CELL,
     StageKind,
     chosen_seeds,
-    is_search_stage,
     late_curves,
     learned_backbones,
     rechecked_seeds,
+    searched_trials,
     stage_kind,
     stopped_short,
     with_config,
@@ -132,7 +132,7 @@ def _stopped_notes(trials: pd.DataFrame) -> list[str]:
     if short.empty:
         return []
     kinds = short["stage"].map(lambda name: stage_kind(str(name)))
-    searched = with_config(trials[is_search_stage(trials["stage"]) & (trials["budget"] == 1)])
+    searched = with_config(searched_trials(trials))
     total = len(searched.drop_duplicates(CELL + ["config", "seed"]))
     notes = []
     probes = short[kinds == StageKind.PROBE]

@@ -9,10 +9,9 @@ import pandas as pd
 
 from bocb.analysis._frame import check_choice, parse_grid, tidy
 from bocb.errors import SpecError
-from bocb.protocol import choose_configs, chosen_seeds, main_budget
+from bocb.protocol import CELL, choose_configs, chosen_seeds, grid_edge, main_budget
 
 FORMATS = ("table", "csv", "markdown", "json")
-KEYS = ["backbone", "optimizer"]
 
 
 def grid_position(value: float, grid: list[float]) -> float:
@@ -21,16 +20,6 @@ def grid_position(value: float, grid: list[float]) -> float:
         if math.isclose(value, point, rel_tol=1e-9, abs_tol=1e-15):
             return float(i)
     return math.nan
-
-
-def edge_label(position: float, points: int) -> str:
-    """'low'/'high' at the first/last value of a grid of >= 3 values, else ''.
-
-    With fewer than 3 searched values every value is an edge, which tells nothing.
-    """
-    if points < 3 or math.isnan(position):
-        return ""
-    return "low" if position == 0 else "high" if position == points - 1 else ""
 
 
 def cell_grid(trials: pd.DataFrame, column: str) -> list[float]:
@@ -64,24 +53,24 @@ def select_cells(frame: pd.DataFrame) -> pd.DataFrame:
         raise SpecError("results", "no finished main-budget trials to select from"
                         + (f" ({crashed} crashed: a crash is no result)" if crashed else ""))
     per_seed = chosen_seeds(trials, chosen)
-    cells = per_seed.groupby(KEYS + ["config"], sort=False).agg(
+    cells = per_seed.groupby(CELL + ["config"], sort=False).agg(
         lr=("lr", "first"), weight_decay=("weight_decay", "first"), val_top1=("val_top1", "mean"),
         test_top1=("test_top1", "mean"), test_top1_std=("test_top1", "std"), n_seeds=("seed", "nunique"),
         n_diverged=("diverged", "sum"), time_s=("time_s", "mean"), peak_mem_mb=("peak_mem_mb", "mean"),
-    ).reset_index().merge(chosen[KEYS + ["selected_on"]], on=KEYS)
+    ).reset_index().merge(chosen[CELL + ["selected_on"]], on=CELL)
     positions = []
-    for (backbone, optimizer), group in main_budget(trials).groupby(KEYS, sort=False):
+    for (backbone, optimizer), group in main_budget(trials).groupby(CELL, sort=False):
         picked = cells[(cells.backbone == backbone) & (cells.optimizer == optimizer)]
         if picked.empty:
             continue
         row = {"backbone": backbone, "optimizer": optimizer}
         for column, short in (("lr", "lr"), ("weight_decay", "wd")):
             grid = cell_grid(group, column)
-            position = grid_position(picked.iloc[0][column], grid)
-            row |= {f"{short}_pos": position, f"{short}_points": len(grid),
-                    f"{short}_edge": edge_label(position, len(grid))}
+            value = picked.iloc[0][column]
+            row |= {f"{short}_pos": grid_position(value, grid), f"{short}_points": len(grid),
+                    f"{short}_edge": grid_edge(value, grid)}
         positions.append(row)
-    cells = cells.merge(pd.DataFrame(positions), on=KEYS)
+    cells = cells.merge(pd.DataFrame(positions), on=CELL)
     cells["edge"] = (cells["lr_edge"] != "") | (cells["wd_edge"] != "")
     return _in_order(cells, trials).reset_index(drop=True)
 
@@ -89,13 +78,13 @@ def select_cells(frame: pd.DataFrame) -> pd.DataFrame:
 def missing_cells(trials: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Cells of a tidy frame that have no row in ``cells`` (select_cells: every trial crashed): backbone,
     optimizer, crashed (how many trials) and error (the first one's message)."""
-    scored_cells = set(map(tuple, cells[KEYS].to_numpy()))
+    scored_cells = set(map(tuple, cells[CELL].to_numpy()))
     crashed = trials[trials["crashed"]]
     if "error" not in crashed:
         crashed = crashed.assign(error="")
     rows = [{"backbone": b, "optimizer": o, "crashed": len(g), "error": str(g["error"].fillna("").iloc[0])}
-            for (b, o), g in crashed.groupby(KEYS, sort=False) if (b, o) not in scored_cells]
-    return pd.DataFrame(rows, columns=KEYS + ["crashed", "error"])
+            for (b, o), g in crashed.groupby(CELL, sort=False) if (b, o) not in scored_cells]
+    return pd.DataFrame(rows, columns=CELL + ["crashed", "error"])
 
 
 def _in_order(cells: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +101,7 @@ def matrix(cells: pd.DataFrame, value: str = "test_top1", missing: pd.DataFrame 
     if value not in cells:
         raise SpecError("value", f"unknown column '{value}'; valid choices: {', '.join(map(str, cells.columns))}")
     table = cells.pivot(index="optimizer", columns="backbone", values=value)
-    extra = missing if missing is not None else pd.DataFrame(columns=KEYS)
+    extra = missing if missing is not None else pd.DataFrame(columns=CELL)
     table = table.reindex(index=pd.unique(pd.concat([cells["optimizer"], extra["optimizer"]])),
                           columns=pd.unique(pd.concat([cells["backbone"], extra["backbone"]])))
     table.index.name, table.columns.name = "optimizer", None

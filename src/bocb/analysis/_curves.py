@@ -4,9 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bocb.protocol import chosen_seeds, curve_column, failure_threshold
-
-KEYS = ["backbone", "optimizer"]
+from bocb.protocol import CELL, chosen_seeds, curve_column, failure_threshold
 
 
 def curve_summary(epoch: np.ndarray, value: np.ndarray) -> tuple[float, float]:
@@ -24,7 +22,7 @@ def curve_summary(epoch: np.ndarray, value: np.ndarray) -> tuple[float, float]:
 
 def _chosen_epochs(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """The per-epoch rows of each cell's chosen configuration, at every seed it ran."""
-    return chosen_seeds(trials, cells)[KEYS + ["trial_key"]].merge(epochs, on="trial_key")
+    return chosen_seeds(trials, cells)[CELL + ["trial_key"]].merge(epochs, on="trial_key")
 
 
 def curve_stats(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
@@ -35,14 +33,14 @@ def curve_stats(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame)
     """
     column = curve_column(epochs)
     rows = []
-    for (backbone, optimizer), group in _chosen_epochs(trials, epochs, cells).groupby(KEYS, sort=False):
+    for (backbone, optimizer), group in _chosen_epochs(trials, epochs, cells).groupby(CELL, sort=False):
         curve = group.groupby("epoch")[column].mean().dropna()
         if curve.empty:
             continue
         auc, epoch95 = curve_summary(curve.index.to_numpy(float), curve.to_numpy(float))
         rows.append({"backbone": backbone, "optimizer": optimizer, "auc": auc, "epoch95": int(epoch95),
                      "curve": column})  # the store counts epochs in whole numbers
-    return pd.DataFrame(rows, columns=KEYS + ["auc", "epoch95", "curve"])
+    return pd.DataFrame(rows, columns=CELL + ["auc", "epoch95", "curve"])
 
 
 def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +50,7 @@ def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, cells: pd.DataFr
     joined = _chosen_epochs(trials, epochs, cells)
     if "train_loss" not in joined:
         joined = joined.assign(train_loss=np.nan)
-    means = joined.groupby(KEYS + ["epoch"], sort=False).agg(top1=(column, "mean"), train_loss=("train_loss", "mean"),
+    means = joined.groupby(CELL + ["epoch"], sort=False).agg(top1=(column, "mean"), train_loss=("train_loss", "mean"),
                                                              n_seeds=("trial_key", "nunique")).reset_index()
     return means.assign(epoch=means["epoch"].astype(int), curve=column)
 
@@ -66,8 +64,8 @@ def budget_check(trials: pd.DataFrame, cells: pd.DataFrame, flags: pd.Series, ru
     gap_k <= margin (no longer a failure), 'shrinks' when gap_k <= (1 - shrink) * gap_1, else 'holds'.
     """
     reruns = trials[trials["budget"] > 1]
-    rerun_means = reruns.groupby(KEYS + ["config", "budget"])["test_top1"].mean()
-    columns = KEYS + ["budget", "top1_1x", "top1_kx", "gap_1x", "gap_kx", "outcome"]
+    rerun_means = reruns.groupby(CELL + ["config", "budget"])["test_top1"].mean()
+    columns = CELL + ["budget", "top1_1x", "top1_kx", "gap_1x", "gap_kx", "outcome"]
     rows = []
     for backbone, group in cells.groupby("backbone", sort=False):
         best_cell = group.loc[group["test_top1"].idxmax()]

@@ -13,7 +13,7 @@ from bocb.optim._handle import (
 from bocb.optim._param_groups import WEIGHT_DECAY_POLICIES, count_decayed, weight_decay_groups
 from bocb.optim._plugin import optimizer_info
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
-from bocb.optim._search import FAMILIES, SearchSpace, grid_centre, log_grid, search_space
+from bocb.optim._search import FAMILIES, SearchSpace, grid_centre, log_grid, round_sig, search_space
 from bocb.plugins import ENTRY_POINT_GROUPS
 
 # A 'package.module:Class' in a spec, or an entry point of 'bocb.optimizers', found in whatever process asks.
@@ -38,5 +38,5 @@ def optimizer_table() -> list[dict[str, Any]]:
 __all__ = [
     "FAMILIES", "OPTIMIZERS", "WEIGHT_DECAY_POLICIES", "GaussNewtonBartlett", "OptimizerHandle", "OptimizerInfo",
     "SearchSpace", "build_optimizer", "check_hyperparameters", "count_decayed", "grid_centre", "log_grid",
-    "optimizer_table", "resolved_hyperparameters", "search_space", "weight_decay_groups",
+    "optimizer_table", "resolved_hyperparameters", "round_sig", "search_space", "weight_decay_groups",
 ]

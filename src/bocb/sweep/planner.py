@@ -37,8 +37,7 @@ import pandas as pd
 
 from bocb.backbones import input_size
 from bocb.data import paper_setting
-from bocb.optim import resolved_hyperparameters, search_space
-from bocb.optim._search import round_sig
+from bocb.optim import resolved_hyperparameters, round_sig, search_space
 from bocb.protocol import (
     CELL,
     FINISHED,
@@ -48,8 +47,9 @@ from bocb.protocol import (
     cells_needing_seeds,
     cells_to_recheck,
     choose_configs,
-    is_search_stage,
+    grid_edge,
     run_key,
+    searched_trials,
     selection_metric,
     stage_index,
     stage_kind,
@@ -419,20 +419,15 @@ def edge_steps(spec: BenchmarkSpec, pair: Pair, chosen: Chosen) -> list[Choice]:
         return []
     lr, wd, extras = best
     rows = chosen.rows(pair)  # the grid searched: every configuration tried, a short rung or probe included
-    tried = rows[is_search_stage(rows["stage"]) & (rows["budget"] == 1)]
+    tried = searched_trials(rows)
     steps: list[Choice] = []
-    if len(pair.lr) >= 2:
-        lrs = tried["lr"]
-        if lr >= lrs.max():
-            steps.append((round_sig(lr * spec.search.lr_step), wd, extras))
-        elif lr <= lrs.min():
-            steps.append((round_sig(lr / spec.search.lr_step), wd, extras))
-    if len(pair.weight_decay) >= 2:
-        wds = tried["weight_decay"]
-        if wd >= wds.max() and wd > 0:
-            steps.append((lr, round_sig(wd * spec.search.wd_step), extras))
-        elif wd <= wds.min() and wd > 0:
-            steps.append((lr, round_sig(wd / spec.search.wd_step), extras))
+    lr_step, wd_step = spec.search.lr_step, spec.search.wd_step
+    edge = grid_edge(lr, tried["lr"])
+    if edge:
+        steps.append((round_sig(lr * lr_step if edge == "high" else lr / lr_step), wd, extras))
+    edge = grid_edge(wd, tried["weight_decay"])
+    if edge:
+        steps.append((lr, round_sig(wd * wd_step if edge == "high" else wd / wd_step), extras))
     return steps
 
 
