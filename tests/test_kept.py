@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import bocb_main, write_spec
+from conftest import _fresh_postgres_db, bocb_main, run_main, write_spec
 
 from bocb.engine import Runtime, Trial
 from bocb.errors import DataError
@@ -78,3 +78,23 @@ def test_keep_all_keeps_every_finished_trial_and_none_keeps_nothing(tmp_path: Pa
     assert code == 0, err
     assert len(Store(tmp_path / "bocb.db").trials_frame()) == 2
     assert len(list((tmp_path / "artifacts").glob("weights/*.safetensors"))) == expected
+
+
+@pytest.mark.postgres
+def test_weights_bocb_run_kept_for_a_postgresql_store_are_found_from_anywhere(tmp_path: Path, monkeypatch,
+                                                                              capsys) -> None:
+    """The artifact root is decided when the benchmark is planned and stored with it: `bocb models` and
+    `bocb export --weights`, run from another directory, find the weights `bocb run --out OUT` kept under
+    OUT/artifacts for a PostgreSQL store (whose spec names no artifact root)."""
+    url = _fresh_postgres_db("bocb_artifact_root")
+    spec = write_spec(tmp_path / "spec.yaml", backbones=["alexnet"], optimizers=["adamw"], epochs=1)
+    assert run_main("run", str(spec), "--store", url, "--out", str(tmp_path / "out"), "--no-report") == 0
+    kept = _kept_keys(tmp_path / "out")
+    assert len(kept) == 1
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, out, err = bocb_main("models", url, capsys=capsys)
+    assert code == 0 and "1 kept model(s)" in out and next(iter(kept))[:10] in out, out + err
+    code, out, err = bocb_main("export", url, "-o", "b.zip", "--weights", capsys=capsys)
+    assert code == 0 and "1 kept models" in out, out + err
+    assert not (tmp_path / "elsewhere" / "bocb-artifacts").exists()

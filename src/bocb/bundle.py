@@ -45,7 +45,7 @@ def export_bundle(store: Store, benchmark_id: str, path: Path, overwrite: bool =
     and with ``weights_root`` the kept weights found under it; returns the count of each table and 'weights'."""
     if path.exists() and not overwrite:
         raise BocbError(f"-o: {path} exists; give a new path or --force to replace it")
-    rows = store.finished_rows(benchmark_id)
+    rows = _with_artifact_root(store.finished_rows(benchmark_id), None)  # a path on this machine means nothing there
     files = {f"{name}.jsonl": _jsonl(rows[name]) for name in TABLES}
     listed = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                      "rows": len(rows[name.removesuffix(".jsonl")])} for name, data in files.items()}
@@ -94,9 +94,15 @@ def import_bundle(path: Path, store: Store, weights_root: Path | None = None) ->
     kept weights, checked too, go under ``weights_root`` (default: the benchmark's artifact root beside the
     store), except those of trials in conflict and those already there."""
     staged: dict[str, list[Path]] = {}
+    roots: list[Path] = []  # the root the import chose: stored with the benchmark if it is new to the store
+
+    def root_of(rows: Rows) -> Path:
+        roots.append(weights_root or _artifact_root(rows, store))
+        return roots[-1]
+
     try:
-        rows = _read_bundle(path, lambda rows: weights_root or _artifact_root(rows, store), staged)
-        merged = store.merge_finished(rows)
+        rows = _read_bundle(path, root_of, staged)
+        merged = store.merge_finished(_with_artifact_root(rows, roots[-1] if roots else root_of(rows)))
         for key, (weights, description) in staged.items():
             final = kept_path(weights.parent.parent, key)
             if key not in merged.conflicts and not final.exists():
@@ -128,11 +134,24 @@ def _read_bundle(path: Path, weights_root: Callable[[Rows], Path] | None, staged
 
 
 def _artifact_root(rows: Rows, store: Store) -> Path:
+    """Where an import puts kept weights: the root the store holds for this benchmark, else the default for
+    the store (planning's rule without a run's folder)."""
     from bocb.spec import parse_spec, upgrade_stored_spec
-    from bocb.sweep import artifact_root_for
+    from bocb.sweep import artifact_root_for, stored_artifact_root
 
+    benchmark_id = rows["benchmarks"][0]["id"]
+    if benchmark_id in store.benchmark_ids():
+        return stored_artifact_root(store, benchmark_id)
     spec = parse_spec(upgrade_stored_spec(json.loads(rows["benchmarks"][0]["spec_json"])))
-    return artifact_root_for(spec, store.url)
+    return artifact_root_for(spec.model_copy(update={"artifact_root": None}), store.url).resolve()
+
+
+def _with_artifact_root(rows: Rows, root: Path | None) -> Rows:
+    """``rows`` with the benchmark's stored artifact root set to ``root`` (None: none, as in a bundle)."""
+    benchmark = dict(rows["benchmarks"][0])
+    benchmark["spec_json"] = json.dumps({**json.loads(benchmark["spec_json"]),
+                                         "artifact_root": None if root is None else str(root)}, sort_keys=True)
+    return {**rows, "benchmarks": [benchmark]}
 
 
 def _stage_weights(archive: zipfile.ZipFile, files: Mapping[str, Any], keys: set[str], root: Path,

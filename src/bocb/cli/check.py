@@ -98,7 +98,7 @@ def _say_cost(run, workers: int | None) -> float | None:  # noqa: ANN001 - a boc
 
 def _train(run, out: Path, workers: int | None) -> None:  # noqa: ANN001 - a bocb.check.CheckRun
     from bocb.devices import check_device
-    from bocb.sweep import artifact_root_for, executor_for
+    from bocb.sweep import executor_for, stored_artifact_root
     from bocb.sweep.worker import WorkerOptions, stop_on_sigterm
 
     check_device(run.gauntlet.candidate.device)
@@ -107,7 +107,7 @@ def _train(run, out: Path, workers: int | None) -> None:  # noqa: ANN001 - a boc
             executor = executor_for(spec, workers)
             executor.check()
             typer.echo(f"training {what} ...", err=True)
-            options = WorkerOptions(artifact_root=artifact_root_for(spec, run.store.url, out))
+            options = WorkerOptions(artifact_root=stored_artifact_root(run.store, benchmark_id))
             executor.run(run.store, benchmark_id, spec, options, None)
 
 

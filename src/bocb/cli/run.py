@@ -271,14 +271,14 @@ def worker(
 ) -> None:
     """Claim and run trials of a planned benchmark until it is complete (one process; start many)."""
     from bocb.devices import check_device
-    from bocb.sweep import artifact_root_for
+    from bocb.sweep import stored_artifact_root
     from bocb.sweep.worker import WorkerOptions, load_benchmark, worker_loop
 
     db = open_store(store, write=True)
     chosen = benchmark_id_of(db, benchmark) if benchmark else None
-    stored = load_benchmark(db, chosen or benchmark_id_of(db, None))
-    check_device(device or stored.device, "--device" if device else "device")
-    root = artifact_root or artifact_root_for(stored, db.url)
+    first = chosen or benchmark_id_of(db, None)
+    check_device(device or load_benchmark(db, first).device, "--device" if device else "device")
+    root = artifact_root or stored_artifact_root(db, first)
     options = WorkerOptions(artifact_root=root, threads=threads, device=device, stale_after_s=stale_after,
                             heartbeat_s=heartbeat, max_trials=max_trials)
     with resumable_on_interrupt():

@@ -55,7 +55,8 @@ def executor_for(spec: BenchmarkSpec, workers: int | None = None, address: str |
 
 
 def artifact_root_for(spec: BenchmarkSpec, store_url: str, out_dir: Path | None = None) -> Path:
-    """The spec's artifact root; else beside an SQLite store; else OUT/artifacts or ./bocb-artifacts."""
+    """The spec's artifact root; else beside an SQLite store; else OUT/artifacts or ./bocb-artifacts. Only
+    planning calls it: every later reader takes the root stored with the benchmark (stored_artifact_root)."""
     if spec.artifact_root:
         return Path(spec.artifact_root)
     if store_url.startswith("sqlite:///"):
@@ -64,7 +65,8 @@ def artifact_root_for(spec: BenchmarkSpec, store_url: str, out_dir: Path | None 
 
 
 def stored_artifact_root(store: Store, benchmark_id: str) -> Path:
-    """The artifact root of a stored benchmark, as its workers use it (checkpoints, kept weights)."""
+    """The artifact root of a stored benchmark, as its workers use it (checkpoints, kept weights): the one
+    planning stored with it (a store planned before bocb stored it: the same rule, without the run's OUT)."""
     from bocb.sweep.worker import load_benchmark
 
     return artifact_root_for(load_benchmark(store, benchmark_id), store.url)
@@ -81,14 +83,22 @@ def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", st
     retried = db.retry_crashed(benchmark_id)
     # computed first: a failure here stores nothing
     stage = next_stage(spec, db.trials_frame(benchmark_id), lambda: db.epochs_frame(benchmark_id))
-    db.register_benchmark(benchmark_id, spec.name, spec.model_dump(mode="json"), stage.planned if stage else ())
+    # the artifact root is decided here, once, and stored with the benchmark (it does not change its id):
+    # `bocb worker`, `models`, `export` and `check` then find the weights where this run wrote them, whatever
+    # their working directory, a PostgreSQL store included
+    root = artifact_root_for(spec, url, out).resolve()
+    db.register_benchmark(benchmark_id, spec.name, _with_root(spec, root), stage.planned if stage else ())
     transfer_id = None
     if spec.transfer is not None:  # its own benchmark: the pre-training one's results stay as they are
         part = spec.transfer_part()
         transfer_id = part.benchmark_id()
         retried += db.retry_crashed(transfer_id)
-        db.register_benchmark(transfer_id, f"{spec.name} transfer", part.model_dump(mode="json"))
-    return BenchmarkRun(benchmark_id, db, out, artifact_root_for(spec, url, out), retried, transfer_id)
+        db.register_benchmark(transfer_id, f"{spec.name} transfer", _with_root(part, root))
+    return BenchmarkRun(benchmark_id, db, out, root, retried, transfer_id)
+
+
+def _with_root(spec: BenchmarkSpec, root: Path) -> dict:
+    return spec.model_copy(update={"artifact_root": str(root)}).model_dump(mode="json")
 
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None,
