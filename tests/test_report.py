@@ -117,7 +117,7 @@ def _check_one_colour_per_optimizer(report: Path, expected_figures: list[str]) -
     in no other optimizer's colour; every figure in ``expected_figures`` draws every optimizer."""
     from matplotlib.colors import to_hex
 
-    from bocb.report._figures import optimizer_colours
+    from bocb.colours import optimizer_colours
 
     order = pd.read_csv(report / "matrix.csv", index_col=0).index
     colours = {o: to_hex(c) for o, c in optimizer_colours(order).items()}

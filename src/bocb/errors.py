@@ -31,3 +31,10 @@ def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name.lower(), choices, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ";"
     return f"unknown {kind} '{name}'{hint} valid choices: {', '.join(choices)}"
+
+
+def check_choice(field: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; else a SpecError naming the field and the choices."""
+    if value not in choices:
+        raise SpecError(field, f"unknown value '{value}'; valid choices: {', '.join(choices)}")
+    return value

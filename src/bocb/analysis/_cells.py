@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from bocb.analysis._frame import check_choice, parse_grid, tidy
-from bocb.errors import SpecError
+from bocb.analysis._frame import parse_grid, tidy
+from bocb.errors import SpecError, check_choice
 from bocb.protocol import CELL, choose_configs, chosen_seeds, grid_edge, main_budget
 
 FORMATS = ("table", "csv", "markdown", "json")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bocb.errors import DataError, SpecError
+from bocb.errors import DataError
 from bocb.protocol import FINISHED, UNFINISHED, TrialState, at_chance_if_diverged, with_config
 from bocb.store import StoredResults
 
@@ -86,9 +86,3 @@ def parse_grid(text: str) -> list[float]:
         return sorted(float(v) for v in str(text).split(";") if v.strip())
     except ValueError:
         raise DataError(f"results: grid {text!r} must be ';'-joined numbers") from None
-
-
-def check_choice(field: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise SpecError(field, f"unknown value '{value}'; valid choices: {', '.join(choices)}")
-    return value

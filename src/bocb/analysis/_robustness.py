@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bocb.analysis._frame import check_choice
+from bocb.errors import check_choice
 
 GROUPINGS = ("backbone", "optimizer")
 

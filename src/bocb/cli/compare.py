@@ -13,8 +13,7 @@ from bocb.errors import SpecError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bocb.analysis import Analysis
-    from bocb.analysis._compare import Comparison
+    from bocb.analysis import Analysis, Comparison
 
 
 @app.command()
@@ -29,7 +28,7 @@ def compare(
 ) -> None:
     """Verdicts side by side with each change's cause, the optimizers' rank agreement, the cells that moved
     beyond seed noise and what each side lacks; refuses two benchmarks that share no backbone and optimizer."""
-    from bocb.analysis._compare import compare as compare_analyses
+    from bocb.analysis import compare as compare_analyses
 
     if out is not None:
         check_output_dir(out, "--out")
@@ -40,7 +39,7 @@ def compare(
                    f"{result.matrix.shape[0]} optimizers")
     _print(comparison)
     if out is not None:
-        from bocb.report._compare import write_comparison
+        from bocb.report import write_comparison
 
         page = write_comparison(comparison, out, (sides[0][2], sides[1][2]))
         typer.echo(f"comparison written: {page}")
@@ -65,7 +64,7 @@ def _analysed(source: str, benchmark: str | None, side: str) -> tuple[Analysis, 
 
 
 def _print(comparison: Comparison) -> None:
-    from bocb.report._compare import cell_rows, rank_rows
+    from bocb.report import cell_rows, rank_rows
 
     a, b = comparison.labels
     verdicts = comparison.verdicts

@@ -15,8 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from bocb.analysis import FORMATS, backbone_summary, flag_cells, markdown_table, weighted_ranking
-from bocb.analysis._frame import check_choice
-from bocb.errors import SpecError
+from bocb.errors import SpecError, check_choice
 from bocb.plugins import is_reference
 from bocb.protocol import GAMMA as PAPER_GAMMA
 

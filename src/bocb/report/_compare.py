@@ -9,8 +9,9 @@ import jinja2
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bocb.analysis._compare import Comparison
-from bocb.report._figures import Drawn, optimizer_colours, save
+from bocb.analysis import Comparison
+from bocb.colours import optimizer_colours
+from bocb.report._figures import Drawn, save
 
 CELL_COLUMNS = {"backbone": "backbone", "optimizer": "optimizer", "top1_a": "A top-1", "half_a": "A ±95 %",
                 "top1_b": "B top-1", "half_b": "B ±95 %", "relative_a": "A standing",

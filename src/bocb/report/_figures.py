@@ -25,6 +25,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bocb.analysis import NEAR_BEST, Analysis  # noqa: E402
+from bocb.colours import optimizer_colours, tag_optimizer  # noqa: E402
 from bocb.report._contrast import text_colour  # noqa: E402
 
 NEUTRAL = "#d9d9d9"  # boxes and violins that group several optimizers
@@ -39,28 +40,15 @@ class Drawn:
     uri: str
 
 
-def optimizer_colours(optimizers: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """One colour per optimizer, assigned in the heat map's order (``result.matrix.index``): every figure
-    that shows optimizers takes its colours from here, so an optimizer has one colour throughout.
-    Qualitative palettes: tab10 up to 10 optimizers, tab20 up to 20, evenly spaced hues beyond."""
-    names = list(dict.fromkeys(map(str, optimizers)))
-    palette = "tab10" if len(names) <= 10 else "tab20" if len(names) <= 20 else "husl"
-    return dict(zip(names, sns.color_palette(palette, len(names))))
-
-
 def _stem(name: object) -> str:
     return re.sub(r"[^\w.-]+", "_", str(name))
-
-
-def _tag(artist: matplotlib.artist.Artist, optimizer: str) -> None:
-    artist.set_gid(f"optimizer-{_stem(optimizer)}")
 
 
 def _legend(ax: plt.Axes, title: str = "optimizer") -> None:
     """A legend right of the axes, its entries tagged with their optimizer like the artists they stand for."""
     legend = ax.legend(title=title, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for handle, text in zip(legend.legend_handles, legend.get_texts()):
-        _tag(handle, text.get_text())
+        tag_optimizer(handle, text.get_text())
 
 
 def _size(n_cols: int, n_rows: int) -> tuple[float, float]:
@@ -130,7 +118,7 @@ def _dodged(ax: plt.Axes, frame: pd.DataFrame, by: str, order: Sequence[str], y:
     for k, optimizer in enumerate(present):
         rows = frame[frame["optimizer"] == optimizer]
         offset = (k - (len(present) - 1) / 2) * min(0.6 / max(len(present), 1), 0.12)
-        _tag(ax.scatter(rows[by].map(position) + offset, rows[y], color=colours[optimizer], edgecolor="black",
+        tag_optimizer(ax.scatter(rows[by].map(position) + offset, rows[y], color=colours[optimizer], edgecolor="black",
                         linewidth=0.4, s=24, zorder=3, label=optimizer), optimizer)
     _legend(ax)
 
@@ -143,7 +131,7 @@ def _boxes(ax: plt.Axes, groups: list[pd.Series], labels: Sequence[str],
     for box, colour, label in zip(drawn["boxes"], colours, labels):
         box.set_facecolor(colour)
         if colour != NEUTRAL:
-            _tag(box, label)
+            tag_optimizer(box, label)
     ax.set_xticks(range(len(groups)), labels)
 
 
@@ -212,7 +200,7 @@ def interaction(result: Analysis) -> plt.Figure:
                        edgecolor="black", linewidth=0.4)
         if scope == "optimizer":
             for bar, name in zip(bars, part["name"]):
-                _tag(bar, name)
+                tag_optimizer(bar, name)
         ax.set_xlim(0, 1)
         ax.invert_yaxis()
         ax.set_xlabel("interaction share (95% bootstrap CI over seeds)")
@@ -227,7 +215,7 @@ def profiles(result: Analysis) -> plt.Figure:
     colours = optimizer_colours(result.matrix.index)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for optimizer in [o for o in colours if o in set(result.profiles.columns)]:
-        _tag(ax.step(result.profiles.index, result.profiles[optimizer], where="post", label=optimizer,
+        tag_optimizer(ax.step(result.profiles.index, result.profiles[optimizer], where="post", label=optimizer,
                      color=colours[optimizer])[0], optimizer)
     ax.set_xlabel("τ: top-1 points below the best optimizer of the backbone")
     ax.set_ylabel("share of backbones within τ")
@@ -275,10 +263,11 @@ def tuning_curves(result: Analysis, backbone: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
     for optimizer in [o for o in colours if o in set(curves["optimizer"])]:
         curve = curves[curves["optimizer"] == optimizer]
-        _tag(ax.plot(curve["k"], curve["expected_best"], marker=".", color=colours[optimizer], label=optimizer)[0],
+        tag_optimizer(ax.plot(curve["k"], curve["expected_best"], marker=".", color=colours[optimizer],
+                              label=optimizer)[0],
              optimizer)
         at = curve[curve["k"] == needed[(backbone, optimizer)]]
-        _tag(ax.plot(at["k"], at["expected_best"], marker="o", markersize=9, fillstyle="none",
+        tag_optimizer(ax.plot(at["k"], at["expected_best"], marker="o", markersize=9, fillstyle="none",
                      color=colours[optimizer])[0], optimizer)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("k: configurations tried at random from the searched grid")
@@ -297,7 +286,8 @@ def learning_curves(result: Analysis, backbone: str) -> plt.Figure:
     for optimizer in [o for o in colours if o in set(curves["optimizer"])]:
         curve = curves[curves["optimizer"] == optimizer]
         for ax, column in zip(axes, ("top1", "train_loss")):
-            _tag(ax.plot(curve["epoch"], curve[column], marker=".", color=colours[optimizer], label=optimizer)[0],
+            tag_optimizer(ax.plot(curve["epoch"], curve[column], marker=".", color=colours[optimizer],
+                                  label=optimizer)[0],
                  optimizer)
     for ax, ylabel in zip(axes, (f"{split} top-1 (%)", "training loss")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from bocb.colours import optimizer_colours, tag_optimizer  # noqa: E402
 from bocb.errors import DataError, SpecError, unknown_name_message  # noqa: E402
 
 RIDGE_METRICS = ("alpha", "weight_entropy", "l2_norm", "topk_energy", "spectral_norm", "spectral_entropy")
@@ -33,8 +34,6 @@ def _palette(frame: pd.DataFrame, colours: Colours | None) -> Colours:
     """The given colours (a report's, one per optimizer throughout), else the report's rule on this frame."""
     if colours is not None:
         return colours
-    from bocb.report._figures import optimizer_colours  # one palette rule, kept with the report's figures
-
     return optimizer_colours(frame["optimizer"])
 
 
@@ -42,11 +41,6 @@ def _ordered(names: Sequence[str] | None, present: pd.Series) -> list[str]:
     """``names`` (an order, e.g. the heat map's) restricted to those present; first-seen order without one."""
     seen = list(dict.fromkeys(map(str, present)))
     return seen if names is None else [str(n) for n in names if str(n) in set(seen)]
-
-
-def _tag(artist: matplotlib.artist.Artist, optimizer: str) -> None:
-    """Name the optimizer an artist draws (the SVG id): a report checks one colour per optimizer by it."""
-    artist.set_gid("optimizer-" + re.sub(r"[^\w.-]+", "_", str(optimizer)))
 
 
 def ridge_plot(layers: pd.DataFrame, metric: str, *, backbone: str | None = None, colours: Colours | None = None,
@@ -63,8 +57,9 @@ def ridge_plot(layers: pd.DataFrame, metric: str, *, backbone: str | None = None
                              figsize=(8.0, 0.55 * len(order) + 1.2))
     for ax, optimizer in zip(axes[:, 0], order):
         ridge = means.get(optimizer, pd.Series(dtype=float))
-        _tag(ax.fill_between(ridge.index, ridge.to_numpy(), baseline, color=palette[optimizer], alpha=0.6), optimizer)
-        _tag(ax.plot(ridge.index, ridge.to_numpy(), color=palette[optimizer], linewidth=1.2)[0], optimizer)
+        tag_optimizer(ax.fill_between(ridge.index, ridge.to_numpy(), baseline, color=palette[optimizer], alpha=0.6),
+                      optimizer)
+        tag_optimizer(ax.plot(ridge.index, ridge.to_numpy(), color=palette[optimizer], linewidth=1.2)[0], optimizer)
         ax.text(-0.01, 0.2, str(optimizer), transform=ax.transAxes, ha="right", fontsize=8)
         ax.patch.set_alpha(0.0)  # rows overlap: let the ridge below show through
         ax.set_yticks([])
@@ -98,8 +93,8 @@ def layer_grid(layers: pd.DataFrame, metric: str, *, colours: Colours | None = N
         if curve.empty:
             ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center", fontsize=7)
         else:
-            _tag(ax.plot(curve.index, curve.to_numpy(), color=palette[optimizer], linewidth=1.2)[0], optimizer)
-            _tag(ax.fill_between(curve.index, curve.to_numpy(), float(curve.min()), color=palette[optimizer],
+            tag_optimizer(ax.plot(curve.index, curve.to_numpy(), color=palette[optimizer], linewidth=1.2)[0], optimizer)
+            tag_optimizer(ax.fill_between(curve.index, curve.to_numpy(), float(curve.min()), color=palette[optimizer],
                                  alpha=0.25), optimizer)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
         ax.tick_params(labelsize=6, length=2, pad=1)
@@ -129,7 +124,7 @@ def alpha_bar_chart(layers: pd.DataFrame, *, colours: Colours | None = None, bac
         values = [means.get((backbone, optimizer), float("nan")) for backbone in rows]
         x = [i - 0.4 + width * (j + 0.5) for i in range(len(rows))]
         for bar in ax.bar(x, values, width=width, color=palette[optimizer], label=optimizer):
-            _tag(bar, optimizer)
+            tag_optimizer(bar, optimizer)
     ax.set_xticks(range(len(rows)), rows)
     ax.set_xlabel("backbone")
     ax.set_ylabel("mean α over layers")
@@ -137,7 +132,7 @@ def alpha_bar_chart(layers: pd.DataFrame, *, colours: Colours | None = None, bac
     legend = ax.legend(title="optimizer", fontsize=7, ncols=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for handle, text in zip(legend.legend_handles, legend.get_texts()):
         if text.get_text() in set(hues):
-            _tag(handle, text.get_text())
+            tag_optimizer(handle, text.get_text())
     fig.tight_layout()
     return fig
 
