@@ -20,7 +20,6 @@ The noise each side's rule uses is bocb.protocol.pooled_noise, as `bocb compare`
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,9 @@ import pandas as pd
 from bocb.protocol import moved_cells, pooled_noise, relative_cells
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from readme_results import report_simulation  # noqa: E402
+
 BACKBONES, OPTIMIZERS = 6, 5
 SEEDS = (2, 3, 5)
 SCENARIOS = ("null", "move 1γ", "move 2γ", "move 3γ", "move 4γ")
@@ -79,17 +81,6 @@ def summary_line(summary: pd.DataFrame) -> str:
             f"power_2gamma={at3.at['move 2γ', 'planted cell moved %'] / 100:.3f}")
 
 
-def write_docs(printed: str, seconds: float, replicates: int) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from readme_results import environment, replace_block
-
-    env = environment()
-    text = (f"`python benchmarks/compare.py --replicates {replicates} --docs` on this project's reference machine "
-            f"(2 CPU cores), lock `{env['lock']}`, at commit `{env['commit']}` on {datetime.date.today().isoformat()}"
-            f" in {seconds / 60:.1f} min:\n\n```\n{printed}\n```\n")
-    replace_block(ROOT / "docs" / "compare.md", "compare-rule", text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=400, help="simulated pairs per scenario and seed count")
@@ -103,10 +94,7 @@ def main() -> None:
                          f"the {BACKBONES * OPTIMIZERS} cells",
                          summary.to_string(index=False, float_format="{:.1f}".format),
                          summary_line(summary)])
-    print(printed)
-    if args.docs:
-        write_docs(printed, time.perf_counter() - started, args.replicates)
-
+    report_simulation(printed, ROOT / "docs" / "compare.md", "compare-rule", args.docs, started)
 
 if __name__ == "__main__":
     main()

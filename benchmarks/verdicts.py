@@ -23,7 +23,6 @@ Y >= 90 %, Z >= 90 %.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +35,9 @@ from bocb.analysis import verdicts
 from bocb.analysis._verdict import COUPLED, NOT_COUPLED, SHARED_EFFECT, STILL_LEARNING
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from readme_results import report_simulation  # noqa: E402
+
 BACKBONES, OPTIMIZERS = 6, 5
 SEEDS = (2, 3, 5)
 SCENARIOS = ("null", "drop 1γ", "drop 2γ", "drop 3γ", "drop 4γ", "wild cell")
@@ -115,17 +117,6 @@ def summary_line(summary: pd.DataFrame) -> str:
             f"power_3gamma={at3.at['drop 3γ', 'coupled %'] / 100:.3f}")
 
 
-def write_docs(printed: str, seconds: float, replicates: int) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from readme_results import environment, replace_block
-
-    env = environment()
-    text = (f"`python benchmarks/verdicts.py --replicates {replicates} --docs` on this project's reference machine "
-            f"(2 CPU cores), lock `{env['lock']}`, at commit `{env['commit']}` on {datetime.date.today().isoformat()}"
-            f" in {seconds / 60:.1f} min:\n\n```\n{printed}\n```\n")
-    replace_block(ROOT / "docs" / "analysis.md", "verdicts", text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=400, help="benchmarks per scenario and seed count")
@@ -138,10 +129,7 @@ def main() -> None:
     printed = "\n".join([f"{args.replicates} simulated benchmarks of {BACKBONES} backbones x {OPTIMIZERS} optimizers "
                          f"per row, γ = {args.gamma:g}, α = 0.05",
                          summary.to_string(index=False, float_format="{:.1f}".format), summary_line(summary)])
-    print(printed)
-    if args.docs:
-        write_docs(printed, time.perf_counter() - started, args.replicates)
-
+    report_simulation(printed, ROOT / "docs" / "analysis.md", "verdicts", args.docs, started)
 
 if __name__ == "__main__":
     main()

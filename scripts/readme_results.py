@@ -62,6 +62,20 @@ def replace_block(path: Path, preset: str, text: str) -> None:
     path.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
 
 
+def report_simulation(printed: str, page: Path, marker: str, docs: bool, started: float) -> None:
+    """Print a simulation's output and, with ``docs``, put it between ``marker``'s markers in ``page`` with
+    the command, commit, lock and date it ran at (benchmarks/verdicts.py, benchmarks/compare.py)."""
+    print(printed)
+    if not docs:
+        return
+    env = environment()
+    command = " ".join(["python", *sys.argv])
+    text = (f"`{command}` on this project's reference machine (2 CPU cores), lock `{env['lock']}`, at commit "
+            f"`{env['commit']}` on {datetime.date.today().isoformat()} in "
+            f"{(time.perf_counter() - started) / 60:.1f} min:\n\n```\n{printed}\n```\n")
+    replace_block(page, marker, text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(TARGETS), required=True)
