@@ -304,31 +304,8 @@ def _planned(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> lis
 
 
 def _pair_stage(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> list[tuple[TrialConfig, int]]:
-    seed0, epochs, kind = spec.seeds[0], pair.recipe["epochs"], stage_kind(stage)
-    if kind == StageKind.PROBE:
-        return [(trial_config(spec, pair, *c, seed0, probe_epochs(spec, pair), epochs), 1) for c in grid(spec, pair)]
-    if kind == StageKind.SEARCH:
-        choices = grid(spec, pair) if spec.search.early_stop is None else _not_stopped(spec, pair, chosen.rows(pair))
-    elif kind == StageKind.RUNG:
-        rung = stage_index(stage)
-        configs = grid(spec, pair)
-        return [(rung_trial(spec, pair, configs[i], rung), 1) for i in _survivors(spec, pair, rung, chosen.rows(pair))]
-    elif kind == StageKind.EDGES:
-        choices = edge_steps(spec, pair, chosen)
-    elif kind == StageKind.EXTRAS:
-        choices = _extras_at_chosen(pair, chosen)
-    else:
-        best = chosen.best(pair)
-        if best is None:
-            return []
-        if kind == StageKind.SEEDS:
-            return [(trial_config(spec, pair, *best, s, epochs), 1) for s in spec.seeds[1:]]
-        if spec.budget_check.auto:
-            seeds = chosen.seeds(pair) if chosen.rechecked(spec, pair) else []
-            return [(trial_config(spec, pair, *best, s, epochs * m), m) for m in _budget_multipliers(spec, pair)
-                    for s in seeds]
-        return [(trial_config(spec, pair, *best, seed0, epochs * m), m) for m in _budget_multipliers(spec, pair)]
-    return [(trial_config(spec, pair, *c, seed0, epochs), 1) for c in choices]
+    """The trials (with their budget multiple) a stage plans for one pair, from the results before it."""
+    return STAGE_RULES[stage_kind(stage)].trials(spec, pair, stage, chosen)
 
 
 def _budget_multipliers(spec: BenchmarkSpec, pair: Pair) -> list[int]:
@@ -455,27 +432,118 @@ def count_plan(spec: BenchmarkSpec) -> list[StageCount]:
 
 
 def _stage_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> tuple[tuple[int, ...], Bound]:
-    kind, epochs, configs = stage_kind(stage), pair.recipe["epochs"], len(grid(spec, pair))
-    if kind == StageKind.PROBE:
-        return (probe_epochs(spec, pair),) * configs, "exact"
-    if kind == StageKind.SEARCH:
-        if spec.search.early_stop is None:
-            return (epochs,) * configs, "exact"
-        return (epochs - probe_epochs(spec, pair),) * configs, "at most"
-    if kind == StageKind.RUNG:
-        rung, alive = stage_index(stage), configs
-        for _ in range(rung):
-            alive = _kept(alive, spec.search.keep_fraction)
-        trains = rung_epochs(spec, pair, rung)
-        if rung and spec.search.promotion == "continue":
-            trains -= rung_epochs(spec, pair, rung - 1)
-        return (trains,) * alive, "at least" if rung and spec.search.keep_ties else "exact"
-    if kind == StageKind.EDGES:  # one step in lr and one in wd where the grid has a direction to step in
-        return (epochs,) * ((len(pair.lr) >= 2) + (len(pair.weight_decay) >= 2)), "at most"
-    if kind == StageKind.EXTRAS:
-        return (epochs,) * len(_new_extras(pair, {})), "exact"
-    if kind == StageKind.SEEDS:
-        return (epochs,) * (len(spec.seeds) - 1), "exact" if spec.reseed == "all" else "at most"
+    """What a stage will train for one pair, known before any result: each trial's epochs, and whether that
+    count is exact or a bound (it depends on results)."""
+    return STAGE_RULES[stage_kind(stage)].epochs(spec, pair, stage)
+
+
+# -- each kind of stage: its trials once the stages before it have results, and its cost before any -------
+
+Trials = list[tuple[TrialConfig, int]]
+Cost = tuple[tuple[int, ...], Bound]
+
+
+def _at_first_seed(spec: BenchmarkSpec, pair: Pair, choices: list[Choice]) -> Trials:
+    return [(trial_config(spec, pair, *c, spec.seeds[0], pair.recipe["epochs"]), 1) for c in choices]
+
+
+def _probe_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
+    return [(trial_config(spec, pair, *c, spec.seeds[0], probe_epochs(spec, pair), pair.recipe["epochs"]), 1)
+            for c in grid(spec, pair)]
+
+
+def _probe_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
+    return (probe_epochs(spec, pair),) * len(grid(spec, pair)), "exact"
+
+
+def _search_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
+    early = spec.search.early_stop is not None
+    return _at_first_seed(spec, pair, _not_stopped(spec, pair, chosen.rows(pair)) if early else grid(spec, pair))
+
+
+def _search_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
+    epochs, configs = pair.recipe["epochs"], len(grid(spec, pair))
+    if spec.search.early_stop is None:
+        return (epochs,) * configs, "exact"
+    return (epochs - probe_epochs(spec, pair),) * configs, "at most"
+
+
+def _rung_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
+    rung, configs = stage_index(stage), grid(spec, pair)
+    return [(rung_trial(spec, pair, configs[i], rung), 1) for i in _survivors(spec, pair, rung, chosen.rows(pair))]
+
+
+def _rung_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
+    rung, alive = stage_index(stage), len(grid(spec, pair))
+    for _ in range(rung):
+        alive = _kept(alive, spec.search.keep_fraction)
+    trains = rung_epochs(spec, pair, rung)
+    if rung and spec.search.promotion == "continue":
+        trains -= rung_epochs(spec, pair, rung - 1)
+    return (trains,) * alive, "at least" if rung and spec.search.keep_ties else "exact"
+
+
+def _edges_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
+    return _at_first_seed(spec, pair, edge_steps(spec, pair, chosen))
+
+
+def _edges_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
+    # one step in lr and one in wd where the grid has a direction to step in (protocol.grid_edge)
+    return (pair.recipe["epochs"],) * ((len(pair.lr) >= 2) + (len(pair.weight_decay) >= 2)), "at most"
+
+
+def _extras_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
+    return _at_first_seed(spec, pair, _extras_at_chosen(pair, chosen))
+
+
+def _extras_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
+    return (pair.recipe["epochs"],) * len(_new_extras(pair, {})), "exact"
+
+
+def _seeds_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
+    best = chosen.best(pair)
+    return [] if best is None else [(trial_config(spec, pair, *best, s, pair.recipe["epochs"]), 1)
+                                    for s in spec.seeds[1:]]
+
+
+def _seeds_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
+    return (pair.recipe["epochs"],) * (len(spec.seeds) - 1), "exact" if spec.reseed == "all" else "at most"
+
+
+def _budget_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
+    best, epochs = chosen.best(pair), pair.recipe["epochs"]
+    if best is None:
+        return []
     if spec.budget_check.auto:  # only the still-improving cells of coupled backbones, at each of their seeds
-        return tuple(epochs * m for m in _budget_multipliers(spec, pair) for _ in spec.seeds), "at most"
-    return tuple(epochs * m for m in _budget_multipliers(spec, pair)), "exact"
+        seeds = chosen.seeds(pair) if chosen.rechecked(spec, pair) else []
+    else:
+        seeds = [spec.seeds[0]]
+    return [(trial_config(spec, pair, *best, s, epochs * m), m) for m in _budget_multipliers(spec, pair)
+            for s in seeds]
+
+
+def _budget_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
+    epochs, multipliers = pair.recipe["epochs"], _budget_multipliers(spec, pair)
+    if spec.budget_check.auto:
+        return tuple(epochs * m for m in multipliers for _ in spec.seeds), "at most"
+    return tuple(epochs * m for m in multipliers), "exact"
+
+
+@dataclass(frozen=True)
+class StageRule:
+    """One kind of stage, in one place: the trials it plans for a pair from the results before it, and what
+    it will train before any result (the plan's cost)."""
+
+    trials: Callable[[BenchmarkSpec, Pair, str, Chosen], Trials]
+    epochs: Callable[[BenchmarkSpec, Pair, str], Cost]
+
+
+STAGE_RULES = {
+    StageKind.PROBE: StageRule(_probe_trials, _probe_epochs),
+    StageKind.SEARCH: StageRule(_search_trials, _search_epochs),
+    StageKind.RUNG: StageRule(_rung_trials, _rung_epochs),
+    StageKind.EDGES: StageRule(_edges_trials, _edges_epochs),
+    StageKind.EXTRAS: StageRule(_extras_trials, _extras_epochs),
+    StageKind.SEEDS: StageRule(_seeds_trials, _seeds_epochs),
+    StageKind.BUDGET: StageRule(_budget_trials, _budget_epochs),
+}
