@@ -273,6 +273,17 @@ def selection_metric(frame: pd.DataFrame) -> str:
     return "val_top1" if "val_top1" in done and done["val_top1"].notna().any() else "test_top1"
 
 
+def selection_scores(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Each trial's score when configurations are ranked (the choice, halving's rungs, early stopping's
+    probes): ``score``, its selection metric, -inf unless it finished with a number (diverged, crashed,
+    missing); ``loss``, its training loss, which breaks ties (+inf likewise)."""
+    done = rows["state"] == TrialState.DONE
+    loss = pd.to_numeric(rows["train_loss"], errors="coerce") if "train_loss" in rows \
+        else pd.Series(np.nan, index=rows.index)
+    return pd.DataFrame({"score": rows[metric].where(done & rows[metric].notna(), -math.inf),
+                         "loss": loss.where(done).fillna(math.inf)}, index=rows.index)
+
+
 def ranked_configs(frame: pd.DataFrame) -> pd.DataFrame:
     """Every candidate configuration of each cell, best first, as :func:`choose_configs` ranks them.
 
@@ -291,11 +302,7 @@ def ranked_configs(frame: pd.DataFrame) -> pd.DataFrame:
     columns = CELL + ["config", "score", "loss", "val_top1", "test_top1", "n_seeds", "selected_on"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    done = rows["state"] == TrialState.DONE
-    rows = rows.assign(
-        _score=rows[metric].where(done & rows[metric].notna(), -math.inf),
-        _loss=(pd.to_numeric(rows["train_loss"], errors="coerce") if "train_loss" in rows
-               else pd.Series(np.nan, index=rows.index)).where(done).fillna(math.inf))
+    rows = rows.assign(**selection_scores(rows, metric).rename(columns={"score": "_score", "loss": "_loss"}))
     ranked = []
     for cell, group in rows.groupby(CELL, sort=False):
         common = set.intersection(*(set(seeds) for _, seeds in group.groupby("config", sort=False)["seed"]))

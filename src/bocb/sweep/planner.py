@@ -43,7 +43,6 @@ from bocb.protocol import (
     FINISHED,
     SCORED,
     StageKind,
-    TrialState,
     cells_needing_seeds,
     cells_to_recheck,
     choose_configs,
@@ -51,6 +50,7 @@ from bocb.protocol import (
     run_key,
     searched_trials,
     selection_metric,
+    selection_scores,
     stage_index,
     stage_kind,
     stage_name,
@@ -318,14 +318,13 @@ def _budget_multipliers(spec: BenchmarkSpec, pair: Pair) -> list[int]:
 
 
 def _score(rows: pd.DataFrame, cfg: TrialConfig) -> tuple[float, float]:
-    """(selection metric, -train loss) of a finished rung trial: ties on a coarse validation split (all at
-    chance after a short rung, say) go to the lower training loss. (-inf, -inf) for diverged, crashed or
-    missing ones."""
-    hit = rows[(rows["trial_key"] == cfg.key()) & (rows["state"] == TrialState.DONE)] if len(rows) else rows
+    """(score, -loss) of one trial by protocol.selection_scores: ties on a coarse validation split (all at
+    chance after a short rung, say) go to the lower training loss; (-inf, -inf) for a trial not there."""
+    hit = rows[rows["trial_key"] == cfg.key()] if len(rows) else rows
     if not len(hit):
         return -math.inf, -math.inf
-    value, loss = hit.iloc[0][selection_metric(rows)], hit.iloc[0]["train_loss"]
-    return (float(value) if pd.notna(value) else -math.inf), (-float(loss) if pd.notna(loss) else -math.inf)
+    first = selection_scores(hit.iloc[:1], selection_metric(rows)).iloc[0]
+    return float(first["score"]), -float(first["loss"])
 
 
 def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -> list[int]:
