@@ -201,3 +201,24 @@ def test_a_store_opened_read_only_refuses_every_write(store_url: str) -> None:
     with pytest.raises(sa.exc.DBAPIError, match="read-only|readonly"):
         reader.register_benchmark("b2", "other", {"name": "other"})
     assert Store(store_url, read_only=True).benchmark_ids() == ["b1"]
+
+
+def test_the_result_schema_is_written_once_and_a_name_it_lacks_is_refused(tmp_path: Path) -> None:
+    """The epochs table's columns are protocol.EpochRecord's fields, the trials table has every outcome
+    column, and a record holding a name the store has no column for (a field renamed on one side) is
+    refused instead of silently dropped."""
+    from bocb.protocol import EPOCH_FIELDS, OUTCOME_COLUMNS
+    from bocb.store import PlannedTrial, epochs, trials
+
+    assert [c.name for c in epochs.columns if c.name != "trial_key"] == list(EPOCH_FIELDS)
+    assert set(OUTCOME_COLUMNS) <= {c.name for c in trials.columns}
+    store = Store(tmp_path / "bocb.db")
+    config = {"backbone": "b", "size": "tiny", "optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "seed": 0,
+              "epochs": 1}
+    store.register_benchmark("b1", "tiny", {"name": "tiny"}, [PlannedTrial("k1", config, "search")])
+    claimed = store.claim("host:1:w", "b1")
+    with pytest.raises(ValueError, match=r"an epoch record holds \['top1'\]"):
+        store.record_epoch(claimed.key, {"epoch": 0, "train_loss": 1.0, "top1": 5.0})
+    with pytest.raises(ValueError, match=r"a result holds \['accuracy'\]"):
+        store.finish(claimed.key, "host:1:w", {"state": "done", "accuracy": 5.0}, None)
+    assert store.finish(claimed.key, "host:1:w", {"state": "done", "test_top1": 5.0}, None)

@@ -34,7 +34,7 @@ from bocb.data import Loaders, build_loaders
 from bocb.devices import resolve_device
 from bocb.memory import PeakMemory, tensor_megabytes
 from bocb.optim import OPTIMIZERS, build_optimizer
-from bocb.protocol import TrialState
+from bocb.protocol import EpochRecord, TrialState
 from bocb.provenance import environment
 from bocb.spec import TrialConfig
 
@@ -57,19 +57,6 @@ class Runtime:
     layer_table: bool = True
     weights_path: Path | None = None  # keep the final weights there (bocb.kept), when the trial is done
     init_weights_path: Path | None = None  # a fine-tuning trial's pre-trained weights (its config's ``init``)
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    val_top1: float | None
-    test_top1: float | None  # the test split is measured at a trial's last epoch (every epoch without a val split)
-    test_top5: float | None
-    lr: float
-    time_s: float
-    ema_val_top1: float | None = None
-    ema_test_top1: float | None = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ import json
 import math
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -81,6 +82,29 @@ class StageKind(_Name):
     TRANSFER = "transfer"              # fine-tuning grid from each cell's first-seed pre-trained model
     TRANSFER_EDGES = "transfer-edges"  # fine-tuning grid points past an edge best: transfer-edges1, ...
     TRANSFER_SEEDS = "transfer-seeds"  # the chosen fine-tuning configuration from the other seeds' models
+
+
+@dataclass
+class EpochRecord:
+    """One epoch of a trial as the engine measures it and the store's ``epochs`` table holds it (its
+    columns are these fields: tests/test_store.py pins them)."""
+
+    epoch: int
+    train_loss: float
+    val_top1: float | None
+    test_top1: float | None  # the test split is measured at a trial's last epoch (every epoch without a val split)
+    test_top5: float | None
+    lr: float
+    time_s: float
+    ema_val_top1: float | None = None
+    ema_test_top1: float | None = None
+
+
+EPOCH_FIELDS = tuple(f.name for f in fields(EpochRecord))
+# What a finished trial records in its row of the trials table (with its provenance, as JSON): the worker
+# builds it (bocb.sweep.worker), the store writes exactly these and refuses any other name.
+OUTCOME_COLUMNS = ("state", "val_top1", "test_top1", "test_top5", "train_loss", "time_s", "peak_mem_mb",
+                   "optimizer_state_mb", "resumed_from_epoch", "error")
 
 
 SEARCH_KINDS = (StageKind.PROBE, StageKind.SEARCH, StageKind.RUNG, StageKind.EDGES, StageKind.EXTRAS,

@@ -33,7 +33,16 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from bocb.errors import BocbError, DataError, SpecError
-from bocb.protocol import FINISHED, UNFINISHED, TrialState, searched_trials, trial_key, with_config
+from bocb.protocol import (
+    EPOCH_FIELDS,
+    FINISHED,
+    OUTCOME_COLUMNS,
+    UNFINISHED,
+    TrialState,
+    searched_trials,
+    trial_key,
+    with_config,
+)
 
 FINISHED_VALUES = tuple(s.value for s in FINISHED)
 UNFINISHED_VALUES = tuple(s.value for s in UNFINISHED)
@@ -102,8 +111,6 @@ schema_version = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("migrated_at", sa.Float, nullable=False),
 )
-OUTCOME_COLUMNS = ("state", "val_top1", "test_top1", "test_top5", "train_loss", "time_s", "peak_mem_mb",
-                   "optimizer_state_mb", "resumed_from_epoch", "error")
 RESULT_COLUMNS = ("state", "val_top1", "test_top1", "test_top5", "train_loss")  # what two copies must agree on
 MACHINE_COLUMNS = ("worker", "heartbeat_at")  # a claim on one machine: meaningless on another
 SCHEMA_VERSION = 2  # 1: stores of bocb before this table (trial keys of key_version 1)
@@ -311,6 +318,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _known(record: Mapping[str, Any], names: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``names``, once ``record`` is known to hold no other: a name the schema lacks (a field renamed on one
+    side) is a bug to stop at, not a value to drop. What a record leaves out is stored as NULL."""
+    unknown = sorted(set(record) - set(names))
+    if unknown:
+        raise ValueError(f"{what} holds {unknown}, which the store has no column for (it has {list(names)})")
+    return names
+
+
 def _reconnect(url: str, read_only: bool = False) -> Store:
     store = Store.__new__(Store)
     store._connect(url, read_only)
@@ -493,14 +509,15 @@ class Store:
 
     def record_epoch(self, key: str, record: Mapping[str, Any]) -> None:
         """Store one epoch's metrics; a resumed trial's re-run epoch replaces the earlier row."""
-        values = {c.name: record.get(c.name) for c in epochs.columns if c.name != "trial_key"}
+        values = {name: record.get(name) for name in _known(record, EPOCH_FIELDS, "an epoch record")}
         with self.engine.begin() as conn:
             conn.execute(epochs.delete().where(epochs.c.trial_key == key, epochs.c.epoch == values["epoch"]))
             conn.execute(epochs.insert().values(trial_key=key, **values))
 
     def finish(self, key: str, worker: str, result: Mapping[str, Any], layer_table: pd.DataFrame | None) -> bool:
         """Record a trial's outcome; False (nothing written) if another worker has taken it over."""
-        values = {k: result.get(k) for k in OUTCOME_COLUMNS}
+        values = {name: result.get(name) for name in _known(result, OUTCOME_COLUMNS + ("provenance",), "a result")}
+        del values["provenance"]
         values["provenance_json"] = json.dumps(result.get("provenance", {}), sort_keys=True, default=str)
         with self.engine.begin() as conn:
             updated = conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
