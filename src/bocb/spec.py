@@ -504,8 +504,9 @@ class BenchmarkSpec(StrictModel):
         """The transfer benchmark, which fine-tunes the pre-training benchmark's kept models."""
         return self.model_copy(update={"transfer_from": self.pretraining().benchmark_id()})
     def recipe_of(self, backbone: BackboneEntry) -> dict[str, Any]:
-        """The resolved recipe ``backbone``'s trials use: its own recipe, else the spec's ('paper': its Table A1
-        default); the spec's recipe_overrides and grad_clip, then its own recipe_overrides, applied."""
+        """The resolved recipe ``backbone``'s trials use, in one place: its own recipe, else the spec's
+        ('paper': its Table A1 default); the spec's recipe_overrides and grad_clip, then its own
+        recipe_overrides, applied; the spec's epochs and batch_size, when it sets them, win."""
         from bocb.backbones import get_backbone
         from bocb.data import paper_setting
         from bocb.recipes import resolve_recipe
@@ -516,8 +517,10 @@ class BenchmarkSpec(StrictModel):
         overrides = dict(self.recipe_overrides)
         if self.grad_clip is not None:
             overrides["grad_clip"] = self.grad_clip
-        return resolve_recipe(name, {**overrides, **(backbone.recipe_overrides or {})},
-                              setting=paper_setting(self.dataset.name))
+        recipe = resolve_recipe(name, {**overrides, **(backbone.recipe_overrides or {})},
+                                setting=paper_setting(self.dataset.name))
+        return {**recipe, "epochs": self.epochs or recipe["epochs"],
+                "batch_size": self.batch_size or recipe["batch_size"]}
 
     def benchmark_id(self) -> str:
         """Identifies what the benchmark computes (not where or how fast it runs). A pre-training benchmark's

@@ -93,8 +93,6 @@ def _pair(spec: BenchmarkSpec, backbone: BackboneEntry, optimizer: OptimizerEntr
     size = spec.size_of(backbone)
     recipe = spec.recipe_of(backbone)
     setting = paper_setting(spec.dataset.name)
-    recipe["epochs"] = spec.epochs or recipe["epochs"]
-    recipe["batch_size"] = spec.batch_size or recipe["batch_size"]
     s = spec.search
     space = search_space(optimizer.name, recipe["family"], lr_points=s.lr_points, wd_points=s.wd_points,
                          lr_step=s.lr_step, wd_step=s.wd_step, recipe=recipe["name"], setting=setting,
