@@ -308,3 +308,62 @@ def test_an_unreachable_postgresql_server_is_one_line(args, tmp_path, capsys) ->
     code, out, err = bocb_main(*args, url, capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in out + err, err
     assert "127.0.0.1" in err or "missing.zip" in err
+
+
+# -- kept weights, checkpoints and trial keys ----------------------------------------------------------------
+
+def _resigned_garbage(finished: Path, to: Path) -> Path:
+    """A copy of a finished run whose first kept model is random bytes, its JSON re-signed to match (what a
+    careless or hostile hand does): the digest alone cannot tell."""
+    import json
+    import shutil
+
+    from bocb.kept import kept_sha256
+
+    shutil.copytree(finished, to, ignore=shutil.ignore_patterns(".made"))
+    weights = sorted((to / "artifacts" / "weights").glob("*.safetensors"))[0]
+    weights.write_bytes(bytes(range(256)) * 64)
+    description = json.loads(weights.with_suffix(".json").read_text())
+    weights.with_suffix(".json").write_text(json.dumps({**description, "sha256": kept_sha256(weights)}))
+    return to
+
+
+def test_kept_weights_that_are_not_safetensors_are_neither_listed_nor_exported(finished_tiny, tmp_path, capsys):
+    run = _resigned_garbage(finished_tiny, tmp_path / "run")
+    store = run / "bocb.db"
+    before = fingerprint(store)
+    code, out, err = bocb_main("models", str(store), "--artifact-root", str(run / "artifacts"), capsys=capsys)
+    assert code == 0 and "3 kept model(s), 1 damaged (not listed)" in out, out + err
+    assert err.count("\n") == 1 and "is not a safetensors file" in err, err
+    code, out, err = bocb_main("export", str(store), "-o", str(tmp_path / "b.zip"), "--weights", "--artifact-root",
+                               str(run / "artifacts"), capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and "is not a safetensors file" in err and "not exported" in err, err
+    assert not (tmp_path / "b.zip").exists() and fingerprint(store) == before
+
+
+def test_a_crafted_pickle_is_refused_in_one_line(tmp_path, capsys) -> None:
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Payload(), protocol=4))
+    code, out, err = bocb_main("weights", str(tmp_path / "evil.pt"), "--no-plots", capsys=capsys)
+    assert code == 2 and err == f"error: weights: cannot read '{tmp_path / 'evil.pt'}' as a torch file " \
+                                 "(UnpicklingError)\n", err
+    assert "this must never run" not in out
+
+
+def test_an_ambiguous_trial_key_prefix_is_refused_with_its_matches(finished_tiny, capsys) -> None:
+    import collections
+
+    store = finished_tiny / "bocb.db"
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        keys = [k for (k,) in db.execute("SELECT trial_key FROM layer_tables ORDER BY trial_key")]
+    shared = next(p for p in sorted({k[:n] for k in keys for n in range(1, 4)})
+                  if collections.Counter(k.startswith(p) for k in keys)[True] >= 2)
+    code, out, err = bocb_main("weights", shared, "--store", str(store), "--no-plots", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and f"TRIAL: '{shared}' starts the keys of several trials" in err, err
+    code, out, err = bocb_main("weights", "%", "--store", str(store), "--no-plots", capsys=capsys)
+    assert code == 2 and "no layer table for trial '%'" in err, err  # a LIKE wildcard is text, not a pattern

@@ -21,8 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from bocb import __version__
-from bocb.errors import BocbError
-from bocb.kept import kept_path, kept_sha256, read_description
+from bocb.errors import BocbError, DataError
+from bocb.kept import kept_path, kept_sha256, verify_kept
 from bocb.protocol import trial_key
 from bocb.store import FINISHED_VALUES, MACHINE_COLUMNS, Merged, Store, config_columns, metadata
 
@@ -73,8 +73,10 @@ def _kept_files(keys: list[str], root: Path) -> dict[str, Path]:
         weights = kept_path(root, key)
         if not weights.is_file():
             continue
-        if kept_sha256(weights) != read_description(weights).get("sha256"):
-            raise BocbError(f"--weights: {weights} does not match the SHA-256 in its JSON (damaged); not exported")
+        try:
+            verify_kept(weights)
+        except DataError as exc:
+            raise BocbError(f"--weights: {exc}; not exported") from None
         files[f"weights/{weights.name}"] = weights
         files[f"weights/{weights.with_suffix('.json').name}"] = weights.with_suffix(".json")
     return files

@@ -70,14 +70,32 @@ def read_description(path: Path) -> dict[str, Any]:
     return description
 
 
-def load_kept(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors kept at ``path`` and their description, after checking the file's SHA-256."""
-    from bocb.weights import load_state_dict
+def verify_kept(path: Path) -> dict[str, Any]:
+    """The description of the weights kept at ``path``, once the file is checked to be what it says without
+    loading a tensor: a safetensors file (its header parsed by safetensors itself, which checks every
+    tensor's offsets against the file) matching the SHA-256 in its description. What `bocb models` lists and
+    `bocb export --weights` packs passes this; anything else is a DataError naming the file."""
+    from safetensors import SafetensorError, safe_open
 
     description = read_description(path)
     if not path.is_file() or kept_sha256(path) != description.get("sha256"):
         raise DataError(f"kept weights: '{path}' is missing or does not match the SHA-256 in its description "
                         "(damaged or altered)")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            tensors = len(list(handle.keys()))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"kept weights: '{path}' is not a safetensors file ({str(exc).splitlines()[0]})") from None
+    if not tensors:
+        raise DataError(f"kept weights: '{path}' holds no tensor")
+    return description
+
+
+def load_kept(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors kept at ``path`` and their description, after checking the file's SHA-256."""
+    from bocb.weights import load_state_dict
+
+    description = verify_kept(path)
     return load_state_dict(path), description
 
 

@@ -76,7 +76,8 @@ def models(
     from rich.table import Table
 
     from bocb.cli._app import benchmark_id_of, open_store, print_table
-    from bocb.kept import kept_path, read_description
+    from bocb.errors import DataError
+    from bocb.kept import kept_path, verify_kept
     from bocb.protocol import with_config
     from bocb.sweep import stored_artifact_root
 
@@ -85,15 +86,21 @@ def models(
     root = artifact_root or stored_artifact_root(db, benchmark_id)
     table = Table("trial", "backbone", "optimizer", "configuration", "seed", "test top-1", "MB", "file",
                   title=f"kept weights of benchmark {benchmark_id} under {root}")
-    kept = 0
+    kept = damaged = 0
     for row in with_config(db.trials_frame(benchmark_id)).itertuples():
         path = kept_path(root, row.trial_key)
         if not path.is_file():
             continue
-        final = read_description(path)["final"]
+        try:
+            final = verify_kept(path)["final"]
+        except DataError as exc:  # listed as what it is: not a model anyone should load
+            typer.echo(f"damaged, not listed: {exc}", err=True)
+            damaged += 1
+            continue
         table.add_row(row.trial_key[:10], row.backbone, row.optimizer, row.config,
                       str(row.seed), f"{final['test_top1']:.2f}", f"{path.stat().st_size / 2**20:.1f}", str(path))
         kept += 1
     print_table(table)
-    typer.echo(f"{kept} kept model(s); load one with bocb.kept.load_kept_into(model, path), or inspect its layers "
+    counted = f"{kept} kept model(s)" + (f", {damaged} damaged (not listed)" if damaged else "")
+    typer.echo(f"{counted}; load one with bocb.kept.load_kept_into(model, path), or inspect its layers "
                "with `bocb weights PATH`")
