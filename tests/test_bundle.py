@@ -174,6 +174,10 @@ TAMPERED = {
                                              "epochs names ffffffffffffffffffff, which the bundle does not hold"),
     "a spec that is not the benchmark's": ("benchmarks", _first(_other_spec), True, "does not match its spec"),
     "not JSON": ("plan", lambda rows: b"{not json\n", True, "plan.jsonl line 1 is not JSON"),
+    "a layer table that is not JSON": ("layer_tables", _first(lambda r: {**r, "table_json": "{oops"}), True,
+                                       "its layer table holds '{oops', not JSON records"),
+    "a provenance that is not JSON": ("trials", _first(lambda r: {**r, "provenance_json": "oops"}), True,
+                                      "column 'provenance_json' holds 'oops', not a JSON object"),
 }
 
 
@@ -262,3 +266,24 @@ def test_kept_weights_travel_with_weights_and_a_tampered_model_is_refused(finish
     assert code == 2 and f"{name} does not match the SHA-256" in err and err.count("\n") == 1, err
     assert not list((fresh.parent / "artifacts" / "weights").glob("*"))  # nothing left behind
     assert Store(fresh).trials_frame().empty  # and nothing merged
+
+
+def test_a_zip_bomb_a_refused_import_into_a_new_store_and_a_file_as_artifact_root(finished_store: Path,
+                                                                                 tmp_path: Path, capsys) -> None:
+    """A member declaring far more than it compresses from is refused before it is read; a refused import
+    into a store path that did not exist leaves nothing there; --artifact-root naming a file is its own fault."""
+    bundle = tmp_path / "good.zip"
+    _export(finished_store, bundle, capsys)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in source.namelist():
+            archive.writestr(name, b"\0" * (50 << 20) if name == "plan.jsonl" else source.read(name))
+    assert bomb.stat().st_size < 1 << 20
+    code, _, err = _import(bomb, tmp_path / "new.db", capsys)
+    assert code == 2 and err.count("\n") == 1 and "plan.jsonl declares 52428800 bytes" in err and "zip bomb" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip", "good.zip"]  # no new.db, no -wal
+    (tmp_path / "a-file").write_text("x")
+    code, _, err = bocb_main("import", str(bundle), "--store", str(tmp_path / "new.db"), "--artifact-root",
+                             str(tmp_path / "a-file"), capsys=capsys)
+    assert code == 2 and err.startswith("error: --artifact-root:") and "is a file" in err, err
+    assert not (tmp_path / "new.db").exists()

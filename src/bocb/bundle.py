@@ -24,13 +24,14 @@ from bocb import __version__
 from bocb.errors import BocbError, DataError
 from bocb.kept import kept_path, kept_sha256, verify_kept
 from bocb.protocol import trial_key
-from bocb.store import FINISHED_VALUES, MACHINE_COLUMNS, Merged, Store, config_columns, metadata
+from bocb.store import FINISHED_VALUES, MACHINE_COLUMNS, Merged, Store, check_finished_rows, config_columns, metadata
 
 FORMAT = "bocb-bundle"
 VERSION = 1
 TABLES = ("benchmarks", "trials", "plan", "epochs", "layer_tables")  # in the order they are checked
 MAX_MEMBER_BYTES = 4 << 30  # a zip's declared sizes are checked before reading: no zip bomb fills memory
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_RATIO = 200  # bocb's JSON lines deflate about 5-20x; a member claiming far more is a zip bomb
 Rows = dict[str, list[dict[str, Any]]]  # per table, as Store.finished_rows gives them
 WEIGHT_MEMBER = re.compile(r"weights/[0-9a-f]{20}\.(safetensors|json)")
 
@@ -127,6 +128,10 @@ def _read_bundle(path: Path, weights_root: Callable[[Rows], Path] | None, staged
             manifest = _manifest(archive, path)
             rows = {name: _rows(archive, name, manifest["files"], path) for name in TABLES}
             _check_links(rows, path)
+            try:
+                check_finished_rows(rows)  # as the store will read them: a report of the merged store cannot fail
+            except DataError as exc:
+                raise BocbError(f"bundle: {path}: {str(exc).removeprefix('store: ')}") from None
             if weights_root is not None and any(WEIGHT_MEMBER.fullmatch(n) for n in archive.namelist()):
                 _stage_weights(archive, manifest["files"], {r["key"] for r in rows["trials"]}, weights_root(rows),
                                staged, path)
@@ -211,8 +216,14 @@ def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
 
 
 def _read(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
-    if archive.getinfo(name).file_size > limit:
-        raise BocbError(f"bundle: {name} declares {archive.getinfo(name).file_size} bytes, over {limit}")
+    """A member read into memory: its declared size bounded absolutely and by its compressed size (a zip
+    bomb declares gigabytes in a few megabytes); zipfile never reads past the declared size."""
+    info = archive.getinfo(name)
+    if info.file_size > limit:
+        raise BocbError(f"bundle: {name} declares {info.file_size} bytes, over {limit}")
+    if info.file_size > MAX_RATIO * info.compress_size + (1 << 20):
+        raise BocbError(f"bundle: {name} declares {info.file_size} bytes from {info.compress_size} compressed, a "
+                        f"ratio over {MAX_RATIO} (a zip bomb, not a bundle bocb wrote)")
     with archive.open(name) as member:
         data = member.read(limit + 1)
     if len(data) > limit:

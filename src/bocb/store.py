@@ -554,11 +554,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = {name: [dict(row._mapping) for row in conn.execute(query)] for name, query in queries.items()}
         self.benchmark_spec(benchmark_id)  # what leaves the store is what bocb wrote: checked as when read here
-        _check_trial_rows(pd.DataFrame(rows["trials"], columns=[c.name for c in trials.columns
-                                                                if c.name not in MACHINE_COLUMNS])
-                          .rename(columns={"key": "trial_key"}))
-        for row in rows["layer_tables"]:
-            _layer_rows(row["trial_key"], row["table_json"])
+        check_finished_rows(rows)
         return rows
 
     def merge_finished(self, rows: Mapping[str, list[dict[str, Any]]]) -> Merged:
@@ -674,6 +670,17 @@ class Store:
         parts = [_layer_rows(r.key, r.table_json).assign(
             trial_key=r.key, backbone=r.backbone, optimizer=r.optimizer, seed=r.seed) for r in rows]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def check_finished_rows(rows: Mapping[str, list[dict[str, Any]]]) -> None:
+    """Refuse, in one line naming the trial, trial and layer-table rows that the store's readers could not
+    read (text in a number column, a JSON column holding no object, a layer table that is no JSON records):
+    what `bocb export` writes out and `bocb import` merges in is checked as the store reads it."""
+    _check_trial_rows(pd.DataFrame(rows["trials"], columns=[c.name for c in trials.columns
+                                                            if c.name not in MACHINE_COLUMNS])
+                      .rename(columns={"key": "trial_key"}))
+    for row in rows["layer_tables"]:
+        _layer_rows(row["trial_key"], row["table_json"])
 
 
 def _layer_rows(key: str, text: str) -> pd.DataFrame:
