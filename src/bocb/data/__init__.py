@@ -32,7 +32,15 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DATASETS", "DatasetInfo", "EvalBatches", "FolderBatches", "Loaders", "RawDataset", "TrainBatches",
     "build_loaders", "clear_cache", "default_gamma", "known_sizes", "paper_setting", "split_sizes",
+    "verify_dataset",
 ]
+
+
+def verify_dataset(spec: DatasetSpec) -> None:
+    """Open the dataset's files once, where they are found, before anything is planned (DatasetInfo.verify):
+    a bad file is one DataError naming it, not a crash in every trial. Files that are not there are the
+    spec check's business (a plan needs none)."""
+    DATASETS.get(spec.name, field="dataset.name").verify(spec)
 
 
 def split_sizes(spec: DatasetSpec) -> tuple[int, int, int] | None:

@@ -82,6 +82,9 @@ class DatasetInfo:
     native_size: int
     in_chans: int
     check: Callable[[DatasetSpec], None] = _no_check
+    # opens the files found, once, before anything is planned: headers, sizes, label types, images; raises a
+    # one-line DataError naming the first bad file (bocb.data.verify_dataset)
+    verify: Callable[[DatasetSpec], None] = _no_check
     load: Callable[[DatasetSpec], RawDataset] | None = None
     build: Callable[..., Loaders] | None = None
     setting: str = "cifar100"

@@ -1,6 +1,7 @@
 """CIFAR-10 / CIFAR-100 from the standard python archives: the extracted folder or the .tar.gz."""
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import tarfile
@@ -105,6 +106,27 @@ def _unpickle(blob: bytes, where: str) -> dict[str, Any]:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
+def _labels(value: Any, where: str, key: str) -> np.ndarray:
+    """A batch's labels: a list of integers or a 1-D integer array (what CIFAR's pickles hold), else a
+    DataError; a list is checked element by element before numpy sees it."""
+    if isinstance(value, np.ndarray) and value.ndim == 1 and np.issubdtype(value.dtype, np.integer):
+        return value.astype(np.int64)
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return np.asarray(value, dtype=np.int64)
+    bad = next((v for v in value if not isinstance(v, int) or isinstance(v, bool)), value) \
+        if isinstance(value, list) else value
+    raise DataError(f"{where}: '{key}' must be integer labels; found {type(bad).__name__} {str(bad)[:40]!r}")
+
+
+def _class_names(meta: dict[str, Any], fmt: CifarFormat, where: str) -> tuple[str, ...]:
+    names = meta.get(fmt.names_key)
+    if not isinstance(names, (list, tuple)) or len(names) != fmt.num_classes \
+            or not all(isinstance(n, (str, bytes)) for n in names):
+        raise DataError(f"{where}: expected {fmt.num_classes} '{fmt.names_key}' (names), found "
+                        f"{type(names).__name__} {str(names)[:40]!r}")
+    return tuple(n.decode() if isinstance(n, bytes) else n for n in names)
+
+
 def _batches(fmt: CifarFormat, members: dict[str, bytes], names: tuple[str, ...],
              source: Path) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
@@ -113,10 +135,14 @@ def _batches(fmt: CifarFormat, members: dict[str, bytes], names: tuple[str, ...]
         entry = _unpickle(members[name], where)
         if "data" not in entry or fmt.label_key not in entry:
             raise DataError(f"{where}: expected keys 'data' and '{fmt.label_key}', found {sorted(entry)}")
-        data, labels = np.asarray(entry["data"]), np.asarray(entry[fmt.label_key], dtype=np.int64)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-            raise DataError(f"{where}: expected uint8 data (N, 3072) and N labels, found {data.dtype} "
-                            f"{data.shape} and {len(labels)} labels")
+        data, labels = entry["data"], _labels(entry[fmt.label_key], where, fmt.label_key)
+        # an array, as the format stores it, never nested lists: a pickle of shared references would expand
+        # them to gigabytes in np.asarray
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
+                or len(data) != len(labels):
+            raise DataError(f"{where}: expected uint8 data (N, 3072) and N labels, found {found} and "
+                            f"{len(labels)} labels")
         if labels.size and not 0 <= labels.min() <= labels.max() < fmt.num_classes:
             raise DataError(f"{where}: labels outside 0..{fmt.num_classes - 1}")
         xs.append(data.reshape(-1, 3, 32, 32))
@@ -142,14 +168,23 @@ def load_cifar(fmt: CifarFormat, spec: DatasetSpec) -> RawDataset:
         _check(fmt, spec)
         source = _download(fmt, spec)
     members = _read_members(fmt, source)
-    meta = _unpickle(members[fmt.meta], f"{source}/{fmt.meta}")
-    names = meta.get(fmt.names_key)
-    if names is None or len(names) != fmt.num_classes:
-        raise DataError(f"{source}/{fmt.meta}: expected {fmt.num_classes} '{fmt.names_key}'")
+    class_names = _class_names(_unpickle(members[fmt.meta], f"{source}/{fmt.meta}"), fmt, f"{source}/{fmt.meta}")
     train_x, train_y = _batches(fmt, members, fmt.train, source)
     test_x, test_y = _batches(fmt, members, fmt.test, source)
-    class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     return RawDataset(train_x, train_y, test_x, test_y, class_names)
+
+
+def verify(fmt: CifarFormat, spec: DatasetSpec) -> None:
+    """Read the files found once, as a trial will, before anything is planned (a few seconds; once per
+    process and file state): every check of load_cifar, so no trial meets a bad file."""
+    source = locate(fmt, spec.path)
+    if source is not None:
+        _verified(fmt, source, source.stat().st_mtime_ns, source.stat().st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _verified(fmt: CifarFormat, source: Path, mtime_ns: int, size: int) -> None:
+    load_cifar(fmt, DatasetSpec(name="cifar10", path=str(source)))
 
 
 def _register(name: str, fmt: CifarFormat) -> None:
@@ -157,6 +192,7 @@ def _register(name: str, fmt: CifarFormat) -> None:
         name=name, description=f"{fmt.title} (50,000 train / 10,000 test, 32x32) from '{fmt.archive}'",
         num_classes=fmt.num_classes, native_size=32, in_chans=3,
         check=lambda spec: _check(fmt, spec), load=lambda spec: load_cifar(fmt, spec),
+        verify=lambda spec: verify(fmt, spec),
         sizes=known_sizes(50_000, 10_000),
     ))
 

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from rich.console import Console
 
+from bocb.data import verify_dataset
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store, normalise_url
 from bocb.sweep.planner import next_stage
@@ -75,6 +76,9 @@ def stored_artifact_root(store: Store, benchmark_id: str) -> Path:
 def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None) -> BenchmarkRun:
     """Register the benchmark in its store, make its crashed trials pending again (a crash is no result:
     rerunning the spec retries it) and plan its first stage (idempotent)."""
+    verify_dataset(spec.dataset)  # before anything is created or stored
+    if spec.transfer is not None:
+        verify_dataset(spec.transfer.dataset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     url = normalise_url(store or spec.store or out / "bocb.db")
