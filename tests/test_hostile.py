@@ -6,7 +6,6 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import TINY_SPEC, bocb_main
@@ -368,97 +367,3 @@ def test_an_ambiguous_trial_key_prefix_is_refused_with_its_matches(finished_tiny
     assert code == 2 and err.count("\n") == 1 and f"TRIAL: '{shared}' starts the keys of several trials" in err, err
     code, out, err = bocb_main("weights", "%", "--store", str(store), "--no-plots", capsys=capsys)
     assert code == 2 and "no layer table for trial '%'" in err, err  # a LIKE wildcard is text, not a pattern
-
-
-# -- files from others: data files verified before anything is planned ---------------------------------------
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` pixels (what a decompression bomb declares)."""
-    import struct
-    import zlib
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(  # noqa: E731
-        ">I", zlib.crc32(kind + data))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def _cifar(root: Path, change) -> dict:
-    import pickle
-
-    from helpers_data import write_cifar
-
-    folder = write_cifar(root, "cifar10")
-    change(folder, pickle)
-    return {"name": "cifar10", "path": str(folder), "image_size": 32}
-
-
-def _fashion(root: Path, change) -> dict:
-    from helpers_data import write_idx_set
-
-    folder = write_idx_set(root / "fashion")
-    change(folder)
-    return {"name": "fashion_mnist", "path": str(folder), "image_size": 16}
-
-
-def _folder(root: Path, change) -> dict:
-    from helpers_data import write_image_folder
-
-    folder = write_image_folder(root / "images")
-    change(folder)
-    return {"name": "imagefolder", "path": str(folder), "image_size": 16}
-
-
-def _shared_references(folder: Path, pickle) -> None:  # noqa: ANN001 - the pickle module
-    """A batch whose data is one row referenced 200,000 times: a 0.4 MB pickle that np.asarray would expand to
-    4.9 GB."""
-    row = [0] * 3072
-    (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": [row] * 200_000, b"labels": [0] * 200_000}))
-
-
-def _idx_overflow(folder: Path) -> None:
-    import gzip
-    import struct
-
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(
-        struct.pack(">HBB", 0, 8, 3) + struct.pack(">3I", 2**31, 2**31, 1) + b"\0" * 100))
-
-
-def _gzip_bomb(folder: Path) -> None:
-    import gzip
-
-    from helpers_data import idx_bytes
-
-    header = idx_bytes(np.zeros((40, 28, 28), dtype=np.uint8))[:16]
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + b"\0" * (30 << 20), compresslevel=1))
-
-
-DATA_CASES = {
-    "CIFAR labels that are text": (lambda r: _cifar(r, lambda f, p: (f / "data_batch_1").write_bytes(p.dumps(
-        {b"data": np.zeros((20, 3072), np.uint8), b"labels": ["cat"] * 20}))), "'labels' must be integer labels"),
-    "CIFAR label_names that is a number": (lambda r: _cifar(r, lambda f, p: (f / "batches.meta").write_bytes(
-        p.dumps({b"label_names": 5}))), "expected 10 'label_names' (names), found int"),
-    "CIFAR data of shared references": (lambda r: _cifar(r, _shared_references),
-                                        "expected uint8 data (N, 3072) and N labels, found list"),
-    "IDX dimensions that overflow": (lambda r: _fashion(r, _idx_overflow), "over 2147483648 (not a Fashion-MNIST"),
-    "a gzip bomb": (lambda r: _fashion(r, _gzip_bomb), "where its header declares 31376"),
-    "a text file named .png": (lambda r: _folder(r, lambda f: (f / "train" / "ant" / "9.png").write_text("hello")),
-                               "9.png: not a readable image (UnidentifiedImageError"),
-    "an empty .jpg": (lambda r: _folder(r, lambda f: (f / "val" / "bee" / "x.jpg").write_bytes(b"")),
-                      "x.jpg: not a readable image"),
-    "a decompression bomb": (lambda r: _folder(r, lambda f: (f / "train" / "cat" / "big.png").write_bytes(
-        _png_header(20000, 20000))), "big.png: not a readable image (DecompressionBombError"),
-    "a symbolic link loop": (lambda r: _folder(r, lambda f: (f / "train" / "ant" / "loop").symlink_to(f / "train")),
-                             "a symbolic link loop"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(DATA_CASES))
-def test_a_bad_data_file_is_one_line_naming_it_before_anything_is_planned(case, tmp_path, capsys) -> None:
-    make, expected = DATA_CASES[case]
-    dataset = make(tmp_path)
-    spec = _spec_with(tmp_path, _tiny(dataset=dataset, backbones=["alexnet"], optimizers=["sgd"]))
-    code, out, err = bocb_main("run", str(spec), "--plan-only", "--store", str(tmp_path / "s.db"), "--out",
-                               str(tmp_path / "out"), capsys=capsys)
-    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
-    assert "Traceback" not in out + err and not (tmp_path / "s.db").exists()

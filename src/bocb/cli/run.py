@@ -83,7 +83,9 @@ def run(
     spec = _spec_from_args(spec_path, preset, overrides, check_data=not plan_only)
     check_output_dir(out, "--out")
     from bocb.estimate import estimate_plan, plan_lines
-    from bocb.sweep import executor_for, plan_benchmark, run_benchmark
+    from bocb.sweep import executor_for, plan_benchmark, run_benchmark, verify_data
+
+    verify_data(spec)  # before the plan is timed; planning verifies again, from this process's cache
 
     started = time.perf_counter()
     if plan_only:  # planning on a machine that will not train: missing data files are the workers' to have

@@ -32,15 +32,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DATASETS", "DatasetInfo", "EvalBatches", "FolderBatches", "Loaders", "RawDataset", "TrainBatches",
     "build_loaders", "clear_cache", "default_gamma", "known_sizes", "paper_setting", "split_sizes",
-    "verify_dataset",
+    "verify_files",
 ]
-
-
-def verify_dataset(spec: DatasetSpec) -> None:
-    """Open the dataset's files once, where they are found, before anything is planned (DatasetInfo.verify):
-    a bad file is one DataError naming it, not a crash in every trial. Files that are not there are the
-    spec check's business (a plan needs none)."""
-    DATASETS.get(spec.name, field="dataset.name").verify(spec)
 
 
 def split_sizes(spec: DatasetSpec) -> tuple[int, int, int] | None:
@@ -52,6 +45,16 @@ def split_sizes(spec: DatasetSpec) -> tuple[int, int, int] | None:
     pool = min(spec.train_subset or full[0], full[0])
     val = int(round(spec.val_fraction * pool))  # as train_val_split carves it
     return pool - val, val, min(spec.test_subset or full[1], full[1])
+
+
+def verify_files(spec: DatasetSpec) -> None:
+    """Open the dataset's files once, before anything is planned, as its trials will read them: a bad file
+    (a wrong format, a header that disagrees with the file's size, a decompression or pickle bomb, an image
+    Pillow cannot read, a folder symlinked into itself) is one DataError line naming it, not a crash in every
+    trial. Files not there are skipped (``check`` names how to get them; planning for other machines does
+    not need them). Cheap once done: a file verified in this process is not read again while its size and
+    modification time stay the same."""
+    DATASETS.get(spec.name, field="dataset.name").verify(spec)
 
 
 def build_loaders(spec: DatasetSpec, *, image_size: int, batch_size: int, recipe: dict, seed: int,

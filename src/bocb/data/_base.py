@@ -51,7 +51,7 @@ class Loaders:
 
 
 def _no_check(spec: DatasetSpec) -> None:
-    """Datasets bundled with a dependency (or generated) have nothing to check."""
+    """Datasets bundled with a dependency (or generated) have nothing to check or verify."""
 
 
 def _unknown_sizes(spec: DatasetSpec) -> None:
@@ -68,8 +68,11 @@ class DatasetInfo:
     """A registered dataset.
 
     ``check`` is cheap (no full load) and raises ``SpecError('dataset.path', ...)`` naming how to get
-    missing files. ``load`` returns the whole dataset in memory (the fast path); a dataset too large
-    for memory sets ``build`` instead, a function with :func:`bocb.data.build_loaders`'s signature.
+    missing files. ``verify`` opens the files that are there as a trial reads them and raises a one-line
+    ``DataError`` naming the first bad one (:func:`bocb.data.verify_files`: once, before anything is planned;
+    missing files are ``check``'s). Datasets that need no files verify nothing. ``load`` returns the whole
+    dataset in memory (the fast path); a dataset too large for memory sets ``build`` instead, a function
+    with :func:`bocb.data.build_loaders`'s signature.
     ``setting`` is the paper setting the dataset follows (``bocb.protocol.SETTINGS``): which column of
     Table A3 the recipes take and Eq. 1's default gamma. Small images trained from scratch follow
     CIFAR-100's; ImageNet-1K its own. ``sizes`` gives the (train, test) image counts of the full splits
@@ -82,13 +85,11 @@ class DatasetInfo:
     native_size: int
     in_chans: int
     check: Callable[[DatasetSpec], None] = _no_check
-    # opens the files found, once, before anything is planned: headers, sizes, label types, images; raises a
-    # one-line DataError naming the first bad file (bocb.data.verify_dataset)
-    verify: Callable[[DatasetSpec], None] = _no_check
     load: Callable[[DatasetSpec], RawDataset] | None = None
     build: Callable[..., Loaders] | None = None
     setting: str = "cifar100"
     sizes: Callable[[DatasetSpec], tuple[int, int] | None] = _unknown_sizes
+    verify: Callable[[DatasetSpec], None] = _no_check
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")

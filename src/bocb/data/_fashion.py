@@ -12,6 +12,7 @@ from typing import BinaryIO
 import numpy as np
 
 from bocb.data._base import DATASETS, DatasetInfo, RawDataset, data_root, known_sizes
+from bocb.data._verify import VERIFIED, files_key
 from bocb.errors import DataError, SpecError
 from bocb.spec import DatasetSpec
 
@@ -53,93 +54,117 @@ def _check(spec: DatasetSpec) -> None:
                                     f"or set dataset.download: true")
 
 
-MAX_IDX_BYTES = 1 << 31  # far above Fashion-MNIST's 47 MB: a header declaring more is not this dataset
+# The largest real file (train images: 60,000 x 28 x 28) holds 47 MB; a header declaring far more is refused
+# before anything is allocated or decompressed
+MAX_IDX_BYTES = 256 * 2**20
+_CHUNK = 4 * 2**20  # bytes decompressed at a time when a file is only counted
 
 
-def _idx_header(handle: BinaryIO, path: Path, ndim: int) -> tuple[int, ...]:
-    """The dimensions an IDX header declares, checked before anything is allocated: magic 0x00 0x00 0x08
-    <ndim>, then ``ndim`` big-endian int32 sizes whose product stays under MAX_IDX_BYTES."""
+def _opened(path: Path) -> BinaryIO:
+    """The file's bytes as a stream, decompressed as they are read when it is gzipped (gzip reads a member
+    at a time and only as far as asked: a gzip bomb is read no further than its header allows)."""
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def _idx_header(stream: BinaryIO, path: Path, ndim: int) -> tuple[int, ...]:
+    """The shape an IDX header declares: magic 0x00 0x00 0x08 <ndim>, then ``ndim`` big-endian uint32 sizes."""
+    head = stream.read(4 + 4 * ndim)
     expected_magic = bytes([0, 0, 0x08, ndim])
-    head = handle.read(4 + 4 * ndim)
     if head[:4] != expected_magic:
         raise DataError(f"{path}: bad IDX magic number 0x{head[:4].hex()}, expected 0x{expected_magic.hex()} "
                         f"(uint8, {ndim} dimension(s))")
     if len(head) < 4 + 4 * ndim:
         raise DataError(f"{path}: truncated IDX header ({len(head)} bytes)")
     shape = struct.unpack(f">{ndim}I", head[4:])
-    if math.prod(shape) > MAX_IDX_BYTES:
-        raise DataError(f"{path}: the header declares {'x'.join(map(str, shape))} bytes of data, over "
-                        f"{MAX_IDX_BYTES} (not a Fashion-MNIST file)")
+    if math.prod(shape) > MAX_IDX_BYTES:  # math.prod: Python ints do not overflow as numpy's would
+        raise DataError(f"{path}: header says {_dims(shape)} = {math.prod(shape)} bytes of data, more than any "
+                        f"Fashion-MNIST file holds (at most {MAX_IDX_BYTES}); refused unread")
     return shape
 
 
-def _open_idx(path: Path) -> BinaryIO:
-    """The file, decompressed as it is read when gzipped: never more than the header declares is read, so a
-    gzip bomb is refused after a few bytes, not after filling memory."""
-    with path.open("rb") as raw:
-        gzipped = raw.read(2) == GZIP_MAGIC
-    return gzip.open(path, "rb") if gzipped else path.open("rb")
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _read_body(stream: BinaryIO, path: Path, shape: tuple[int, ...], keep: bool) -> bytes:
+    """Exactly the bytes the header declares (counted, not kept, unless ``keep``); more or fewer is a
+    DataError. One byte past the declared size is all that is ever read of a longer file."""
+    size, header = math.prod(shape), 4 + 4 * len(shape)
+    if not isinstance(stream, gzip.GzipFile):
+        on_disk = os.fstat(stream.fileno()).st_size - header
+        if on_disk != size:
+            raise DataError(f"{path}: truncated or oversized: header says {_dims(shape)} = {size} bytes of data, "
+                            f"the file has {on_disk}")
+    if keep:
+        body = stream.read(size)
+        got = len(body)
+    else:
+        body, got = b"", 0
+        while got < size and (chunk := stream.read(min(_CHUNK, size - got))):
+            got += len(chunk)
+    beyond = stream.read(1)
+    if got != size or beyond:
+        held = f"{got}" if got != size else "more (read no further)"
+        raise DataError(f"{path}: truncated or oversized: header says {_dims(shape)} = {size} bytes of data, "
+                        f"the file has {held}")
+    return body
+
+
+def _idx(path: Path, ndim: int, keep: bool) -> tuple[tuple[int, ...], bytes]:
+    """(shape, data) of an IDX file, its size checked against its header; data is empty unless ``keep``."""
+    try:
+        with _opened(path) as stream:
+            shape = _idx_header(stream, path, ndim)
+            return shape, _read_body(stream, path, shape, keep)
+    except (OSError, EOFError, zlib.error) as exc:  # what gzip raises for a corrupt or truncated stream
+        raise DataError(f"{path}: corrupt or truncated gzip ({exc})") from None
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """A uint8 IDX file (gzipped or not): exactly the bytes its header declares, or a DataError."""
-    try:
-        with _open_idx(path) as handle:
-            shape = _idx_header(handle, path, ndim)
-            size = math.prod(shape)
-            blob = handle.read(size + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt or truncated gzip ({exc})") from None
-    if len(blob) != size:
-        raise DataError(f"{path}: truncated or oversized: header says {'x'.join(map(str, shape))} = {size} bytes "
-                        f"of data, the file has {'more' if len(blob) > size else len(blob)}")
-    return np.frombuffer(blob, dtype=np.uint8).reshape(shape).copy()  # writable
+    """A uint8 IDX file, gzipped or not: magic 0x00 0x00 0x08 <ndim>, ``ndim`` big-endian int32 sizes, then
+    the bytes; checked against its size before its data is read."""
+    shape, body = _idx(path, ndim, keep=True)
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape).copy()  # writable
 
 
-def verify(spec: DatasetSpec) -> None:
-    """The four files' headers against each other and the files' sizes, before anything is planned (cheap:
-    no image is read; a gzip's recorded length stands for its content, which read_idx bounds again)."""
-    files = locate(spec.path)
-    if files is None:
-        return  # absent: the spec's check says so, or a download brings them
-    shapes = {}
-    for key, path in files.items():
-        ndim = 3 if key.endswith("_x") else 1
-        try:
-            with _open_idx(path) as handle:
-                shapes[key] = _idx_header(handle, path, ndim)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt or truncated gzip ({exc})") from None
-        _check_stored_length(path, 4 + 4 * ndim + math.prod(shapes[key]))
-    for split in ("train", "test"):
-        images, labels = shapes[f"{split}_x"], shapes[f"{split}_y"]
-        if images[0] != labels[0]:
-            raise DataError(f"{files[split + '_x']}: {images[0]} images but {files[split + '_y'].name} has "
-                            f"{labels[0]} labels")
+def idx_shape(path: Path, ndim: int) -> tuple[int, ...]:
+    """The shape of an IDX file whose size (decompressed, when gzipped) is checked against its header, without
+    holding its data."""
+    return _idx(path, ndim, keep=False)[0]
 
 
-def _check_stored_length(path: Path, expected: int) -> None:
-    """A raw file's size, or a gzip's recorded length (ISIZE, its last 4 bytes, modulo 2**32), against what
-    the header declares."""
-    with path.open("rb") as raw:
-        gzipped = raw.read(2) == GZIP_MAGIC
-        if gzipped:
-            raw.seek(-4, os.SEEK_END)
-            stored, expected = struct.unpack("<I", raw.read(4))[0], expected % (1 << 32)
-        else:
-            stored = path.stat().st_size
-    if stored != expected:
-        raise DataError(f"{path}: holds {stored} bytes{' (gzip length)' if gzipped else ''} where its header "
-                        f"declares {expected}: truncated, oversized or not an IDX file")
+def _labels(path: Path) -> np.ndarray:
+    labels = read_idx(path, 1).astype(np.int64)
+    if labels.size and labels.max() >= len(CLASS_NAMES):
+        raise DataError(f"{path}: labels outside 0..{len(CLASS_NAMES) - 1}")
+    return labels
+
+
+def _same_count(images_path: Path, n_images: int, labels_path: Path, n_labels: int) -> None:
+    if n_images != n_labels:
+        raise DataError(f"{images_path}: {n_images} images but {labels_path.name} has {n_labels} labels")
 
 
 def _pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = read_idx(images_path, 3), read_idx(labels_path, 1).astype(np.int64)
-    if len(images) != len(labels):
-        raise DataError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
-    if labels.size and labels.max() >= len(CLASS_NAMES):
-        raise DataError(f"{labels_path}: labels outside 0..{len(CLASS_NAMES) - 1}")
+    images, labels = read_idx(images_path, 3), _labels(labels_path)
+    _same_count(images_path, len(images), labels_path, len(labels))
     return images[:, None], labels  # (N, 1, H, W): grey, one channel
+
+
+def verify_fashion_mnist(spec: DatasetSpec) -> None:
+    """Check the four IDX files at ``spec.path`` as a trial reads them (nothing when they are not there: the
+    spec's check names how to get them): headers against sizes, decompressed within the headers' bounds,
+    images against labels. The images are counted, not kept. Once per process per files."""
+    files = locate(spec.path)
+    if files is None or (key := files_key(files.values())) in VERIFIED:
+        return
+    for split in ("train", "test"):
+        images_path, labels_path = files[f"{split}_x"], files[f"{split}_y"]
+        n_images = idx_shape(images_path, 3)[0]
+        _same_count(images_path, n_images, labels_path, len(_labels(labels_path)))
+    VERIFIED.add(key)
 
 
 def _download(spec: DatasetSpec) -> dict[str, Path]:
@@ -166,6 +191,7 @@ def load_fashion_mnist(spec: DatasetSpec) -> RawDataset:
 
 DATASETS.register(DatasetInfo(
     name="fashion_mnist", description="Zalando's Fashion-MNIST (60,000 train / 10,000 test, 28x28 grey)",
-    num_classes=10, native_size=28, in_chans=1, check=_check, load=load_fashion_mnist, verify=verify,
+    num_classes=10, native_size=28, in_chans=1, check=_check, load=load_fashion_mnist,
+    verify=verify_fashion_mnist,
     sizes=known_sizes(60_000, 10_000),
 ), aliases=("fashion-mnist", "fmnist"))

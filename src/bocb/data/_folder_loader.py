@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torchvision.datasets import ImageFolder
 
 from bocb.data._base import Loaders
 from bocb.data._batches import Batch, epoch_generator, epoch_order
+from bocb.data._folder import scan_split
 from bocb.data._splits import subset, train_val_split
 from bocb.errors import DataError
 from bocb.spec import DatasetSpec
@@ -66,11 +68,22 @@ class FolderBatches:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-def _image_folder(root: Path, transform) -> Dataset:  # noqa: ANN001 - a torchvision transform
-    from torchvision.datasets import ImageFolder
+class _ScannedFolder(ImageFolder):
+    """torchvision's ImageFolder over the images bocb.data._folder.scan_split lists: the same classes and
+    order, without following a symlink loop (ImageFolder's own listing follows every link)."""
 
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = scan_split(directory)[0]
+        return classes, {name: i for i, name in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory: str, *args: object, **kwargs: object) -> list[tuple[str, int]]:
+        return scan_split(directory)[1]
+
+
+def _image_folder(root: Path, transform) -> Dataset:  # noqa: ANN001 - a torchvision transform
     try:
-        return ImageFolder(str(root), transform=transform)
+        return _ScannedFolder(str(root), transform=transform)
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"{root}: {exc}") from None
 

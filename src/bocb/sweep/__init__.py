@@ -9,14 +9,13 @@ from typing import Protocol
 
 from rich.console import Console
 
-from bocb.data import verify_dataset
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store, normalise_url
 from bocb.sweep.planner import next_stage
 from bocb.sweep.worker import WorkerOptions
 
 __all__ = ["BenchmarkRun", "Executor", "artifact_root_for", "executor_for", "plan_benchmark", "run_benchmark",
-           "stored_artifact_root"]
+           "stored_artifact_root", "verify_data"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,21 @@ def stored_artifact_root(store: Store, benchmark_id: str) -> Path:
     return artifact_root_for(load_benchmark(store, benchmark_id), store.url)
 
 
-def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None) -> BenchmarkRun:
-    """Register the benchmark in its store, make its crashed trials pending again (a crash is no result:
-    rerunning the spec retries it) and plan its first stage (idempotent)."""
-    verify_dataset(spec.dataset)  # before anything is created or stored
+def verify_data(spec: BenchmarkSpec) -> None:
+    """The dataset files of the benchmark and of its transfer part, opened once as their trials will read
+    them (bocb.data.verify_files): a bad file is one DataError line before anything is planned or stored."""
+    from bocb.data import verify_files
+
+    verify_files(spec.dataset)
     if spec.transfer is not None:
-        verify_dataset(spec.transfer.dataset)
+        verify_files(spec.transfer.dataset)
+
+
+def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None) -> BenchmarkRun:
+    """Verify the benchmark's dataset files (:func:`verify_data`: every command that plans comes here), then
+    register the benchmark in its store, make its crashed trials pending again (a crash is no result:
+    rerunning the spec retries it) and plan its first stage (idempotent)."""
+    verify_data(spec)  # first: a bad file creates no folder and no store
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     url = normalise_url(store or spec.store or out / "bocb.db")
