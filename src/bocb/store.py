@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from bocb.errors import BocbError, SpecError
+from bocb.errors import BocbError, SpecError, resolve_prefix
 from bocb.protocol import FINISHED, UNFINISHED, TrialState, is_search_stage, trial_key, with_config
 
 FINISHED_VALUES = tuple(s.value for s in FINISHED)
@@ -561,11 +561,15 @@ class Store:
             return pd.read_sql(query, conn)
 
     def layer_table(self, key: str) -> pd.DataFrame:
+        """The stored layer table of the trial ``key`` (or of the one trial whose key starts with it)."""
         with self.engine.connect() as conn:
-            query = sa.select(layer_tables.c.table_json).where(layer_tables.c.trial_key.like(f"{key}%"))
+            starting = layer_tables.c.trial_key.startswith(key, autoescape=True)  # '%' or '_' match only themselves
+            keys = conn.execute(sa.select(layer_tables.c.trial_key).where(starting)).scalars().all()
+            if not keys:
+                raise BocbError(f"store: no layer table for trial '{key}' in {self.url}")
+            chosen = resolve_prefix("trial key", "trial key", key, keys)
+            query = sa.select(layer_tables.c.table_json).where(layer_tables.c.trial_key == chosen)
             text = conn.execute(query).scalar()
-        if text is None:
-            raise BocbError(f"store: no layer table for trial '{key}' in {self.url}")
         return pd.read_json(StringIO(text), orient="records")
 
     def layers_frame(self, benchmark_id: str | None = None) -> pd.DataFrame:

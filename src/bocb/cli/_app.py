@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bocb.errors import BocbError, SpecError, unknown_name_message
+from bocb.errors import BocbError, SpecError, resolve_prefix
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -100,12 +100,7 @@ def benchmark_id_of(db: Store, requested: str | None) -> str:
         raise SpecError("STORE", "the store holds no benchmark")
     if requested is None:
         return ids[-1]
-    if not requested.strip():
-        raise SpecError("--benchmark", "is empty: give a benchmark id or the start of one")
-    matches = [i for i in ids if i.startswith(requested)]
-    if len(matches) != 1:
-        raise SpecError("--benchmark", unknown_name_message("benchmark", requested, ids))
-    return matches[0]
+    return resolve_prefix("--benchmark", "benchmark id", requested, ids)
 
 
 @contextmanager

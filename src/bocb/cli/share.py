@@ -43,9 +43,8 @@ def import_(
 ) -> None:
     """Merge a bundle into a store, keys deciding: new trials added, equal ones skipped, others listed (exit 4)."""
     from bocb.bundle import import_bundle
-    from bocb.store import Store
 
-    merged = import_bundle(bundle, Store(store), artifact_root)
+    merged = import_bundle(bundle, store, artifact_root)  # the store is opened only once the bundle passed
     typer.echo(f"imported {bundle}: {merged.added} trials added, {merged.present} already there, "
                f"{len(merged.conflicts)} in conflict")
     if merged.conflicts:

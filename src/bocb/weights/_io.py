@@ -1,6 +1,7 @@
 """Read weights from a file: a bocb checkpoint, a saved state dict, or a .safetensors file."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,7 +30,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         valid = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))
         raise DataError(f"weights: '{path}' has suffix '{suffix}'; valid: {valid}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol: the error below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise DataError(f"weights: cannot read '{path}' as a torch file ({type(exc).__name__})") from None
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
