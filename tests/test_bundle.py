@@ -175,9 +175,9 @@ TAMPERED = {
     "a spec that is not the benchmark's": ("benchmarks", _first(_other_spec), True, "does not match its spec"),
     "not JSON": ("plan", lambda rows: b"{not json\n", True, "plan.jsonl line 1 is not JSON"),
     "a layer table that is not JSON": ("layer_tables", _first(lambda r: {**r, "table_json": "{oops"}), True,
-                                       "its layer table holds '{oops', not JSON records"),
+                                       "layer_tables.jsonl line 1: table_json is not JSON"),
     "a provenance that is not JSON": ("trials", _first(lambda r: {**r, "provenance_json": "oops"}), True,
-                                      "column 'provenance_json' holds 'oops', not a JSON object"),
+                                      "trials.jsonl line 1: provenance_json is not JSON"),
 }
 
 

@@ -38,3 +38,28 @@ def check_choice(field: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise SpecError(field, f"unknown value '{value}'; valid choices: {', '.join(choices)}")
     return value
+
+
+SHOWN_MATCHES = 5  # an ambiguous prefix: enough matches to pick from, still one short line
+MAX_CHOICES_LISTED = 20
+
+
+def resolve_prefix(field: str, kind: str, requested: str, candidates: Iterable[str]) -> str:
+    """The one candidate that is ``requested`` or starts with it: the one rule for every id a user may
+    shorten (``kind``: 'benchmark id', 'trial key'). Empty, ambiguous or unknown: a one-line SpecError on ``field``
+    naming some of the matches (ambiguous) or the close choices (unknown)."""
+    if not requested.strip():
+        raise SpecError(field, f"is empty: give a {kind} or the start of one")
+    candidates = sorted(set(candidates))
+    if requested in candidates:  # a whole id wins, even where it starts another
+        return requested
+    matches = [c for c in candidates if c.startswith(requested)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(matches[:SHOWN_MATCHES]) + (" ..." if len(matches) > SHOWN_MATCHES else "")
+        raise SpecError(field, f"'{requested}' is ambiguous: {len(matches)} {kind}s start with it ({shown}); "
+                               "give more of the one you mean")
+    if len(candidates) > MAX_CHOICES_LISTED:  # a store of thousands of trials: not thousands of keys
+        raise SpecError(field, f"no {kind} starts with '{requested}' (of {len(candidates)} stored)")
+    raise SpecError(field, unknown_name_message(kind, requested, candidates))

@@ -71,28 +71,38 @@ def read_description(path: Path) -> dict[str, Any]:
 
 
 def verify_kept(path: Path) -> dict[str, Any]:
-    """The description of the weights kept at ``path``, once the file is checked to be what it says without
-    loading a tensor: a safetensors file (its header parsed by safetensors itself, which checks every
-    tensor's offsets against the file) matching the SHA-256 in its description. What `bocb models` lists and
-    `bocb export --weights` packs passes this; anything else is a DataError naming the file."""
-    from safetensors import SafetensorError, safe_open
-
+    """The description of the weights kept at ``path`` once the file is checked as a checkpoint is before
+    it is read (bocb.checkpoint): its SHA-256 against the description, then its format, a safetensors file
+    of bocb's (header parsed, offsets checked against the file's size; no tensor read). A DataError
+    naming the first problem otherwise. The digest alone is not enough: a description can be re-signed."""
     description = read_description(path)
     if not path.is_file() or kept_sha256(path) != description.get("sha256"):
         raise DataError(f"kept weights: '{path}' is missing or does not match the SHA-256 in its description "
                         "(damaged or altered)")
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            tensors = len(list(handle.keys()))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"kept weights: '{path}' is not a safetensors file ({str(exc).splitlines()[0]})") from None
-    if not tensors:
-        raise DataError(f"kept weights: '{path}' holds no tensor")
+    check_safetensors(path)
+    if description.get("key") != path.stem or not isinstance(description.get("final"), dict):
+        raise DataError(f"kept weights: '{_description_path(path)}' does not describe trial {path.stem}'s "
+                        "final weights")
     return description
 
 
+def check_safetensors(path: Path) -> None:
+    """``path`` is a safetensors file written by :func:`save_kept`, checked without reading a tensor; a
+    DataError otherwise."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:  # numpy: parsing the header imports no torch
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"kept weights: '{path}' is not a safetensors file ({str(exc).splitlines()[0]})") from None
+    if metadata.get("format") != FORMAT:
+        raise DataError(f"kept weights: '{path}' is a safetensors file but not {FORMAT} (format "
+                        f"{str(metadata.get('format'))[:40]!r})")
+
+
 def load_kept(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors kept at ``path`` and their description, after checking the file's SHA-256."""
+    """The tensors kept at ``path`` and their description, after checking the file (:func:`verify_kept`)."""
     from bocb.weights import load_state_dict
 
     description = verify_kept(path)

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from bocb.errors import BocbError, DataError, SpecError
+from bocb.errors import BocbError, DataError, SpecError, resolve_prefix
 from bocb.protocol import (
     EPOCH_FIELDS,
     FINISHED,
@@ -643,21 +643,16 @@ class Store:
             return pd.read_sql(query, conn)
 
     def layer_table(self, key: str) -> pd.DataFrame:
-        """The layer table of the trial whose key starts with ``key``; a prefix that matches several trials
-        is refused with (some of) them."""
-        if not key.strip():
-            raise SpecError("TRIAL", "is empty: give a trial key or the start of one")
-        escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")  # the user's text, not a pattern
-        query = sa.select(layer_tables.c.trial_key, layer_tables.c.table_json) \
-            .where(layer_tables.c.trial_key.like(f"{escaped}%", escape="\\")).order_by(layer_tables.c.trial_key)
+        """The stored layer table of the trial ``key`` (or of the one trial whose key starts with it)."""
         with self.engine.connect() as conn:
-            found = conn.execute(query.limit(6)).all()
-        if not found:
-            raise BocbError(f"store: no layer table for trial '{key}' in {self.url}")
-        if len(found) > 1:
-            shown = ", ".join(row.trial_key[:12] for row in found[:5]) + (", ..." if len(found) > 5 else "")
-            raise SpecError("TRIAL", f"'{key}' starts the keys of several trials ({shown}); give more of the key")
-        return _layer_rows(found[0].trial_key, found[0].table_json)
+            starting = layer_tables.c.trial_key.startswith(key, autoescape=True)  # '%' or '_' match only themselves
+            keys = conn.execute(sa.select(layer_tables.c.trial_key).where(starting)).scalars().all()
+            if not keys:
+                raise BocbError(f"store: no layer table for trial '{key}' in {self.url}")
+            chosen = resolve_prefix("trial key", "trial key", key, keys)
+            query = sa.select(layer_tables.c.table_json).where(layer_tables.c.trial_key == chosen)
+            text = conn.execute(query).scalar()
+        return _layer_rows(chosen, text)
 
     def layers_frame(self, benchmark_id: str | None = None) -> pd.DataFrame:
         """All stored layer tables with backbone, optimizer, seed and stage columns (for ridge plots)."""

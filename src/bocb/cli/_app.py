@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bocb.errors import BocbError, SpecError, unknown_name_message
+from bocb.errors import BocbError, SpecError, resolve_prefix
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -101,12 +101,7 @@ def benchmark_id_of(db: Store, requested: str | None, field: str = "--benchmark"
         raise SpecError("STORE", "the store holds no benchmark")
     if requested is None:
         return ids[-1]
-    if not requested.strip():
-        raise SpecError(field, "is empty: give a benchmark id or the start of one")
-    matches = [i for i in ids if i.startswith(requested)]
-    if len(matches) != 1:
-        raise SpecError(field, unknown_name_message("benchmark", requested, ids))
-    return matches[0]
+    return resolve_prefix(field, "benchmark id", requested, ids)
 
 
 @contextmanager

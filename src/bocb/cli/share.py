@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from bocb.cli._app import app, benchmark_id_of, check_output_dir, open_store
-from bocb.errors import BocbError, SpecError
+from bocb.errors import SpecError
 
 if TYPE_CHECKING:
     from bocb.store import Store
@@ -78,20 +78,8 @@ def import_(
 ) -> None:
     """Merge a bundle into a store, keys deciding: new trials added, equal ones skipped, others listed (exit 4)."""
     from bocb.bundle import import_bundle
-    from bocb.store import Store, normalise_url
 
-    if artifact_root is not None:
-        check_output_dir(artifact_root, "--artifact-root")
-    url = normalise_url(store)
-    created = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-    created = created if created is not None and not created.exists() else None
-    try:
-        merged = import_bundle(bundle, Store(url), artifact_root)
-    except BocbError:
-        if created is not None:  # a refused import leaves nothing behind, not an empty new store
-            for leftover in (created, Path(f"{created}-wal"), Path(f"{created}-shm")):
-                leftover.unlink(missing_ok=True)
-        raise
+    merged = import_bundle(bundle, store, artifact_root)  # the store is opened only once the bundle passed
     typer.echo(f"imported {bundle}: {merged.added} trials added, {merged.present} already there, "
                f"{len(merged.conflicts)} in conflict")
     if merged.conflicts:

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from bocb.cli._app import app
-from bocb.errors import SpecError
+from bocb.errors import DataError, SpecError
 
 
 def _parse_topk(text: str) -> int | float:
@@ -76,7 +76,6 @@ def models(
     from rich.table import Table
 
     from bocb.cli._app import benchmark_id_of, open_store, print_table
-    from bocb.errors import DataError
     from bocb.kept import kept_path, verify_kept
     from bocb.protocol import with_config
     from bocb.sweep import stored_artifact_root
@@ -86,21 +85,26 @@ def models(
     root = artifact_root or stored_artifact_root(db, benchmark_id)
     table = Table("trial", "backbone", "optimizer", "configuration", "seed", "test top-1", "MB", "file",
                   title=f"kept weights of benchmark {benchmark_id} under {root}")
-    kept = damaged = 0
+    kept, damaged = 0, []
     for row in with_config(db.trials_frame(benchmark_id)).itertuples():
         path = kept_path(root, row.trial_key)
         if not path.is_file():
             continue
-        try:
-            final = verify_kept(path)["final"]
-        except DataError as exc:  # listed as what it is: not a model anyone should load
-            typer.echo(f"damaged, not listed: {exc}", err=True)
-            damaged += 1
-            continue
+        try:  # each file checked as loading it would (digest, then format): only a loadable model is listed as one
+            value = verify_kept(path)["final"].get("test_top1")
+            top1 = f"{value:.2f}" if isinstance(value, (int, float)) else "—"
+            kept += 1
+        except DataError as exc:
+            top1 = "damaged"
+            damaged.append(str(exc).removeprefix("kept weights: "))
         table.add_row(row.trial_key[:10], row.backbone, row.optimizer, row.config,
-                      str(row.seed), f"{final['test_top1']:.2f}", f"{path.stat().st_size / 2**20:.1f}", str(path))
-        kept += 1
+                      str(row.seed), top1, f"{path.stat().st_size / 2**20:.1f}", str(path))
     print_table(table)
-    counted = f"{kept} kept model(s)" + (f", {damaged} damaged (not listed)" if damaged else "")
-    typer.echo(f"{counted}; load one with bocb.kept.load_kept_into(model, path), or inspect its layers "
+    typer.echo(f"{kept} kept model(s); load one with bocb.kept.load_kept_into(model, path), or inspect its layers "
                "with `bocb weights PATH`")
+    if damaged:
+        # A damaged model stays in the table, marked, rather than skipped: its user learns it is there but
+        # unusable (re-import it from a bundle, or rerun its trial). Exit 2 with one line, as any bad file:
+        # a script that reads this list must not take it for whole.
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise DataError(f"kept weights: {len(damaged)} damaged, not counted: {damaged[0]}{more}")

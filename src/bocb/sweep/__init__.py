@@ -99,18 +99,28 @@ def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", st
     # `bocb worker`, `models`, `export` and `check` then find the weights where this run wrote them, whatever
     # their working directory, a PostgreSQL store included
     root = artifact_root_for(spec, url, out).resolve()
-    db.register_benchmark(benchmark_id, spec.name, _with_root(spec, root), stage.planned if stage else ())
+    db.register_benchmark(benchmark_id, spec.name, _with_root(spec, root, url), stage.planned if stage else ())
     transfer_id = None
     if spec.transfer is not None:  # its own benchmark: the pre-training one's results stay as they are
         part = spec.transfer_part()
         transfer_id = part.benchmark_id()
         retried += db.retry_crashed(transfer_id)
-        db.register_benchmark(transfer_id, f"{spec.name} transfer", _with_root(part, root))
+        db.register_benchmark(transfer_id, f"{spec.name} transfer", _with_root(part, root, url))
     return BenchmarkRun(benchmark_id, db, out, root, retried, transfer_id)
 
 
-def _with_root(spec: BenchmarkSpec, root: Path) -> dict:
-    return spec.model_copy(update={"artifact_root": str(root)}).model_dump(mode="json")
+def _with_root(spec: BenchmarkSpec, root: Path, url: str) -> dict:
+    """The spec as stored: with the artifact root this run chose, unless it is the one beside an SQLite store
+    (left unset, so a run folder copied or moved elsewhere still finds its weights beside its store)."""
+    return spec.model_copy(update={"artifact_root": stored_root(root, url)}).model_dump(mode="json")
+
+
+def stored_root(root: Path, url: str) -> str | None:
+    """What a benchmark's stored spec says of its artifact root ``root``: nothing when it is the default beside
+    an SQLite store (the store's folder decides, wherever it goes), else the absolute path."""
+    beside = url.startswith("sqlite:///") and root.resolve() == (Path(url.removeprefix("sqlite:///")).parent
+                                                                 / "artifacts").resolve()
+    return None if beside else str(root.resolve())
 
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None,

@@ -30,7 +30,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         valid = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))
         raise DataError(f"weights: '{path}' has suffix '{suffix}'; valid: {valid}")
     try:
-        with warnings.catch_warnings():  # torch's notes on a foreign pickle protocol: the error below says it all
+        with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol: the error below says it
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
@@ -64,4 +64,4 @@ def load_layer_table(target: str, *, store_url: str | None = None, topk: int | f
         raise DataError(f"weights: no such file '{target}'; to read a stored trial's table give --store URL")
     from bocb.store import Store
 
-    return Store(store_url, read_only=True).layer_table(target)
+    return Store(store_url, existing=True).layer_table(target)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bocb.errors import SpecError
+from bocb.weights._columns import COLUMNS
 from bocb.weights._layers import LayerWeight, layer_weights
 from bocb.weights._powerlaw import NO_FIT, PowerLawFit, fit_power_law
 
@@ -24,13 +25,6 @@ MAX_N = 50000  # larger matrix side above this: no fit
 CONV_SLICE_SCALE = math.sqrt(0.5)
 WEIGHT_HISTOGRAM_BINS = 100
 
-COLUMNS = (
-    "layer", "name", "type", "shape", "alpha", "xmin", "D", "num_eigs", "spectral_norm",
-    "l2_norm", "weight_entropy", "spectral_entropy", "topk_energy",
-)
-TEXT_COLUMNS = ("name", "type", "shape")
-NUMERIC_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
-METRIC_COLUMNS = tuple(c for c in NUMERIC_COLUMNS if c != "layer")
 
 
 def layer_table(
