@@ -308,3 +308,20 @@ def test_an_unreachable_postgresql_server_is_one_line(args, tmp_path, capsys) ->
     code, out, err = bocb_main(*args, url, capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in out + err, err
     assert "127.0.0.1" in err or "missing.zip" in err
+
+
+@pytest.mark.parametrize("gamma", ["nan", "inf", "0", "-1"])
+def test_a_gamma_that_is_not_a_finite_positive_number_is_refused(gamma, planned_store, tmp_path, capsys) -> None:
+    code, out, err = bocb_main("report", str(planned_store), "-o", str(tmp_path / "r"), "--gamma", gamma,
+                               capsys=capsys)
+    assert code == 2 and err.startswith("error: --gamma: must be a finite number > 0") and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_plugin_raising_its_own_base_exception_at_import_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    (tmp_path / "hx_base.py").write_text("class Stop(BaseException):\n    pass\n\nraise Stop('no')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = _spec_with(tmp_path, _tiny(backbones=["hx_base:net"]))
+    code, out, err = bocb_main("run", str(spec), "--plan-only", "--store", str(tmp_path / "s.db"), capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot import" in err and "Stop: no" in err, err
+    assert "Traceback" not in out + err and not (tmp_path / "s.db").exists()

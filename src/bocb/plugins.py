@@ -47,9 +47,10 @@ def import_object(reference: str, field: str, what: str) -> Any:
         sys.path.append(os.getcwd())
     try:
         return attrgetter(attr)(importlib.import_module(module_name))
-    # the user's module may fail at import in any way, sys.exit() and a raised KeyboardInterrupt included:
-    # either would otherwise end bocb with that module's exit code (0, having done nothing)
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001
+    # the user's module may fail at import in any way, sys.exit(), a raised KeyboardInterrupt and a class of
+    # its own deriving from BaseException included: each would otherwise end bocb with that module's exit
+    # code (0, having done nothing) or a traceback
+    except BaseException as exc:  # noqa: BLE001
         raise SpecError(field, f"cannot import {what} '{reference}': {_first_line(exc)}") from None
 
 
@@ -58,7 +59,7 @@ def load_entry_point(ep: EntryPoint, field: str, what: str) -> Any:
     dist = f" of {ep.dist.name}" if ep.dist else ""
     try:
         return ep.load()
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - as in import_object
+    except BaseException as exc:  # noqa: BLE001 - as in import_object
         raise SpecError(field, f"cannot load {what} '{ep.name}' (entry point '{ep.value}'{dist} in group "
                                f"'{ep.group}'): {_first_line(exc)}") from None
 

@@ -1,6 +1,7 @@
 """`bocb report` (HTML/Markdown/LaTeX report of a store or CSV) and `bocb paper` (the paper's tables)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,8 @@ def report(
     store, the report `bocb run` writes (its transfer part included)."""
     from bocb.report import write_report
 
-    if gamma is not None and gamma <= 0:
-        raise SpecError("--gamma", f"must be > 0, got {gamma:g}")
+    if gamma is not None and not 0 < gamma < math.inf:  # NaN fails both comparisons
+        raise SpecError("--gamma", f"must be a finite number > 0, got {gamma:g}")
     if n_boot < 1:
         raise SpecError("--n-boot", f"must be >= 1, got {n_boot}")
     check_output_dir(out, "--out")
