@@ -314,7 +314,7 @@ def test_an_unreachable_postgresql_server_is_one_line(args, tmp_path, capsys) ->
 def test_a_gamma_that_is_not_a_finite_positive_number_is_refused(gamma, planned_store, tmp_path, capsys) -> None:
     code, out, err = bocb_main("report", str(planned_store), "-o", str(tmp_path / "r"), "--gamma", gamma,
                                capsys=capsys)
-    assert code == 2 and err.startswith("error: --gamma: must be a finite number > 0") and err.count("\n") == 1, err
+    assert code == 2 and err.startswith("error: --gamma: must be > 0 and finite") and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
 
 

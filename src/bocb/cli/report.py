@@ -38,7 +38,7 @@ def report(
     from bocb.report import write_report
 
     if gamma is not None and not 0 < gamma < math.inf:  # NaN fails both comparisons
-        raise SpecError("--gamma", f"must be a finite number > 0, got {gamma:g}")
+        raise SpecError("--gamma", f"must be > 0 and finite, got {gamma:g}")
     if n_boot < 1:
         raise SpecError("--n-boot", f"must be >= 1, got {n_boot}")
     check_output_dir(out, "--out")
