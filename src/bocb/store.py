@@ -341,7 +341,6 @@ class Store:
         schema; ``existing`` refuses a database that holds no bocb store, and leaves it untouched.
         ``read_only`` (commands that only read) writes nothing, creates nothing beside an SQLite file and
         upgrades nothing: an older store is refused with the command that upgrades it."""
-        self.read_only = read_only
         self._connect(url, read_only)
         try:
             if existing or read_only:

@@ -55,12 +55,13 @@ def executor_for(spec: BenchmarkSpec, workers: int | None = None, address: str |
 
 
 def artifact_root_for(spec: BenchmarkSpec, store_url: str, out_dir: Path | None = None) -> Path:
-    """The spec's artifact root; else beside an SQLite store; else OUT/artifacts or ./bocb-artifacts. Only
-    planning calls it: every later reader takes the root stored with the benchmark (stored_artifact_root)."""
+    """The spec's artifact root; else beside an SQLite store; else OUT/artifacts or ./bocb-artifacts. Planning
+    decides with it and stores what it chose; later readers take that (stored_artifact_root)."""
     if spec.artifact_root:
         return Path(spec.artifact_root)
-    if store_url.startswith("sqlite:///"):
-        return Path(store_url.removeprefix("sqlite:///")).parent / "artifacts"
+    beside = _beside_sqlite_store(store_url)
+    if beside is not None:
+        return beside
     return (out_dir or Path(".")) / ("artifacts" if out_dir else "bocb-artifacts")
 
 
@@ -118,9 +119,13 @@ def _with_root(spec: BenchmarkSpec, root: Path, url: str) -> dict:
 def stored_root(root: Path, url: str) -> str | None:
     """What a benchmark's stored spec says of its artifact root ``root``: nothing when it is the default beside
     an SQLite store (the store's folder decides, wherever it goes), else the absolute path."""
-    beside = url.startswith("sqlite:///") and root.resolve() == (Path(url.removeprefix("sqlite:///")).parent
-                                                                 / "artifacts").resolve()
-    return None if beside else str(root.resolve())
+    beside = _beside_sqlite_store(url)
+    return None if beside is not None and root.resolve() == beside.resolve() else str(root.resolve())
+
+
+def _beside_sqlite_store(url: str) -> Path | None:
+    """The artifacts/ folder beside an SQLite store's file (None for another database)."""
+    return Path(url.removeprefix("sqlite:///")).parent / "artifacts" if url.startswith("sqlite:///") else None
 
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None,
