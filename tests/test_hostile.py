@@ -134,6 +134,45 @@ SPEC_CASES = {
     "a store of an unknown dialect": (_tiny(store="nosuchdb://host/db"), "store: not a database URL SQLAlchemy knows"),
     "a store whose driver is not installed": (_tiny(store="mysql+mysqldb://u@host/db"),
                                               "store: the driver of mysql+mysqldb is not installed"),
+    "an empty store": (_tiny(store=""), "store: empty: give a file path or a database URL"),
+    # recipe values no trial survives, and lists that would plan a trial twice (the campaign at 04d09ef)
+    "an image side no trial fits": (_tiny(dataset={**TINY_SPEC["dataset"], "image_size": 10**12}),
+                                    "dataset.image_size: Input should be less than or equal to 4096"),
+    "a huge repeated augmentation": (_tiny(recipe_overrides={"repeated_aug": 10**12}),
+                                     "recipe_overrides.repeated_aug: must be a number >= 1 and <= 16"),
+    "crop padding as wide as the image": (_tiny(recipe_overrides={"crop_padding": 16}),
+                                          "recipe_overrides.crop_padding: 16 is not smaller than the training "
+                                          "image side 16"),
+    "a huge training image ratio": (_tiny(recipe_overrides={"train_image_ratio": 1e300}),
+                                    "recipe_overrides.train_image_ratio: must be > 0 and <= 4"),
+    "a negative BCE target threshold": (_tiny(recipe_overrides={"loss": "bce", "bce_target_thresh": -1}),
+                                        "recipe_overrides.bce_target_thresh: must be None or in [0, 1)"),
+    "a RandAugment section timm would ignore": (_tiny(recipe_overrides={"randaugment": "rand-zz"}),
+                                                "recipe_overrides.randaugment: section 'zz' of 'rand-zz' has no "
+                                                "value"),
+    "an lr twice in a grid": (_tiny(optimizers=[{"name": "sgd", "lr": [0.1, 0.1]}]),
+                              "optimizers.sgd.lr: 0.1 given twice"),
+    "an extras value twice": (_tiny(optimizers=[{"name": "adamw", "extras": {"beta2": [0.99, 0.99]}}]),
+                              "optimizers.adamw.extras.beta2: 0.99 given twice"),
+    "a budget multiplier twice": (_tiny(budget_check={"multipliers": [2, 2]}),
+                                  "budget_check.multipliers: 2 given twice"),
+    "a budget backbone twice": (_tiny(budget_check={"backbones": ["resnet50", "resnet50"]}),
+                                "budget_check.backbones: resnet50 given twice"),
+    "a transfer mode twice": (_tiny(transfer={"dataset": {"name": "digits"}, "optimizers": ["sgd"],
+                                              "modes": ["finetune", "finetune"]}),
+                              "transfer.modes: finetune given twice"),
+    "a NUL byte in a key": (_tiny() + 'recipe_overrides: {"hf\\0lip": true}\n',
+                            "spec: the key 'hf\\x00lip' at line"),
+    "a raw NUL byte": (_tiny().encode() + b"name: a\x00b\n", "spec: malformed YAML: unacceptable character #x0000"),
+    "factory module that calls os._exit(0) at import": (_tiny(backbones=["hostile_os_exit:net"]),
+                                                        "cannot import backbone factory 'hostile_os_exit:net': it "
+                                                        "called os._exit(0)"),
+    "a backbone factory that calls sys.exit(0)": (_tiny(backbones=["hostile_factories:exits"]),
+                                                  "fails when bocb builds it: SystemExit: 0"),
+    "a backbone factory that calls os._exit(0)": (_tiny(backbones=["hostile_factories:os_exits"]),
+                                                  "fails when bocb builds it: it called os._exit(0)"),
+    "an optimizer whose __init__ calls sys.exit(0)": (_tiny(optimizers=["hostile_optim:InitExits"]),
+                                                      "hostile_optim:InitExits refuses {}: SystemExit: 0"),
 }
 
 
@@ -143,15 +182,21 @@ def test_bad_spec_is_one_line_and_leaves_the_store_alone(case, tmp_path, planned
     (tmp_path / "hostile_raises.py").write_text("raise RuntimeError('import-time failure')\n")
     (tmp_path / "hostile_syntax.py").write_text("def net(:\n")
     (tmp_path / "hostile_exit.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "hostile_os_exit.py").write_text("import os\nos._exit(0)\n")  # would end pytest itself
     (tmp_path / "hostile_factories.py").write_text(
-        "import torch\n\n\ndef gives_int(num_classes, img_size):\n    return 3\n\n\ndef no_arguments():\n"
-        "    return torch.nn.Linear(1, 1)\n\n\ndef three_logits(num_classes, img_size):\n"
-        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))\n")
+        "import os\nimport sys\n\nimport torch\n\n\ndef gives_int(num_classes, img_size):\n    return 3\n\n\n"
+        "def no_arguments():\n    return torch.nn.Linear(1, 1)\n\n\ndef three_logits(num_classes, img_size):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))\n\n\n"
+        "def exits(num_classes, img_size):\n    sys.exit(0)\n\n\n"
+        "def os_exits(num_classes, img_size):\n    os._exit(0)\n")
     (tmp_path / "hostile_interrupt.py").write_text("raise KeyboardInterrupt\n")
-    (tmp_path / "hostile_optim.py").write_text("import torch\nNOT_AN_OPTIMIZER = 3\n\n\n"
+    (tmp_path / "hostile_optim.py").write_text("import sys\n\nimport torch\nNOT_AN_OPTIMIZER = 3\n\n\n"
                                               "class NoLr(torch.optim.SGD):\n"
                                               "    def __init__(self, params, lr, weight_decay=0.0):\n"
-                                              "        super().__init__(params, lr=lr, weight_decay=weight_decay)\n")
+                                              "        super().__init__(params, lr=lr, weight_decay=weight_decay)\n"
+                                              "\n\nclass InitExits(torch.optim.SGD):\n"
+                                              "    def __init__(self, params, lr=0.1, weight_decay=0.0):\n"
+                                              "        sys.exit(0)\n")
     monkeypatch.chdir(tmp_path)
     before = fingerprint(planned_store)
     code, out, err = bocb_main("run", str(_spec_with(tmp_path, text)), "--store", str(planned_store),
@@ -222,15 +267,21 @@ FLAG_CASES = {
     "check epochs 0": (["check", "alexnet", "--epochs", "0"], "'--epochs': Input should be greater than or equal to 1"),
     "check optimizers naming nothing": (["check", "alexnet", "--optimizers", ",,,"],
                                         "--optimizers: ',,,' names nothing"),
+    "an empty preset": (["run", "--preset", "", "--plan-only"], "--preset: unknown preset ''"),
+    "an empty store": (["run", "--preset", "quick", "--plan-only", "--store", ""], "--store: empty"),
+    "check into a store of an unknown dialect": (["check", "alexnet", "--plan-only", "--store", "nosuchdb://x/y"],
+                                                 "--store: not a database URL SQLAlchemy knows"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(FLAG_CASES))
-def test_a_bad_option_of_any_command_is_one_line_and_exit_2(case, capsys) -> None:
+def test_a_bad_option_of_any_command_is_one_line_and_exit_2(case, capsys, tmp_path, monkeypatch) -> None:
     args, expected = FLAG_CASES[case]
+    monkeypatch.chdir(tmp_path)
     code, out, err = bocb_main(*args, capsys=capsys)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert "Traceback" not in out + err and "Usage:" not in err
+    assert not list(tmp_path.iterdir())  # no default output folder, no store
 
 
 def test_an_empty_benchmark_id_is_refused_not_read_as_any(planned_store, capsys) -> None:

@@ -249,6 +249,29 @@ def test_kept_weights_replaced_by_random_bytes_are_listed_as_damaged_and_never_e
     assert fingerprint(store) == before
 
 
+def test_a_deleted_kept_model_is_named_by_models_and_refused_by_export_weights(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kept = sorted((run / "artifacts" / "weights").glob("*.safetensors"))
+    kept[0].unlink()
+    kept[0].with_suffix(".json").unlink()
+    store = run / "bocb.db"
+    before = fingerprint(store)
+    code, out, err = bocb_main("models", str(store), capsys=capsys)
+    assert code == 0 and f"{len(kept) - 1} kept model(s)" in out, out + err
+    assert "note: 1 kept model(s) the benchmark's keep_weights says exist are not under" in out, out
+    assert kept[0].stem[:10] in out.splitlines()[-1]
+    out_bundle = tmp_path / "out.zip"
+    line = _refused(capsys, "export", str(store), "-o", str(out_bundle), "--weights")
+    assert line.startswith("error: --weights: 1 kept model(s)") and kept[0].stem[:10] in line, line
+    assert not out_bundle.exists()
+    line = _refused(capsys, "export", str(store), "-o", str(out_bundle), "--weights", "--artifact-root",
+                    str(tmp_path / "nowhere"))
+    assert line == f"error: --artifact-root: {tmp_path / 'nowhere'} is not there: give the folder that holds weights/"
+    line = _refused(capsys, "models", str(store), "--artifact-root", str(store))
+    assert line == f"error: --artifact-root: {store} is a file: give the folder that holds weights/"
+    assert fingerprint(store) == before and not out_bundle.exists()
+
+
 # -- pickles and prefixes ---------------------------------------------------------------------------------
 
 class _Payload:

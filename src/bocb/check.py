@@ -52,6 +52,9 @@ def target_kind(target: str, forced: Kind | None = None) -> tuple[str, Kind]:
     if len(found) == 2:
         raise SpecError("TARGET", f"'{target}' names both a backbone and an optimizer; add --backbone or "
                                   "--optimizer")
+    if not found and ":" in target:  # a reference: why it resolves to neither (it fails to import, say)
+        raise SpecError("TARGET", f"'{target}' is neither a backbone factory nor an optimizer class "
+                                  f"({_resolve_error('backbone', target)})")
     if not found:
         from bocb.backbones import BACKBONES
         from bocb.optim import OPTIMIZERS
@@ -85,7 +88,7 @@ def _resolve_error(kind: Kind, target: str) -> str:
     try:
         _resolve(kind, target)
     except SpecError as exc:
-        return str(exc)
+        return str(exc).removeprefix(f"{exc.field}: ")
     return ""
 
 

@@ -36,6 +36,7 @@ from bocb.memory import PeakMemory, tensor_megabytes
 from bocb.optim import OPTIMIZERS, build_optimizer
 from bocb.protocol import EpochRecord, TrialState
 from bocb.provenance import environment
+from bocb.recipes import train_image_size
 from bocb.spec import TrialConfig
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,6 @@ class _Criterion:
 
 def _optimizer_state_megabytes(optimizer: torch.optim.Optimizer) -> float:
     return tensor_megabytes(v for state in optimizer.state.values() for v in state.values())
-
-
-def train_image_size(recipe: dict[str, Any], image_size: int) -> int:
-    """The side the recipe trains at (RSB A3: 160/224 of the evaluation side)."""
-    return max(1, round(image_size * recipe.get("train_image_ratio", 1.0)))
 
 
 def _channels_last_safe(model: torch.nn.Module, device: torch.device) -> bool:

@@ -25,8 +25,9 @@ import torch
 
 from bocb.data import DATASETS, Loaders, split_sizes
 from bocb.devices import check_device, resolve_device
-from bocb.engine import Runtime, Trial, train_image_size
+from bocb.engine import Runtime, Trial
 from bocb.errors import SpecError
+from bocb.recipes import train_image_size
 from bocb.spec import BenchmarkSpec, TrialConfig
 from bocb.sweep.planner import Bound, Pair, StageCount, count_plan, pairs, trial_config
 

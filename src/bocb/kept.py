@@ -143,6 +143,19 @@ def unchosen(trials: pd.DataFrame, sources: pd.DataFrame | None = None) -> set[s
     return finished - set(chosen_seeds(cells)["trial_key"])
 
 
+def expected_kept(trials: pd.DataFrame, keep_weights: str, sources: pd.DataFrame | None = None) -> set[str]:
+    """The trials whose final weights a worker kept and the pruning left: done trials that ended their run
+    (not a rung that starts a longer one), all of them under ``keep_weights: all``, each cell's chosen
+    configuration at every seed under ``chosen`` (what :func:`unchosen` does not prune), none under ``none``."""
+    from bocb.protocol import TrialState
+
+    if keep_weights == "none" or trials.empty:
+        return set()
+    starts = trials["config_json"].map(lambda text: json.loads(text).get("schedule_epochs") is not None)
+    ended = set(trials.loc[(trials["state"] == TrialState.DONE.value) & ~starts, "trial_key"])
+    return ended if keep_weights == "all" else ended - unchosen(trials, sources)
+
+
 def start_from_kept(model: torch.nn.Module, path: Path, mode: str) -> torch.nn.Module | None:
     """Load the kept weights at ``path`` into ``model``, all but its classifier (a new head for the new
     task, as built); for ``mode`` 'linear_probe' freeze everything else and return the head (the caller

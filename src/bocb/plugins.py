@@ -11,7 +11,9 @@ import dataclasses
 import importlib
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import EntryPoint
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -34,6 +36,45 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+class _ProcessExit(BaseException):
+    """A user's code called os._exit while bocb ran it to check it."""
+
+
+@contextmanager
+def _os_exit_refused() -> Iterator[None]:
+    """os._exit ends the process at once, with no exception to catch: a plugin calling os._exit(0) would end
+    bocb with exit code 0, success, having done nothing. While a user's code runs here, os._exit raises
+    instead, in this thread only (a worker's watcher thread keeps the real one)."""
+    real_exit, checking = os._exit, threading.current_thread()
+
+    def refuse(code: int) -> None:
+        if threading.current_thread() is not checking:
+            real_exit(code)
+        raise _ProcessExit(f"it called os._exit({code})")
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real_exit
+
+
+def run_user_code(action: Callable[[], T], field: str, failure: str) -> T:
+    """``action()``, which runs a user's code: a module's import, a backbone factory, an optimizer's
+    __init__. A SpecError of bocb's own passes; any other way it fails is one line naming ``field``,
+    ``failure: the cause``: an exception, sys.exit(), a raised KeyboardInterrupt, a BaseException class of
+    its own (each would otherwise end bocb with that code, 0 having done nothing, or a traceback), or
+    os._exit."""
+    try:
+        with _os_exit_refused():
+            return action()
+    except SpecError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - see the docstring
+        cause = str(exc) if isinstance(exc, _ProcessExit) else _first_line(exc)
+        raise SpecError(field, f"{failure}: {cause}") from None
+
+
 def import_object(reference: str, field: str, what: str) -> Any:
     """The object at ``reference``: 'package.module:attr' (attr may be dotted), or 'package.module.attr'.
     A one-line SpecError naming ``field`` and the cause when the module fails to import (in any way: a
@@ -45,23 +86,15 @@ def import_object(reference: str, field: str, what: str) -> Any:
         raise SpecError(field, f"'{reference}' is not 'package.module:attr'")
     if os.getcwd() not in sys.path:  # the `bocb` console script does not see the working directory
         sys.path.append(os.getcwd())
-    try:
-        return attrgetter(attr)(importlib.import_module(module_name))
-    # the user's module may fail at import in any way, sys.exit(), a raised KeyboardInterrupt and a class of
-    # its own deriving from BaseException included: each would otherwise end bocb with that module's exit
-    # code (0, having done nothing) or a traceback
-    except BaseException as exc:  # noqa: BLE001
-        raise SpecError(field, f"cannot import {what} '{reference}': {_first_line(exc)}") from None
+    return run_user_code(lambda: attrgetter(attr)(importlib.import_module(module_name)), field,
+                         f"cannot import {what} '{reference}'")
 
 
 def load_entry_point(ep: EntryPoint, field: str, what: str) -> Any:
     """The object entry point ``ep`` names; a one-line SpecError naming it and its package if it fails."""
     dist = f" of {ep.dist.name}" if ep.dist else ""
-    try:
-        return ep.load()
-    except BaseException as exc:  # noqa: BLE001 - as in import_object
-        raise SpecError(field, f"cannot load {what} '{ep.name}' (entry point '{ep.value}'{dist} in group "
-                               f"'{ep.group}'): {_first_line(exc)}") from None
+    return run_user_code(ep.load, field, f"cannot load {what} '{ep.name}' (entry point '{ep.value}'{dist} in "
+                                         f"group '{ep.group}')")
 
 
 def renamed_instance(cls: type[T]) -> Callable[[str, Any, str], T]:

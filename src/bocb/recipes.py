@@ -152,11 +152,17 @@ def published_column(recipe: str, setting: str = "cifar100") -> Column | None:
     _check_setting(setting)
     return TABLE_A3.get(RECIPES.get(recipe, field="recipe").name, {}).get(setting)
 
+# More copies of each image per epoch than this is no longer repeated augmentation (DeiT's is 3) but an epoch
+# of a few images; a huge count would allocate an order of that length.
+MAX_REPEATED_AUG = 16
+# The training side over the evaluation side (RSB A3: 160/224); 4x is already a different benchmark.
+MAX_TRAIN_IMAGE_RATIO = 4.0
+
 # (ingredient, lowest, highest, closed above) for the numeric ingredients a typo could break silently.
 _RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("epochs", 1, float("inf"), True), ("batch_size", 1, float("inf"), True),
     ("warmup_epochs", 0, float("inf"), True), ("warmup_lr_ratio", 0, 1, True), ("min_lr_ratio", 0, 1, True),
-    ("label_smoothing", 0, 1, False), ("drop_path_rate", 0, 1, False), ("repeated_aug", 1, float("inf"), True),
+    ("label_smoothing", 0, 1, False), ("drop_path_rate", 0, 1, False), ("repeated_aug", 1, MAX_REPEATED_AUG, True),
     ("mixup_alpha", 0, float("inf"), True), ("cutmix_alpha", 0, float("inf"), True),
     ("mixup_switch_prob", 0, 1, True), ("random_erasing", 0, 1, True), ("crop_padding", 0, float("inf"), True),
 )
@@ -172,18 +178,44 @@ def _check(recipe: Recipe) -> None:
         raise SpecError("recipe_overrides.ema_decay", f"must be None or in (0, 1), got {recipe.ema_decay!r}")
     if recipe.grad_clip is not None and not recipe.grad_clip > 0:
         raise SpecError("recipe_overrides.grad_clip", f"must be None or > 0, got {recipe.grad_clip!r}")
-    if not recipe.train_image_ratio > 0:
-        raise SpecError("recipe_overrides.train_image_ratio", f"must be > 0, got {recipe.train_image_ratio!r}")
+    if not 0 < recipe.train_image_ratio <= MAX_TRAIN_IMAGE_RATIO:
+        raise SpecError("recipe_overrides.train_image_ratio",
+                        f"must be > 0 and <= {MAX_TRAIN_IMAGE_RATIO:g}, got {recipe.train_image_ratio!r}")
+    if recipe.bce_target_thresh is not None and not 0 <= recipe.bce_target_thresh < 1:
+        # timm's BinaryCrossEntropy keeps a soft target above the threshold: at 1 or more none is kept
+        raise SpecError("recipe_overrides.bce_target_thresh",
+                        f"must be None or in [0, 1), got {recipe.bce_target_thresh!r}")
     if recipe.test_crop is not None and not 0 < recipe.test_crop <= 1:
         raise SpecError("recipe_overrides.test_crop", f"must be None or in (0, 1], got {recipe.test_crop!r}")
     if recipe.randaugment is not None:
         _check_randaugment(recipe.randaugment)
 
 
+def train_image_size(recipe: dict[str, Any], image_size: int) -> int:
+    """The side the recipe trains at (RSB A3: 160/224 of the evaluation side)."""
+    return max(1, round(image_size * recipe.get("train_image_ratio", 1.0)))
+
+
+def check_fits_image(recipe: dict[str, Any], image_size: int, field: str) -> None:
+    """The resolved ``recipe``'s crop padding against the side it trains at: reflect padding must be smaller
+    than the image (torch refuses it otherwise, in every batch), and padding beyond the image is no crop."""
+    side = train_image_size(recipe, image_size)
+    padding = recipe.get("crop_padding") or 0
+    if padding >= side:
+        raise SpecError(f"{field}.crop_padding", f"{padding} is not smaller than the training image side {side} "
+                                                 f"(image_size {image_size} x train_image_ratio "
+                                                 f"{recipe.get('train_image_ratio', 1.0):g})")
+
+
 def _check_randaugment(config: str) -> None:
     """timm parses the RandAugment string only when the first batch is augmented: parse it now."""
     from timm.data.auto_augment import rand_augment_transform
 
+    ignored = [part for part in config.split("-")[1:] if not part.startswith("t") and not any(map(str.isdigit, part))]
+    if ignored:  # timm skips a section without a number: the user's setting would silently not apply
+        raise SpecError("recipe_overrides.randaugment",
+                        f"section {ignored[0]!r} of {config!r} has no value, so timm would ignore it; "
+                        "e.g. 'rand-m9-mstd0.5-inc1'")
     try:
         rand_augment_transform(config, {})
     except Exception as exc:  # noqa: BLE001 - timm raises assorted errors for a malformed string

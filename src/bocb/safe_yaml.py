@@ -28,6 +28,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, list | dict):
                 continue  # unhashable: the base class reports it
+            if isinstance(key, str) and "\0" in key:  # no spec field has one; as a path it would crash later
+                raise SpecError("spec", f"the key {key!r} at line {key_node.start_mark.line + 1} holds a NUL byte")
             if key in seen:
                 raise SpecError("spec", f"'{key}' is given twice (lines {seen[key] + 1} and "
                                         f"{key_node.start_mark.line + 1}): remove one")
@@ -76,4 +78,5 @@ def load_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError("spec", f"malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # a reader error spans lines
+        raise SpecError("spec", f"malformed YAML{where}: {problem}") from None

@@ -42,6 +42,7 @@ MAX_BUDGET_MULTIPLIER = 64  # a budget check at 64x the epochs is already a new 
 MAX_GRID_DECADES = 24  # a grid with its edge steps spans at most 10^24 (default lr 1e-3: 1e-15 .. 1e9)
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20
+MAX_IMAGE_SIDE = 4096  # one 4096 x 4096 RGB image is 200 MB in float32: beyond that no trial fits in memory
 
 
 class StrictModel(BaseModel):
@@ -53,7 +54,8 @@ class StrictModel(BaseModel):
 
 class DatasetSpec(StrictModel):
     name: str = "digits"
-    image_size: StrictInt | None = Field(None, gt=0, description="input side; None: the backbone's input size")
+    image_size: StrictInt | None = Field(None, gt=0, le=MAX_IMAGE_SIDE,
+                                         description="input side; None: the backbone's input size")
     path: str | None = None
     download: bool = False
     val_fraction: StrictFloat = Field(0.1, ge=0.0, lt=1.0, description="carved from train, stratified; 0 turns it off")
@@ -172,13 +174,25 @@ class OptimizerEntry(StrictModel):
         known (:meth:`BenchmarkSpec._optimizer_arguments_accepted`), not as a validator of this entry."""
         from bocb.optim import check_hyperparameters, search_space
 
+        for key in ("lr", "weight_decay"):
+            refuse_twice(f"optimizers.{self.name}.{key}", _as_list(getattr(self, key) or []))
         search_space(self.name, "classical", lr=self.lr, weight_decay=self.weight_decay)  # an lr it lacks
         check_hyperparameters(self.name, dict(self.params), f"optimizers.{self.name}.params")
         for key, values in self.extras.items():
             if not values:
                 raise SpecError(f"optimizers.{self.name}.extras.{key}", "give at least one value")
+            refuse_twice(f"optimizers.{self.name}.extras.{key}", values)
             for value in values:
                 check_hyperparameters(self.name, {**self.params, key: value}, f"optimizers.{self.name}.extras.{key}")
+
+
+def refuse_twice(field: str, values: list[Any]) -> None:
+    """A value given twice in a list the protocol iterates over (names, seeds, a searched grid, budget
+    multipliers) would plan the same trials twice under one key, or mean something the user did not write:
+    refused, the duplicate named."""
+    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    if twice:
+        raise SpecError(field, f"{', '.join(twice)} given twice: each may appear once")
 
 
 def _as_list(values: list[float] | float) -> list[float]:
@@ -274,7 +288,14 @@ class BudgetCheckSpec(StrictModel):
     def _above_one(cls, values: list[int]) -> list[int]:
         if not values or any(v < 2 for v in values):
             raise ValueError("multipliers must be integers >= 2")
+        refuse_twice("budget_check.multipliers", values)
         return values
+
+    @model_validator(mode="after")
+    def _names_once(self) -> BudgetCheckSpec:
+        for field in ("backbones", "optimizers"):
+            refuse_twice(f"budget_check.{field}", getattr(self, field) or [])
+        return self
 
 
 class RulesSpec(StrictModel):
@@ -328,6 +349,7 @@ class TransferSpec(StrictModel):
         from bocb.recipes import resolve_recipe
 
         resolve_recipe(self.recipe, self.recipe_overrides)
+        refuse_twice("transfer.modes", self.modes)
         if self.search.method != "grid" or self.search.phases != "one" or self.search.early_stop is not None:
             raise SpecError("transfer.search", "a transfer searches its whole grid in one phase (method: grid, "
                                                "phases: one, no early_stop)")
@@ -400,6 +422,8 @@ class BenchmarkSpec(StrictModel):
     @field_validator("store")
     @classmethod
     def _openable_store(cls, url: str | None) -> str | None:
+        if url is not None and not url.strip():  # '' would otherwise mean the default store, silently
+            raise SpecError("store", "empty: give a file path or a database URL, or leave it out for the default")
         if url is not None:
             from bocb.store import check_url
 
@@ -414,9 +438,7 @@ class BenchmarkSpec(StrictModel):
                               ("seeds", self.seeds),
                               ("transfer.optimizers", [o.name for o in self.transfer.optimizers] if self.transfer
                                else [])):
-            twice = sorted({str(v) for v in values if values.count(v) > 1})
-            if twice:
-                raise SpecError(field, f"{', '.join(twice)} given twice: each may appear once")
+            refuse_twice(field, values)
         return self
 
     @model_validator(mode="after")
@@ -464,6 +486,18 @@ class BenchmarkSpec(StrictModel):
     @classmethod
     def _auto_budget_check(cls, value: Any) -> Any:
         return {"auto": True, "multipliers": [2]} if value == "auto" else value
+
+    @model_validator(mode="after")
+    def _recipes_fit_images(self) -> BenchmarkSpec:
+        """Each backbone's resolved recipe against the side its images have (recipes.check_fits_image)."""
+        from bocb.backbones import input_size
+        from bocb.recipes import check_fits_image
+
+        for entry in self.backbones:
+            side = input_size(entry.name, entry.size or self.size, self.dataset.image_size)
+            field = f"backbones.{entry.name}.recipe_overrides" if entry.recipe_overrides else "recipe_overrides"
+            check_fits_image(self.recipe_of(entry), side, field)
+        return self
 
     @model_validator(mode="after")
     def _budget_check_names_in_spec(self) -> BenchmarkSpec:

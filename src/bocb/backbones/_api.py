@@ -9,10 +9,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bocb.errors import SpecError
-from bocb.plugins import ENTRY_POINT_GROUPS
+from bocb.plugins import ENTRY_POINT_GROUPS, run_user_code
 from bocb.registry import Registry
 
 if TYPE_CHECKING:
@@ -135,19 +135,18 @@ def check_user_backbone(name: str, size: str, num_classes: int, img_size: int, i
 
     if get_backbone(name).era != "user":
         return
-    try:
-        model = build_backbone(name, size=size, num_classes=num_classes, img_size=img_size, in_chans=in_chans)
-    except Exception as exc:  # noqa: BLE001 - a user's factory may fail in any way
-        raise SpecError(field, f"backbone factory '{name}' fails when bocb builds it: {type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    model = run_user_code(
+        lambda: build_backbone(name, size=size, num_classes=num_classes, img_size=img_size, in_chans=in_chans),
+        field, f"backbone factory '{name}' fails when bocb builds it")
     if not isinstance(model, nn.Module):
         raise SpecError(field, f"backbone factory '{name}' returned {type(model).__name__}, not a torch.nn.Module")
-    try:
+
+    def one_batch() -> Any:
         with torch.no_grad():
-            logits = model.eval()(torch.zeros(2, in_chans, img_size, img_size))
-    except Exception as exc:  # noqa: BLE001 - as above, its forward pass
-        raise SpecError(field, f"backbone '{name}' fails on a batch of {in_chans}x{img_size}x{img_size} images: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            return model.eval()(torch.zeros(2, in_chans, img_size, img_size))
+
+    logits = run_user_code(one_batch, field,
+                           f"backbone '{name}' fails on a batch of {in_chans}x{img_size}x{img_size} images")
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, num_classes):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise SpecError(field, f"backbone '{name}' gives {shape} for 2 images, not (2, {num_classes}) logits")

@@ -30,11 +30,11 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # click's usage errors come here, to be said in one line
     except BocbError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(str(exc))}", err=True)
         sys.exit(2)
     except OSError as exc:  # a path that cannot be written, a full disk: the user's to fix, in one line
         where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        typer.echo(f"error: {printable(f'{where}{exc.strerror or exc}')}", err=True)
         sys.exit(2)
     except Exception as exc:
         if _said_as_usage(exc):
@@ -49,6 +49,12 @@ def main() -> None:
 
 
 DATABASE_MODULES = ("sqlalchemy", "sqlite3", "psycopg")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: a message that echoes a user's value (a name holding a
+    NUL byte or a newline) stays one line and shows what was there."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _is(exc: Exception, name: str) -> bool:
@@ -102,6 +108,28 @@ def benchmark_id_of(db: Store, requested: str | None, field: str = "--benchmark"
     if requested is None:
         return ids[-1]
     return resolve_prefix(field, "benchmark id", requested, ids)
+
+
+def kept_weights_root(db: Store, benchmark_id: str, given: Path | None) -> Path:
+    """Where a stored benchmark's kept weights are: ``--artifact-root`` when given (it must be a folder),
+    else the root stored with the benchmark (as its workers use it)."""
+    from bocb.sweep import stored_artifact_root
+
+    if given is not None and not given.is_dir():
+        state = "a file" if given.exists() else "not there"
+        raise SpecError("--artifact-root", f"{given} is {state}: give the folder that holds weights/")
+    return given or stored_artifact_root(db, benchmark_id)
+
+
+def missing_kept(db: Store, benchmark_id: str, root: Path) -> list[str]:
+    """The trial keys whose kept weights the benchmark's keep_weights says exist but ``root`` lacks."""
+    from bocb.kept import expected_kept, kept_path
+    from bocb.sweep.worker import load_benchmark
+
+    spec = load_benchmark(db, benchmark_id)
+    sources = db.trials_frame(spec.transfer_from) if spec.transfer_from else None
+    expected = expected_kept(db.trials_frame(benchmark_id), spec.keep_weights, sources)
+    return sorted(key for key in expected if not kept_path(root, key).is_file())
 
 
 @contextmanager

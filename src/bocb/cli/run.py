@@ -37,7 +37,7 @@ def _spec_from_args(spec_path: Path | None, preset: str | None, overrides: dict,
     if spec_path is not None and preset is not None:
         raise SpecError("--preset", "give a SPEC file or --preset, not both")
     spec = (load_spec(spec_path, check_data) if spec_path is not None
-            else load_preset(preset or "quick", check_data))
+            else load_preset("quick" if preset is None else preset, check_data))
     if not overrides:
         return spec
     data = spec.model_dump(mode="json", exclude_unset=True)
@@ -83,9 +83,10 @@ def run(
     spec = _spec_from_args(spec_path, preset, overrides, check_data=not plan_only)
     check_output_dir(out, "--out")
     from bocb.estimate import estimate_plan, plan_lines
-    from bocb.sweep import executor_for, plan_benchmark, run_benchmark, verify_data
+    from bocb.sweep import executor_for, plan_benchmark, run_benchmark, store_url_for, verify_data
 
-    verify_data(spec)  # before the plan is timed; planning verifies again, from this process's cache
+    store_url_for(spec, out, store)  # before the plan is timed, as are the data files (planning checks again)
+    verify_data(spec)
 
     started = time.perf_counter()
     if plan_only:  # planning on a machine that will not train: missing data files are the workers' to have

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bocb.cli._app import app, benchmark_id_of, check_output_dir, open_store
+from bocb.cli._app import app, benchmark_id_of, check_output_dir, kept_weights_root, missing_kept, open_store
 from bocb.errors import SpecError
 
 if TYPE_CHECKING:
@@ -45,12 +45,23 @@ def export(
         _to_trackers(db, benchmark_id, tensorboard, mlflow)
     if out is not None:
         from bocb.bundle import export_bundle
-        from bocb.sweep import stored_artifact_root
 
-        root = (artifact_root or stored_artifact_root(db, benchmark_id)) if weights else None
+        root = _complete_kept_weights(db, benchmark_id, artifact_root) if weights else None
         counts = export_bundle(db, benchmark_id, out, overwrite=force, weights_root=root)
         typer.echo(f"exported benchmark {benchmark_id}: {counts['trials']} finished trials, {counts['epochs']} "
                    f"epochs, {counts['layer_tables']} layer tables, {counts['weights']} kept models -> {out}")
+
+
+def _complete_kept_weights(db: Store, benchmark_id: str, artifact_root: Path | None) -> Path:
+    """The folder of the benchmark's kept weights, refused when any it should hold is missing: a bundle asked
+    for with --weights must not travel with fewer models than the benchmark kept, silently."""
+    root = kept_weights_root(db, benchmark_id, artifact_root)
+    missing = missing_kept(db, benchmark_id, root)
+    if missing:
+        raise SpecError("--weights", f"{len(missing)} kept model(s) the benchmark's keep_weights says exist are not "
+                                     f"under {root} (first: {missing[0][:10]}); give --artifact-root, or export "
+                                     "without --weights")
+    return root
 
 
 def _to_trackers(db: Store, benchmark_id: str, tensorboard: Path | None, mlflow: str | None) -> None:

@@ -75,14 +75,13 @@ def models(
     """List the kept final weights of a benchmark's trials (keep_weights in the spec), with their numbers."""
     from rich.table import Table
 
-    from bocb.cli._app import benchmark_id_of, open_store, print_table
+    from bocb.cli._app import benchmark_id_of, kept_weights_root, missing_kept, open_store, print_table
     from bocb.kept import kept_path, verify_kept
     from bocb.protocol import with_config
-    from bocb.sweep import stored_artifact_root
 
     db = open_store(store)
     benchmark_id = benchmark_id_of(db, benchmark)
-    root = artifact_root or stored_artifact_root(db, benchmark_id)
+    root = kept_weights_root(db, benchmark_id, artifact_root)
     table = Table("trial", "backbone", "optimizer", "configuration", "seed", "test top-1", "MB", "file",
                   title=f"kept weights of benchmark {benchmark_id} under {root}")
     kept, damaged = 0, []
@@ -102,6 +101,10 @@ def models(
     print_table(table)
     typer.echo(f"{kept} kept model(s); load one with bocb.kept.load_kept_into(model, path), or inspect its layers "
                "with `bocb weights PATH`")
+    missing = missing_kept(db, benchmark_id, root)
+    if missing:  # say so: a store imported without its weights, a folder moved or cleaned
+        typer.echo(f"note: {len(missing)} kept model(s) the benchmark's keep_weights says exist are not under "
+                   f"{root} (first: {missing[0][:10]})")
     if damaged:
         # A damaged model stays in the table, marked, rather than skipped: its user learns it is there but
         # unusable (re-import it from a bundle, or rerun its trial). Exit 2 with one line, as any bad file:

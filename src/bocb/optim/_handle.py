@@ -13,7 +13,7 @@ from bocb.errors import SpecError
 from bocb.optim._param_groups import count_decayed, stem_and_head, weight_decay_groups
 from bocb.optim._registry import OPTIMIZERS, OptimizerInfo
 from bocb.optim._search import FAMILIES
-from bocb.plugins import import_object
+from bocb.plugins import import_object, run_user_code
 
 if TYPE_CHECKING:
     import torch
@@ -174,13 +174,12 @@ def check_hyperparameters(name: str, hparams: dict[str, Any], field: str) -> Non
     try:
         info = OPTIMIZERS.get(name, field="optimizers")
         kwargs, handle_kwargs = _resolved(info, lr=1e-3, weight_decay=0.0, hparams=hparams, family="classical")
-        _instantiate(info, [one_weight_group(info)], lr=1e-3, weight_decay=0.0, kwargs=kwargs,
-                     handle_kwargs=handle_kwargs)
+        # the class's own argument checks raise whatever they raise; a user's class may even exit
+        run_user_code(lambda: _instantiate(info, [one_weight_group(info)], lr=1e-3, weight_decay=0.0,
+                                           kwargs=kwargs, handle_kwargs=handle_kwargs),
+                      field, f"{info.cls} refuses {hparams}")
     except SpecError as exc:
         raise SpecError(field, str(exc).split(": ", 1)[-1]) from None
-    except Exception as exc:  # noqa: BLE001 - the optimizer class's own argument checks, whatever they raise
-        raise SpecError(field, f"{OPTIMIZERS.get(name).cls} refuses {hparams}: {type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
 def _resolved(info: OptimizerInfo, *, lr: float, weight_decay: float, hparams: dict[str, Any] | None,

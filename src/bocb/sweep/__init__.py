@@ -9,13 +9,14 @@ from typing import Protocol
 
 from rich.console import Console
 
+from bocb.errors import SpecError
 from bocb.spec import BenchmarkSpec
-from bocb.store import Store, normalise_url
+from bocb.store import Store, check_url, normalise_url
 from bocb.sweep.planner import next_stage
 from bocb.sweep.worker import WorkerOptions
 
 __all__ = ["BenchmarkRun", "Executor", "artifact_root_for", "executor_for", "plan_benchmark", "run_benchmark",
-           "stored_artifact_root", "verify_data"]
+           "store_url_for", "stored_artifact_root", "verify_data"]
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,24 @@ def verify_data(spec: BenchmarkSpec) -> None:
         verify_files(spec.transfer.dataset)
 
 
+def store_url_for(spec: BenchmarkSpec, out_dir: str | Path, store: str | None = None) -> str:
+    """The URL of the store a run of ``spec`` plans into: ``--store``, else the spec's, else OUT/bocb.db;
+    checked (a known dialect with its driver) before anything is created."""
+    if store is not None and not store.strip():  # '' would otherwise mean the default store, silently
+        raise SpecError("--store", "empty: give a file path or a database URL, or leave it out for the default")
+    url = normalise_url(store or spec.store or Path(out_dir) / "bocb.db")
+    check_url(url, "--store" if store else "store")
+    return url
+
+
 def plan_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", store: str | None = None) -> BenchmarkRun:
     """Verify the benchmark's dataset files (:func:`verify_data`: every command that plans comes here), then
     register the benchmark in its store, make its crashed trials pending again (a crash is no result:
     rerunning the spec retries it) and plan its first stage (idempotent)."""
-    verify_data(spec)  # first: a bad file creates no folder and no store
     out = Path(out_dir)
+    url = store_url_for(spec, out, store)
+    verify_data(spec)  # before anything is created: a bad file or URL creates no folder and no store
     out.mkdir(parents=True, exist_ok=True)
-    url = normalise_url(store or spec.store or out / "bocb.db")
     benchmark_id = spec.benchmark_id()
     db = Store(url)
     retried = db.retry_crashed(benchmark_id)
