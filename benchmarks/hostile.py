@@ -857,7 +857,7 @@ def bundle_cases(ctx: Context) -> list[Case]:
         ("export of an unknown benchmark", ["export", "STORE", "-o", "x.zip", "--benchmark", "zzz"], "--benchmark"),
         ("export of an empty benchmark id", ["export", "STORE", "-o", "x.zip", "--benchmark", ""], "--benchmark"),
         ("export --weights from a missing artifact root", ["export", "STORE", "-o", "x.zip", "--weights",
-                                                           "--artifact-root", "nowhere"], "--weights")]:
+                                                           "--artifact-root", "nowhere"], "--artifact-root")]:
         case = make_case(name, "bundles", argv, text=text, absent=("x.zip",))
         case.files.setdefault("out/.keep", "")
         cases.append(case)
@@ -876,7 +876,7 @@ def zip_with_traversal(source: Path) -> Callable[[Path], None]:
 
 FLAGS: list[tuple[list[str], str | None]] = [
     (["frobnicate"], "frobnicate"), (["--frobnicate"], "--frobnicate"), (["results"], "store"),
-    (["report", "STORE"], "--out"), (["export", "STORE"], "--out"), (["import", "BUNDLE"], "--store"),
+    (["report", "STORE"], "--out"), (["export", "STORE"], "-o"), (["import", "BUNDLE"], "--store"),
     (["worker"], "--store"), (["weights"], "CHECKPOINT"), (["check"], "target"), (["upgrade"], "store"),
     (["upgrade", "STORE", "extra"], "extra"), (["list", "nothing"], "nothing"),
     (["results", "STORE", "--frobnicate"], "--frobnicate"),
@@ -925,10 +925,12 @@ def flag_cases(ctx: Context) -> list[Case]:
 
 
 def signal_cases(ctx: Context) -> list[Case]:
-    """Ctrl-C while a plan is made (the step timing): a line, exit code 130, no traceback."""
-    return [make_case(f"SIGINT after {after:g} s of run --plan-only", "signals",
-                      ["run", "SPEC", "--plan-only", "--store", "NEWSTORE", "--out", "out"], expect="interrupted",
-                      signal_after=after) for after in (3.0, 6.0)]
+    """Ctrl-C while trials train (a spec of 200 epochs, so they still do when it comes): a line, exit code
+    130, no traceback. (A plan is made in under 3 s here: Ctrl-C then met a finished command.)"""
+    long_run = {"spec.yaml": spec_text({**TINY_SPEC, "epochs": 200})}
+    return [make_case(f"SIGINT after {after:g} s of a run", "signals",
+                      ["run", "SPEC", "--store", "NEWSTORE", "--out", "out", "--workers", "1", "--no-report"],
+                      expect="interrupted", files=long_run, signal_after=after) for after in (8.0, 15.0)]
 
 
 CLASSES: dict[str, Callable[[Context], list[Case]]] = {

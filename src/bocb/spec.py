@@ -701,4 +701,7 @@ def preset_names() -> list[str]:
 def load_preset(name: str, check_data: bool = True) -> BenchmarkSpec:
     if name not in preset_names():
         raise SpecError("--preset", unknown_name_message("preset", name, preset_names()))
-    return load_spec(preset_path(name), check_data)
+    try:
+        return load_spec(preset_path(name), check_data)
+    except SpecError as exc:  # a preset on data this machine lacks (paper_imagenet needs its folder)
+        raise SpecError("--preset", f"{name}: {exc}") from None

@@ -92,7 +92,7 @@ def _read_members(fmt: CifarFormat, source: Path) -> dict[str, bytes]:
                     raise _too_large(f"{source}/{n}", member.size)
             return {n: tar.extractfile(m).read() for n, m in found.items()}
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{source}: not a readable {fmt.title} archive ({exc})") from None
+        raise DataError(f"{source}: not a readable {fmt.title} archive ({_one_line(exc)})") from None
 
 
 # The dtypes a CIFAR file's arrays may have (its data is uint8); an object dtype is refused: numpy allocates
