@@ -108,6 +108,21 @@ def test_ray_executor_matches_local_bitwise(tmp_path: Path, capsys) -> None:
     assert load_spec(spec_path).executor == "local"
 
 
+def test_ray_starts_as_many_worker_loops_as_the_cluster_fits() -> None:
+    """Each Ray task is a whole worker loop: one per trial the cluster can run at once with the spec's
+    resources (the scarcer of CPUs and GPUs decides), at least one."""
+    from types import SimpleNamespace
+
+    from bocb.sweep.ray_executor import _fits
+
+    cluster = SimpleNamespace(cluster_resources=lambda: {"CPU": 8.0, "GPU": 2.0})
+    assert _fits(cluster, SimpleNamespace(num_cpus=2.0, num_gpus=0.0)) == 4
+    assert _fits(cluster, SimpleNamespace(num_cpus=1.0, num_gpus=1.0)) == 2
+    assert _fits(cluster, SimpleNamespace(num_cpus=1.0, num_gpus=0.5)) == 4
+    small = SimpleNamespace(cluster_resources=lambda: {"CPU": 1.0})
+    assert _fits(small, SimpleNamespace(num_cpus=4.0, num_gpus=0.0)) == 1
+
+
 @pytest.mark.slow
 def test_a_worker_whose_claim_is_taken_over_stops_and_the_new_owner_resumes(tmp_path: Path, capsys) -> None:
     """Claims are leases: once another worker holds the trial, the first one's heartbeat is refused, it stops

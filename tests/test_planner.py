@@ -327,12 +327,12 @@ def test_counted_plan_is_what_the_planner_plans() -> None:
 
 def test_two_phase_search_on_digits(tmp_path) -> None:
     """A real tiny run: the extras are trained only at the lr the search chose on its real results."""
-    from bocb.sweep.worker import WorkerOptions, worker_loop
+    from bocb.sweep.worker import Assignment, WorkerOptions, worker_loop
 
     spec = _spec(optimizers=[{"name": "sgd", "extras": {"momentum": [0.8, 0.9]}}], epochs=1,
                  search={"phases": "two", "lr_points": 2, "wd_points": 1})
     run = plan_benchmark(spec, tmp_path)
-    assert worker_loop(run.store, run.benchmark_id, WorkerOptions(artifact_root=run.artifact_root)) == 3
+    assert worker_loop(Assignment(run.store_url, run.benchmark_id, None, WorkerOptions(run.artifact_root))) == 3
     trials = run.store.trials_frame(run.benchmark_id)
     search, extras = (trials[trials["stage"] == s] for s in ("search", "extras"))
     assert len(search) == 2 and set(search["hparams_json"]) == {"{}"} and set(trials["state"]) == {"done"}

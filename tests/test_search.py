@@ -27,7 +27,7 @@ from bocb.spec import TrialConfig, parse_spec
 from bocb.store import Store
 from bocb.sweep import plan_benchmark
 from bocb.sweep.planner import count_plan, ended_runs, next_stage, stage_names
-from bocb.sweep.worker import WorkerOptions, checkpoint_path, worker_loop
+from bocb.sweep.worker import Assignment, WorkerOptions, checkpoint_path, worker_loop
 
 HALVING = {"method": "halving", "lr_points": 3, "wd_points": 3, "rungs": [1 / 9, 1 / 3, 1.0], "keep_fraction": 1 / 3}
 
@@ -155,7 +155,7 @@ def _stage_rows(db: Path) -> pd.DataFrame:
 def test_a_continued_run_ends_bit_identical_to_the_run_trained_straight_through(tmp_path: Path) -> None:
     spec = parse_spec(CONTINUED)
     run = plan_benchmark(spec, tmp_path / "halving")
-    assert worker_loop(run.store, run.benchmark_id, WorkerOptions(artifact_root=run.artifact_root)) == 4
+    assert worker_loop(Assignment(run.store_url, run.benchmark_id, None, WorkerOptions(run.artifact_root))) == 4
     trials = run.store.trials_frame(run.benchmark_id)
     last = trials[trials["stage"] == "rung1"].iloc[0]
     assert last["epochs"] == 4 and last["resumed_from_epoch"] == 1  # continued after the first rung's epoch
@@ -165,7 +165,7 @@ def test_a_continued_run_ends_bit_identical_to_the_run_trained_straight_through(
     grid = plan_benchmark(parse_spec({**CONTINUED, "search": {"lr_points": 1, "wd_points": 1},
                                       "optimizers": [{"name": "sgd", "lr": [lr], "weight_decay": [wd]}]}),
                           tmp_path / "straight")
-    assert worker_loop(grid.store, grid.benchmark_id, WorkerOptions(artifact_root=grid.artifact_root)) == 1
+    assert worker_loop(Assignment(grid.store_url, grid.benchmark_id, None, WorkerOptions(grid.artifact_root))) == 1
     straight = grid.store.trials_frame(grid.benchmark_id).iloc[0]
     assert straight["trial_key"] == last["trial_key"] and pd.isna(straight["resumed_from_epoch"])
     for column in ("val_top1", "test_top1", "test_top5", "train_loss"):
@@ -214,7 +214,7 @@ def test_a_kill_during_a_rung_resumes_without_retraining_finished_rungs(tmp_path
     assert last["attempts"] == 2 and last["resumed_from_epoch"] >= 1  # from the rung's checkpoint or a later one
     # and it ends as the uninterrupted continued run does
     reference = plan_benchmark(parse_spec(CONTINUED), tmp_path / "reference")
-    worker_loop(reference.store, reference.benchmark_id, WorkerOptions(artifact_root=reference.artifact_root))
+    worker_loop(Assignment(reference.store_url, reference.benchmark_id, None, WorkerOptions(reference.artifact_root)))
     expected = reference.store.trials_frame(reference.benchmark_id).set_index("trial_key")
     got = Store(db).trials_frame().set_index("trial_key")
     assert got.loc[expected.index, "val_top1"].equals(expected["val_top1"])

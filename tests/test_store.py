@@ -35,13 +35,21 @@ def test_planning_is_idempotent(store_url: str) -> None:
     assert len(store.trials_frame("b1")) == 5
 
 
-def test_a_store_crosses_to_another_process_as_its_url_and_claims_there(store_url: str) -> None:
+def test_an_assignment_crosses_to_another_process_as_plain_data_and_its_worker_claims_there(store_url: str,
+                                                                                            tmp_path: Path) -> None:
+    from conftest import TINY_SPEC
+
+    from bocb.spec import parse_spec
+    from bocb.sweep.worker import Assignment, WorkerOptions
+
     store = Store(store_url)
     store.register_benchmark("b1", "bench", {"x": 1}, _planned(2))
-    sent = pickle.dumps(store)  # as the local executor's spawn and Ray's tasks send it
-    assert store.url.encode() in sent and len(sent) < len(store.url) + 200  # the URL, no engine or connection
+    assignment = Assignment(store.url, "b1", parse_spec(TINY_SPEC), WorkerOptions(tmp_path))
+    sent = pickle.dumps(assignment)  # as the local executor's worker processes and Ray's tasks get it
+    assert store.url.encode() in sent and b"sqlalchemy" not in sent  # the URL, no engine or connection
     there = pickle.loads(sent)
-    claimed = there.claim("w-there", "b1", 60.0)
+    assert there == assignment  # the spec too, as validated here
+    claimed = Store.for_worker(there.store_url).claim("w-there", "b1", 60.0)
     assert claimed is not None and store.counts("b1") == {"pending": 1, "running": 1}
 
 
@@ -168,6 +176,9 @@ def test_a_store_of_a_newer_bocb_is_refused(tmp_path: Path) -> None:
         conn.execute(sa.text("INSERT INTO bocb_schema (version, migrated_at) VALUES (99, 0)"))
     with pytest.raises(BocbError, match="made by a newer bocb"):
         Store(tmp_path / "new.db")
+    with pytest.raises(BocbError, match="made by a newer bocb") as refused:  # a worker, which checks no more
+        Store.for_worker(store.url)
+    assert "\n" not in str(refused.value)
 
 
 def test_an_interrupted_upgrade_is_redone_on_the_next_open(tmp_path: Path, monkeypatch) -> None:

@@ -378,7 +378,7 @@ class BenchmarkSpec(StrictModel):
     grad_clip: StrictFloat | None = Field(None, gt=0, description="overrides the recipe's clip-grad norm")
     store: str | None = Field(None, description="SQLAlchemy URL; None: DIR/bocb.db")
     executor: ExecutorName = "local"
-    workers: StrictInt | None = Field(None, gt=0, description="None: one per CPU core (local)")
+    workers: StrictInt | None = Field(None, gt=0, description="None: one per core (local), what the cluster fits (ray)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     num_cpus: StrictFloat = Field(1.0, gt=0, description="per trial, for the ray executor")

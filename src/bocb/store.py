@@ -21,7 +21,7 @@ import sqlite3
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -327,14 +327,6 @@ def _known(record: Mapping[str, Any], names: tuple[str, ...], what: str) -> tupl
     return names
 
 
-def _reconnect(url: str, read_only: bool = False) -> Store:
-    store = Store.__new__(Store)
-    store._connect(url, read_only)
-    if not read_only:
-        store._set_pragmas_on_connect()
-    return store
-
-
 class Store:
     def __init__(self, url: str | os.PathLike[str], existing: bool = False, read_only: bool = False) -> None:
         """Open (creating it unless ``existing``) the store at ``url``, bringing an older one to this bocb's
@@ -351,6 +343,23 @@ class Store:
                 self.schema_found = check_schema(conn, self.sqlite_path() or url) if read_only else migrate(conn)
         except sa.exc.DatabaseError as exc:  # unreachable server, bad credentials, a file that is no database
             raise BocbError(f"store: cannot open '{url}': {one_line(exc.orig)}") from None
+
+    @classmethod
+    def for_worker(cls, url: str) -> Store:
+        """The store as a worker opens it from its assignment's URL (bocb.sweep.worker.Assignment): without
+        the open-time checks and upgrade, which whoever assigned the work (`bocb run`, `bocb worker`) did on
+        this store just before; N workers repeating SQLite's quick_check or the upgrade at once would only
+        contend for the store. A schema newer than this bocb's still stops it in one line: a newer bocb may
+        have upgraded a shared store since."""
+        store = cls.__new__(cls)
+        store._connect(url)
+        store._set_pragmas_on_connect()
+        try:
+            with store.engine.connect() as conn:
+                _refuse_a_newer_schema(stored_schema_version(conn))
+        except sa.exc.DatabaseError as exc:
+            raise BocbError(f"store: cannot open '{url}': {one_line(exc.orig)}") from None
+        return store
 
     def _connect(self, url: str | os.PathLike[str], read_only: bool = False) -> None:
         self.url = normalise_url(url)
@@ -384,11 +393,6 @@ class Store:
     def _set_pragmas_on_connect(self) -> None:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-
-    def __reduce__(self) -> tuple[Callable[[str, bool], Store], tuple[str, bool]]:
-        """A store crosses to a worker process or a Ray task as its URL (an engine's connections cannot);
-        the other side reconnects without checking again what the opening side checked."""
-        return _reconnect, (self.url, self.read_only)
 
     def _require_a_store(self, url: str | os.PathLike[str]) -> None:
         path = self.sqlite_path()
@@ -461,7 +465,7 @@ class Store:
         return None
 
     def claim_key(self, key: str, worker: str, stale_after: float = 120.0) -> ClaimedTrial | None:
-        """Claim one given trial (the ray executor's tasks); None if it is taken or finished."""
+        """Claim one given trial; None if it is taken or finished."""
         with self.engine.connect() as conn:
             cand = conn.execute(sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at)
                                 .where(trials.c.key == key)).first()

@@ -57,7 +57,8 @@ def run(
                                                              "transfer, paper_cifar100, paper_imagenet"),
     out: Path = typer.Option(Path("bocb-results"), "--out", "-o", help="results.csv, bocb.db, report/"),
     store: str | None = typer.Option(None, "--store", help="SQLAlchemy URL or SQLite path; default OUT/bocb.db"),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="local worker processes; default one per core"),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="local worker processes (default one per "
+                                       "core) or Ray tasks (default: as many as the cluster fits)"),
     executor: str | None = typer.Option(None, "--executor", help="local | ray"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address; default: start a local one"),
     plan_only: bool = typer.Option(False, "--plan-only", help="print the plan and its estimated cost, register "
@@ -275,9 +276,9 @@ def worker(
     """Claim and run trials of a planned benchmark until it is complete (one process; start many)."""
     from bocb.devices import check_device
     from bocb.sweep import stored_artifact_root
-    from bocb.sweep.worker import WorkerOptions, load_benchmark, worker_loop
+    from bocb.sweep.worker import Assignment, WorkerOptions, load_benchmark, worker_loop
 
-    db = open_store(store, write=True)
+    db = open_store(store, write=True)  # checked and upgraded here, once; the loop reopens it unchecked
     chosen = benchmark_id_of(db, benchmark) if benchmark else None
     first = chosen or benchmark_id_of(db, None)
     check_device(device or load_benchmark(db, first).device, "--device" if device else "device")
@@ -285,5 +286,5 @@ def worker(
     options = WorkerOptions(artifact_root=root, threads=threads, device=device, stale_after_s=stale_after,
                             heartbeat_s=heartbeat, max_trials=max_trials)
     with resumable_on_interrupt():
-        ran = worker_loop(db, chosen, options)
+        ran = worker_loop(Assignment(db.url, chosen, None, options))  # each benchmark's stored spec
     typer.echo(f"worker ran {ran} trial(s)")

@@ -13,7 +13,7 @@ from bocb.errors import SpecError
 from bocb.spec import BenchmarkSpec
 from bocb.store import Store, check_url, normalise_url
 from bocb.sweep.planner import next_stage
-from bocb.sweep.worker import WorkerOptions
+from bocb.sweep.worker import Assignment, WorkerOptions
 
 __all__ = ["BenchmarkRun", "Executor", "artifact_root_for", "executor_for", "plan_benchmark", "run_benchmark",
            "store_url_for", "stored_artifact_root", "verify_data"]
@@ -35,21 +35,23 @@ class BenchmarkRun:
 
 class Executor(Protocol):
     """What every executor is to `bocb run`: it checks its own arguments before anything is stored, then
-    runs a planned benchmark to completion. Whatever the executor, trials are claimed from the store and run
-    by `bocb.sweep.worker.execute`, so they share the claims, leases, checkpoints and results."""
+    runs a planned benchmark to completion. It only starts and stops workers: each runs
+    `bocb.sweep.worker.worker_loop` with the ``assignment`` (one benchmark, the run's spec), so they share
+    the claims, leases, checkpoints and results. ``store`` is the driver's own, opened checked: for planning
+    before any worker starts and for progress."""
 
     def check(self) -> None: ...
 
-    def run(self, store: Store, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
-            console: Console | None) -> None: ...
+    def run(self, store: Store, assignment: Assignment, console: Console | None) -> None: ...
 
 
 def executor_for(spec: BenchmarkSpec, workers: int | None = None, address: str | None = None) -> Executor:
-    """The spec's executor: local worker processes (default one per core) or Ray tasks (at ``address``)."""
+    """The spec's executor: local worker processes (default one per core) or Ray tasks (at ``address``;
+    default as many as the cluster fits)."""
     if spec.executor == "ray":
         from bocb.sweep.ray_executor import RayExecutor
 
-        return RayExecutor(address)
+        return RayExecutor(address, workers or spec.workers)
     from bocb.sweep.local import LocalExecutor
 
     return LocalExecutor(workers or spec.workers or os.cpu_count() or 1)
@@ -151,7 +153,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", sto
     if on_planned:
         on_planned(run)
     options = options or WorkerOptions(artifact_root=run.artifact_root)
-    executor.run(run.store, run.benchmark_id, spec, options, console)
+    executor.run(run.store, Assignment(run.store_url, run.benchmark_id, spec, options), console)
     if run.transfer_id is not None:  # fine-tunes the kept models of the benchmark just completed
-        executor.run(run.store, run.transfer_id, spec.transfer_part(), options, console)
+        executor.run(run.store, Assignment(run.store_url, run.transfer_id, spec.transfer_part(), options), console)
     return run

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from bocb.errors import BocbError, SpecError
-from bocb.spec import BenchmarkSpec
 from bocb.store import Store
 from bocb.sweep.progress import RunProgress
-from bocb.sweep.worker import WorkerOptions, advance, die_with, worker_loop
+from bocb.sweep.worker import Assignment, already_complete, die_with, worker_loop
 
 # What a worker imports before its first trial (torch, timm, the engine, the data loaders, torch._dynamo that
 # the first optimizer pulls in): imported once, by the fork server, and inherited by every worker forked from
@@ -39,11 +38,11 @@ def _worker_context() -> mp.context.BaseContext:
     return ctx
 
 
-def _worker_main(store: Store, spec: BenchmarkSpec, benchmark_id: str, options: WorkerOptions, run_pid: int) -> None:
+def _worker_main(assignment: Assignment, run_pid: int) -> None:
     die_with(run_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
     try:
-        worker_loop(store, benchmark_id, options, spec)
+        worker_loop(assignment)
     except KeyboardInterrupt:
         pass  # stopped by the parent (SIGTERM): the trial in hand was released
     except BocbError as exc:  # this process cannot go on (a plugin its planner cannot import, say): one line
@@ -64,15 +63,14 @@ class LocalExecutor:
         if self.workers > cores:
             raise SpecError("workers", f"{self.workers} local workers on {cores} CPU core(s); give at most {cores}")
 
-    def run(self, store: Store, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
-            console: Console | None = None) -> None:
+    def run(self, store: Store, assignment: Assignment, console: Console | None = None) -> None:
         console = console or Console(stderr=True)
-        if advance(store, benchmark_id, spec, options.artifact_root) == "complete":
-            return  # nothing to claim nor to plan: no worker to start
+        if already_complete(store, assignment):
+            return
         ctx = _worker_context()
         # Not daemonic: a daemonic process may not start children, and a folder dataset's DataLoader starts
         # worker processes. The workers still end with us: die_with, and the finally below.
-        procs = [ctx.Process(target=_worker_main, args=(store, spec, benchmark_id, options, os.getpid()), daemon=False)
+        procs = [ctx.Process(target=_worker_main, args=(assignment, os.getpid()), daemon=False)
                  for _ in range(self.workers)]
         try:
             # the fork server (started by the first start) inherits the ignore through exec, and the workers it
@@ -83,7 +81,7 @@ class LocalExecutor:
                     proc.start()
             finally:
                 signal.signal(signal.SIGINT, previous)
-            _watch(procs, store, benchmark_id, console)
+            _watch(procs, store, assignment.benchmark_id, console)
             failed = [proc.exitcode for proc in procs if proc.exitcode]
             if failed:  # a worker that died of an error of bocb's own: no result may pass for complete
                 raise BocbError(f"{len(failed)} of {len(procs)} worker process(es) failed (exit code {failed[0]}, "

@@ -1,14 +1,13 @@
-"""The Ray executor: each trial a Ray task with the spec's resources (optional extra `bocb[ray]`).
+"""The Ray executor: worker loops as Ray tasks with the spec's resources (optional extra `bocb[ray]`).
 
-The planner stays here in the driver and works as on the local executor; each
-task claims its trial in the store before running it, so a trial never runs
-twice even beside `bocb worker` processes, and a task lost with its node is
-claimed again once its heartbeat goes stale.
+Each task runs the worker loop every executor runs (bocb.sweep.worker.worker_loop): it claims trials
+from the store and plans the next stage itself, so a trial never runs twice even beside `bocb worker`
+processes. The driver only starts as many tasks as the cluster can run at once, shows progress, and
+cancels them on Ctrl-C.
 """
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,23 +15,9 @@ from rich.console import Console
 
 from bocb.errors import BocbError
 from bocb.spec import BenchmarkSpec
-from bocb.store import Store, new_worker_id
+from bocb.store import Store
 from bocb.sweep.progress import RunProgress
-from bocb.sweep.worker import ClaimLost, StageWatch, WorkerOptions, execute
-
-
-def run_claimed_trial(store: Store, spec: BenchmarkSpec, key: str, options: WorkerOptions) -> str | None:
-    """Body of one Ray task: claim ``key`` and run it as the driver's ``spec`` says; None if someone else
-    holds it."""
-    worker = new_worker_id()
-    claimed = store.claim_key(key, worker, options.stale_after_s)
-    if claimed is None:
-        return None
-    try:
-        return execute(store, claimed, spec, worker, options)
-    except ClaimLost:  # another worker holds the trial now; the driver sees its result when it lands
-        return None
-
+from bocb.sweep.worker import Assignment, already_complete, worker_loop
 
 RAY_CONNECT_TIMEOUT_S = 10.0
 
@@ -53,50 +38,51 @@ def check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> Non
 
 @dataclass(frozen=True)
 class RayExecutor:
-    """Each trial a Ray task with the spec's resources, on the cluster at ``address`` (default: a local one)."""
+    """``workers`` worker loops as Ray tasks with the spec's resources (default: as many as the cluster fits),
+    on the cluster at ``address`` (default: a local one)."""
 
     address: str | None = None
+    workers: int | None = None
 
     def check(self) -> None:
         if self.address not in (None, "auto", "local"):
             check_reachable(self.address)
 
-    def run(self, store: Store, benchmark_id: str, spec: BenchmarkSpec, options: WorkerOptions,
-            console: Console | None = None) -> None:
+    def run(self, store: Store, assignment: Assignment, console: Console | None = None) -> None:
         try:
             import ray
         except ImportError:
             raise BocbError("executor: ray is not installed; pip install 'bocb[ray]'") from None
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-        task = ray.remote(run_claimed_trial).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
-        inflight: dict[str, Any] = {}
+        if already_complete(store, assignment):
+            return
+        spec = assignment.spec
+        # max_retries=0, as when each task was one trial: a lost task (its node or process gone) fails the run,
+        # and its trial is claimed again, by a rerun or another worker, once its heartbeat is stale
+        task = ray.remote(worker_loop).options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_retries=0)
+        started = [task.remote(assignment) for _ in range(self.workers or _fits(ray, spec))]
+        running = started
         try:
-            with RunProgress(store, benchmark_id, console or Console(stderr=True)) as progress:
-                _drive(ray, task, store, StageWatch(store, benchmark_id, spec, options.artifact_root), inflight,
-                       options, progress)
-        except KeyboardInterrupt:
-            for ref in inflight.values():
+            with RunProgress(store, assignment.benchmark_id, console or Console(stderr=True)) as progress:
+                while running:
+                    progress.update(len(started))
+                    ready, running = ray.wait(running, num_returns=1, timeout=2.0)  # at once when a task ends
+                    ray.get(ready)  # a task's error (bocb's own, say a newer store schema) is the run's
+                progress.update(len(started))
+        except BaseException:  # Ctrl-C, or a task's error: stop the other tasks too
+            for ref in running:
                 ray.cancel(ref)  # raises KeyboardInterrupt in the task, which releases its trial
-            ray.wait(list(inflight.values()), num_returns=len(inflight), timeout=30)
+            if running:
+                ray.wait(running, num_returns=len(running), timeout=30)
             raise
 
 
-def _drive(ray: Any, task: Any, store: Store, watch: StageWatch, inflight: dict[str, Any], options: WorkerOptions,
-           progress: RunProgress) -> None:
-    """Plan stages and keep one task in flight per claimable trial until the benchmark is complete."""
-    benchmark_id = watch.benchmark_id
-    while True:
-        status = watch.advance()
-        for key in store.claimable_keys(benchmark_id, options.stale_after_s):
-            if key not in inflight:
-                inflight[key] = task.remote(store, watch.spec, key, options)
-        if not inflight:
-            if status == "complete":
-                break
-            time.sleep(options.poll_s)
-            continue
-        ready, _ = ray.wait(list(inflight.values()), num_returns=1, timeout=options.poll_s * 4)
-        for key in [k for k, ref in inflight.items() if ref in ready]:
-            ray.get(inflight.pop(key))
-        progress.update(workers=max(len(inflight), 1))
+def _fits(ray: Any, spec: BenchmarkSpec) -> int:
+    """How many trials with the spec's resources the cluster can run at once (at least one). Ray would queue
+    more tasks than that, but each task is a loop that runs trials until none is left: a queued one would only
+    start once the others end. So a cluster that grows after the run starts (an autoscaler) gains no task;
+    ask for more with `--workers`."""
+    have = ray.cluster_resources()
+    fits = [have.get("CPU", 0.0) / spec.num_cpus] + ([have.get("GPU", 0.0) / spec.num_gpus] if spec.num_gpus else [])
+    return max(1, int(min(fits)))

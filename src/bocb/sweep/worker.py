@@ -38,6 +38,27 @@ class WorkerOptions:
     max_trials: int | None = None
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """What a worker is given, whoever starts it (a local worker process, a Ray task, `bocb worker`): plain data
+    that pickles as it is, so the one loop (:func:`worker_loop`) runs on the far side of any process boundary.
+
+    ``spec`` is the validated model, not its JSON: it pickles field by field and unpickling runs no
+    validator, so no worker re-checks the dataset files, and each trains from exactly the spec the run
+    gave (its execution fields, such as the device, may differ from those stored, which do not change the
+    benchmark). None: the stored spec of each benchmark. The artifact root is ``options.artifact_root``: one
+    field, not two that could disagree."""
+
+    store_url: str
+    benchmark_id: str | None  # None: every benchmark in the store, in the order they were registered
+    spec: BenchmarkSpec | None
+    options: WorkerOptions
+
+    def __post_init__(self) -> None:
+        if self.spec is not None and self.benchmark_id is None:
+            raise ValueError("an assignment's spec is one benchmark's: give its benchmark id too")
+
+
 def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root: Path | None = None) -> str:
     """Plan the next stage if its turn has come: 'planned', 'waiting' or 'complete'.
 
@@ -65,6 +86,14 @@ def advance(store: Store, benchmark_id: str, spec: BenchmarkSpec, artifact_root:
         store.add_trials(benchmark_id, stage.planned)
         return "planned"
     return "waiting"
+
+
+def already_complete(store: Store, assignment: Assignment) -> bool:
+    """What an executor does before it starts any worker: plan the assigned benchmark's next stage if its turn
+    has come; True when the benchmark is complete (nothing to claim nor to plan: no worker to start)."""
+    if assignment.benchmark_id is None or assignment.spec is None:
+        raise ValueError("an executor's assignment names one benchmark and the run's spec of it")
+    return advance(store, assignment.benchmark_id, assignment.spec, assignment.options.artifact_root) == "complete"
 
 
 class StageWatch:
@@ -229,17 +258,21 @@ def load_benchmark(store: Store, benchmark_id: str) -> BenchmarkSpec:
     return parse_spec(upgrade_stored_spec(store.benchmark_spec(benchmark_id)))
 
 
-def worker_loop(store: Store, benchmark_id: str | None, options: WorkerOptions,
-                spec: BenchmarkSpec | None = None) -> int:
-    """Claim and run trials until the benchmark(s) are complete; returns how many this worker ran.
+def worker_loop(assignment: Assignment) -> int:
+    """Claim and run trials until the assigned benchmark(s) are complete; returns how many this worker ran.
+    Every executor runs this loop and only starts and stops it; the store is opened unchecked
+    (:meth:`Store.for_worker`): whoever made the assignment opened it checked."""
+    store = Store.for_worker(assignment.store_url)
+    try:
+        return _claim_and_run(store, assignment)
+    finally:  # a process that outlives the loop (a Ray worker, reused for the next task; a test) keeps no connection
+        store.engine.dispose()
 
-    ``spec``: the benchmark's spec as this run gave it (its execution fields, such as the device, may
-    differ from those stored, which do not change the benchmark); default: the stored one.
-    """
-    worker = new_worker_id()
-    ran = 0
-    pending = [benchmark_id] if benchmark_id else store.benchmark_ids()
-    watches = {b: StageWatch(store, b, spec if spec and b == benchmark_id else load_benchmark(store, b),
+
+def _claim_and_run(store: Store, assignment: Assignment) -> int:
+    options, worker, ran = assignment.options, new_worker_id(), 0
+    pending = [assignment.benchmark_id] if assignment.benchmark_id else store.benchmark_ids()
+    watches = {b: StageWatch(store, b, load_benchmark(store, b) if assignment.spec is None else assignment.spec,
                              options.artifact_root) for b in pending}
     with stop_on_sigterm():
         while pending and (options.max_trials is None or ran < options.max_trials):
