@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -59,20 +60,45 @@ def _os_exit_refused() -> Iterator[None]:
         os._exit = real_exit
 
 
+@contextmanager
+def _real_interrupts_seen() -> Iterator[list[bool]]:
+    """A list whose one flag turns True when a Ctrl-C (SIGINT) reaches this process while a user's code runs:
+    that KeyboardInterrupt is the user stopping bocb, not the code failing. Where SIGINT is not Python's
+    default (a worker ignores it) or not in the main thread, nothing is changed."""
+    seen = [False]
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield seen
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        seen[0] = True
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_user_code(action: Callable[[], T], field: str, failure: str) -> T:
     """``action()``, which runs a user's code: a module's import, a backbone factory, an optimizer's
-    __init__. A SpecError of bocb's own passes; any other way it fails is one line naming ``field``,
-    ``failure: the cause``: an exception, sys.exit(), a raised KeyboardInterrupt, a BaseException class of
-    its own (each would otherwise end bocb with that code, 0 having done nothing, or a traceback), or
-    os._exit."""
-    try:
-        with _os_exit_refused():
-            return action()
-    except SpecError:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - see the docstring
-        cause = str(exc) if isinstance(exc, _ProcessExit) else _first_line(exc)
-        raise SpecError(field, f"{failure}: {cause}") from None
+    __init__. A SpecError of bocb's own passes, and so does a Ctrl-C; any other way it fails is one line
+    naming ``field``, ``failure: the cause``: an exception, sys.exit(), a raised KeyboardInterrupt, a
+    BaseException class of its own (each would otherwise end bocb with that code, 0 having done nothing, or
+    a traceback), or os._exit."""
+    with _real_interrupts_seen() as ctrl_c:
+        try:
+            with _os_exit_refused():
+                return action()
+        except SpecError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - see the docstring
+            if ctrl_c[0]:
+                raise
+            cause = str(exc) if isinstance(exc, _ProcessExit) else _first_line(exc)
+            raise SpecError(field, f"{failure}: {cause}") from None
 
 
 def import_object(reference: str, field: str, what: str) -> Any:

@@ -73,14 +73,9 @@ class LocalExecutor:
         procs = [ctx.Process(target=_worker_main, args=(assignment, os.getpid()), daemon=False)
                  for _ in range(self.workers)]
         try:
-            # the fork server (started by the first start) inherits the ignore through exec, and the workers it
-            # forks keep it until they set their own: a Ctrl-C while they start prints nothing
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                for proc in procs:
-                    proc.start()
-            finally:
-                signal.signal(signal.SIGINT, previous)
+            _start_fork_server(ctx)
+            for proc in procs:  # a Ctrl-C now is a KeyboardInterrupt here: the except below stops them
+                proc.start()
             _watch(procs, store, assignment.benchmark_id, console)
             failed = [proc.exitcode for proc in procs if proc.exitcode]
             if failed:  # a worker that died of an error of bocb's own: no result may pass for complete
@@ -97,6 +92,22 @@ class LocalExecutor:
                     proc.join(timeout=10)
                     if proc.is_alive():
                         proc.kill()
+
+
+def _start_fork_server(ctx: mp.context.BaseContext) -> None:
+    """Start the fork server with SIGINT ignored, as its exec inherits it: a Ctrl-C while it imports
+    WORKER_PRELOAD (seconds) is then no traceback of its, and the workers it forks ignore SIGINT too until
+    they set their own (we stop them). Only for the fork and exec (milliseconds): ignored any longer, a Ctrl-C
+    meant for this run would be lost and the run go on."""
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _watch(procs: list, store: Store, benchmark_id: str, console: Console) -> None:
