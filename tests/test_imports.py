@@ -47,7 +47,7 @@ def _statements(body: list[ast.stmt], runs: bool) -> Iterator[tuple[ast.stmt, bo
         yield node, runs
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             yield from _statements(node.body, False)
-        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        elif isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
             yield from _statements(node.body, False)
             yield from _statements(node.orelse, runs)
         else:

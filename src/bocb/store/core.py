@@ -17,6 +17,8 @@ from bocb.store.sharing import Sharing
 
 
 class Store(Planning, Claims, Sharing, Reading):
+    """An open store: it plans, claims and finishes, shares and reads trials through its mixins."""
+
     def __init__(self, url: str | os.PathLike[str], existing: bool = False, read_only: bool = False) -> None:
         """Open (creating it unless ``existing``) the store at ``url``, bringing an older one to this bocb's
         schema; ``existing`` refuses a database that holds no bocb store, and leaves it untouched.
