@@ -184,7 +184,7 @@ def test_a_store_of_a_newer_bocb_is_refused(tmp_path: Path) -> None:
 def test_an_interrupted_upgrade_is_redone_on_the_next_open(tmp_path: Path, monkeypatch) -> None:
     """SQLite commits DDL at once: an upgrade stopped after creating the version table must not leave the
     store marked as upgraded with its trials under old keys."""
-    import bocb.store as store_module
+    import bocb.store.schema as store_module
     from bocb.protocol import trial_key
 
     path = tmp_path / "old.sqlite"

@@ -353,7 +353,7 @@ def _is_object(value: Any) -> bool:
 
 def _is_layer_table(value: Any) -> bool:
     """A layer table as Store.finish writes it: records with exactly bocb.weights' columns."""
-    from bocb.weights._columns import COLUMNS, TEXT_COLUMNS
+    from bocb.weights import COLUMNS, TEXT_COLUMNS
 
     def fits(name: str, cell: Any) -> bool:
         if name in TEXT_COLUMNS:

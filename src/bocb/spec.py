@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     StrictFloat,
@@ -29,69 +28,20 @@ from pydantic import (
     model_validator,
 )
 
+from bocb.data import DATASETS, DatasetSpec, default_gamma, paper_setting
 from bocb.errors import SpecError, unknown_name_message
 from bocb.protocol import DEFAULT_ALPHA, DEFAULT_GAMMA, rule_parameters, run_key, trial_key
+from bocb.strict import MAX_SEED, StrictModel
 
 Size = Literal["paper", "tiny"]
 ExecutorName = Literal["local", "ray"]
 EXECUTORS: tuple[str, ...] = typing.get_args(ExecutorName)
-# Bounds that keep a value storable (a 32-bit integer column in PostgreSQL) and a trial plannable.
-MAX_SEED = 2**31 - 1
+# Bounds that keep a value storable (MAX_SEED, bocb.strict) and a trial plannable (MAX_IMAGE_SIDE: bocb.data).
 MAX_GRID_POINTS = 100  # per hyper-parameter: the paper searches 5
 MAX_BUDGET_MULTIPLIER = 64  # a budget check at 64x the epochs is already a new benchmark
 MAX_GRID_DECADES = 24  # a grid with its edge steps spans at most 10^24 (default lr 1e-3: 1e-15 .. 1e9)
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20
-MAX_IMAGE_SIDE = 4096  # one 4096 x 4096 RGB image is 200 MB in float32: beyond that no trial fits in memory
-
-
-class StrictModel(BaseModel):
-    """Unknown fields refused; numbers finite (no NaN or infinity) and never booleans (StrictInt,
-    StrictFloat: YAML's `true` is not 1)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class DatasetSpec(StrictModel):
-    name: str = "digits"
-    image_size: StrictInt | None = Field(None, gt=0, le=MAX_IMAGE_SIDE,
-                                         description="input side; None: the backbone's input size")
-    path: str | None = None
-    download: bool = False
-    val_fraction: StrictFloat = Field(0.1, ge=0.0, lt=1.0, description="carved from train, stratified; 0 turns it off")
-    train_subset: StrictInt | None = Field(None, gt=0)
-    test_subset: StrictInt | None = Field(None, gt=0)
-    split_seed: StrictInt = Field(0, ge=0, le=MAX_SEED)
-
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from bocb.data import DATASETS
-
-        return DATASETS.get(name, field="dataset.name").name
-
-    @model_validator(mode="after")
-    def _splits_hold_every_class(self) -> DatasetSpec:
-        """Subsets no larger than the data, and a stratified split that leaves each part an image per class
-        (where the dataset's sizes are known without its files)."""
-        from bocb.data import DATASETS, split_sizes
-
-        info = DATASETS.get(self.name)
-        full = info.sizes(self)
-        if full is None:
-            return self
-        for field, wanted, have, split in (("train_subset", self.train_subset, full[0], "training"),
-                                           ("test_subset", self.test_subset, full[1], "test")):
-            if wanted is not None and wanted > have:
-                raise SpecError(f"dataset.{field}", f"{wanted:,} is more than the {have:,} {split} images of "
-                                                    f"{self.name}")
-        train, val, _ = split_sizes(self)
-        classes = info.num_classes
-        if train < classes or (self.val_fraction > 0 and val < classes):
-            raise SpecError("dataset.val_fraction", f"{self.val_fraction:g} of {train + val:,} training images leaves "
-                                                    f"{train:,} to train on and {val:,} to validate; each needs at "
-                                                    f"least one image per class ({classes})")
-        return self
 
 
 def _named_entries(items: Any) -> Any:
@@ -106,10 +56,10 @@ def _known_recipe(name: str, field: str) -> str:
     from bocb.recipes import RECIPES
 
     return RECIPES.get(name, field=field).name
+
+
 def check_dataset(dataset: DatasetSpec) -> None:
     """Raise a one-line SpecError when the dataset's files are missing (cheap: no full load)."""
-    from bocb.data import DATASETS
-
     DATASETS.get(dataset.name).check(dataset)
 
 
@@ -345,7 +295,6 @@ class TransferSpec(StrictModel):
 
     @model_validator(mode="after")
     def _valid(self) -> TransferSpec:
-        from bocb.data import DATASETS
         from bocb.recipes import resolve_recipe
 
         resolve_recipe(self.recipe, self.recipe_overrides)
@@ -401,8 +350,6 @@ class BenchmarkSpec(StrictModel):
         rules = data.get("rules", {})
         if rules.get("gamma") is not None:
             return data
-        from bocb.data import DATASETS, default_gamma
-
         dataset = data.get("dataset") or {}
         name = dataset.get("name", "digits") if isinstance(dataset, dict) else getattr(dataset, "name", None)
         if not isinstance(name, str) or name not in DATASETS:
@@ -446,7 +393,6 @@ class BenchmarkSpec(StrictModel):
         """A user's backbone factory built once on one batch of this spec's input
         (bocb.backbones.check_user_backbone); after every name and value is checked, as it imports torch."""
         from bocb.backbones import check_user_backbone, input_size
-        from bocb.data import DATASETS
 
         data = DATASETS.get(self.dataset.name)
         for entry in self.backbones:
@@ -468,8 +414,6 @@ class BenchmarkSpec(StrictModel):
         from bocb.recipes import resolve_recipe
 
         resolve_recipe("torch" if self.recipe == "paper" else self.recipe, self.recipe_overrides)
-        from bocb.data import DATASETS
-
         if self.recipe_overrides.get("test_crop") is not None and DATASETS.get(self.dataset.name).build is None:
             raise SpecError("recipe_overrides.test_crop", f"applies to folder datasets (imagefolder, imagenet); "
                                                           f"{self.dataset.name} is held in memory and tested whole")
@@ -542,7 +486,6 @@ class BenchmarkSpec(StrictModel):
         ('paper': its Table A1 default); the spec's recipe_overrides and grad_clip, then its own
         recipe_overrides, applied; the spec's epochs and batch_size, when it sets them, win."""
         from bocb.backbones import get_backbone
-        from bocb.data import paper_setting
         from bocb.recipes import resolve_recipe
 
         name = backbone.recipe or self.recipe

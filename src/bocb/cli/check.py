@@ -64,7 +64,7 @@ def check(
                    "`bocb check --plan-only` prints the estimate")
     with resumable_on_interrupt():
         _train(run, out, workers)
-    code = _print_and_write(run, out, report)
+    code = _print_check_and_write(run, out, report)
     if code:
         raise typer.Exit(code)
 
@@ -111,14 +111,14 @@ def _train(run, out: Path, workers: int | None) -> None:  # noqa: ANN001 - a boc
             executor.run(run.store, Assignment(run.store.url, benchmark_id, spec, options), None)
 
 
-def _print_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a bocb.check.CheckRun
+def _print_check_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a bocb.check.CheckRun
     from dataclasses import replace
 
     import pandas as pd
 
-    from bocb.analysis import analyse, format_matrix
+    from bocb.analysis import analyse
     from bocb.check import cache_reference, paper_orientation, placement, verdict_lines
-    from bocb.cli.run import EXIT_CRASHED, count_line
+    from bocb.cli.run import EXIT_CRASHED, count_line, matrix_text, say_report
     from bocb.protocol import TrialState
 
     g = run.gauntlet
@@ -133,8 +133,7 @@ def _print_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a b
         layers[g.kind] = layers[g.kind].replace(g.target, marked.target)
     result = analyse(trials, run.store.epochs_frame(), gamma=g.reference.rules.gamma, alpha=g.reference.rules.alpha)
     typer.echo("\n".join(verdict_lines(result, marked)))
-    typer.echo(f"\ntop-1 (test) of the configuration with the best {result.selected_on}:")
-    typer.echo(format_matrix(result.matrix, "table"))
+    typer.echo("\n" + matrix_text(result))
     where = placement(result, marked)
     if not where.empty:
         typer.echo(f"where {g.target} falls among the {where['of'].iloc[0]} "
@@ -150,8 +149,6 @@ def _print_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a b
     if report:
         from bocb.report import render_report
 
-        typer.echo("writing the report ...", err=True)
-        page = render_report(result, out / "report", layers=layers,
-                             title=f"bocb check: the {g.kind} {g.target} against the {len(g.panel)}-entry panel")
-        typer.echo(f"report: {page}")
+        say_report(lambda: render_report(result, out / "report", layers=layers, title=f"bocb check: the {g.kind} "
+                                         f"{g.target} against the {len(g.panel)}-entry panel"))
     return EXIT_CRASHED if counts.get(TrialState.FAILED.value, 0) else 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from bocb.errors import SpecError, unknown_name_message
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bocb.analysis import StoreAnalysis
+    from bocb.analysis import Analysis, StoreAnalysis
     from bocb.estimate import PlanCost
     from bocb.spec import BenchmarkSpec
     from bocb.sweep import BenchmarkRun
@@ -154,7 +155,7 @@ def _say_retried(retried: int) -> None:
 def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> int:
     """Print the matrix, the verdicts and the trial count, write results.csv and the report; returns the
     exit code (EXIT_CRASHED when any trial crashed)."""
-    from bocb.analysis import analyse_store, format_matrix
+    from bocb.analysis import analyse_store
     from bocb.protocol import TrialState
 
     db = done.store
@@ -170,8 +171,7 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
     if counts.get(TrialState.DONE.value, 0) + counts.get(TrialState.DIVERGED.value, 0):
         analysed = analyse_store(db, done.benchmark_id, transfer_id=done.transfer_id)  # as `bocb report` does
         result = analysed.result
-        typer.echo(f"top-1 (test) of the configuration with the best {result.selected_on}:")
-        typer.echo(format_matrix(result.matrix, "table"))
+        typer.echo(matrix_text(result))
         typer.echo(verdict_text(result.verdicts))
         typer.echo(edge_line(result.cells))
         for note in result.notes:
@@ -184,9 +184,22 @@ def _print_and_write(done: BenchmarkRun, spec: BenchmarkSpec, report: bool) -> i
     if report and analysed is not None:
         from bocb.report import render_store_report
 
-        typer.echo("writing the report ...", err=True)
-        typer.echo(f"report: {render_store_report(analysed, done.out_dir / 'report')}")
+        say_report(lambda: render_store_report(analysed, done.out_dir / "report"))
     return EXIT_CRASHED if n_crashed + n_crashed_transfer else 0
+
+
+def matrix_text(result: Analysis) -> str:
+    """The top-1 matrix of the chosen configurations under its heading (`bocb run`, `bocb check`)."""
+    from bocb.analysis import format_matrix
+
+    return (f"top-1 (test) of the configuration with the best {result.selected_on}:\n"
+            + format_matrix(result.matrix, "table"))
+
+
+def say_report(render: Callable[[], Path]) -> None:
+    """Write the report (which takes a while: said first, on stderr) and print where it is."""
+    typer.echo("writing the report ...", err=True)
+    typer.echo(f"report: {render()}")
 
 
 def _print_transfer(done: BenchmarkRun, spec: BenchmarkSpec, every: pd.DataFrame,

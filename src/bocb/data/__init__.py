@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bocb.data import _builtin, _cifar, _fashion, _folder  # noqa: F401  (registers the datasets)
 from bocb.data._base import DATASETS, DatasetInfo, Loaders, RawDataset, default_gamma, known_sizes, paper_setting
-from bocb.spec import DatasetSpec
+from bocb.data._spec import DatasetSpec, split_sizes
 
 if TYPE_CHECKING:
     import torch
@@ -30,21 +30,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DATASETS", "DatasetInfo", "EvalBatches", "FolderBatches", "Loaders", "RawDataset", "TrainBatches",
+    "DATASETS", "DatasetInfo", "DatasetSpec", "EvalBatches", "FolderBatches", "Loaders", "RawDataset", "TrainBatches",
     "build_loaders", "clear_cache", "default_gamma", "known_sizes", "paper_setting", "split_sizes",
     "verify_files",
 ]
-
-
-def split_sizes(spec: DatasetSpec) -> tuple[int, int, int] | None:
-    """(train, val, test) images a trial of ``spec`` uses, from the dataset's known sizes and the spec's
-    subsets and validation fraction, without the files; None when the dataset's size is unknown."""
-    full = DATASETS.get(spec.name, field="dataset.name").sizes(spec)
-    if full is None:
-        return None
-    pool = min(spec.train_subset or full[0], full[0])
-    val = int(round(spec.val_fraction * pool))  # as train_val_split carves it
-    return pool - val, val, min(spec.test_subset or full[1], full[1])
 
 
 def verify_files(spec: DatasetSpec) -> None:

@@ -16,7 +16,7 @@ from bocb.registry import Registry
 if TYPE_CHECKING:
     from bocb.data._batches import EvalBatches, TrainBatches
     from bocb.data._folder import FolderBatches
-    from bocb.spec import DatasetSpec
+    from bocb.data._spec import DatasetSpec
 
 
 def data_root() -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from bocb.data._base import DATASETS, DatasetInfo, RawDataset, known_sizes
-from bocb.spec import DatasetSpec
+from bocb.data._spec import DatasetSpec
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # the train/test split is fixed; split_seed only moves the validation split

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from bocb.data._base import DATASETS, DatasetInfo, RawDataset, data_root, known_sizes
+from bocb.data._spec import DatasetSpec
 from bocb.data._verify import VERIFIED, files_key
 from bocb.errors import DataError, SpecError
-from bocb.spec import DatasetSpec
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 

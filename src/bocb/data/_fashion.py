@@ -12,9 +12,9 @@ from typing import BinaryIO
 import numpy as np
 
 from bocb.data._base import DATASETS, DatasetInfo, RawDataset, data_root, known_sizes
+from bocb.data._spec import DatasetSpec
 from bocb.data._verify import VERIFIED, files_key
 from bocb.errors import DataError, SpecError
-from bocb.spec import DatasetSpec
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
 FILES = {

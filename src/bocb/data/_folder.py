@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from bocb.data._base import DATASETS, DatasetInfo, Loaders, known_sizes
+from bocb.data._spec import DatasetSpec
 from bocb.data._verify import VERIFIED, files_key
 from bocb.errors import DataError, SpecError
-from bocb.spec import DatasetSpec
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, copied: this module registers the datasets without torch
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -16,9 +16,9 @@ from torchvision.datasets import ImageFolder
 from bocb.data._base import Loaders
 from bocb.data._batches import Batch, epoch_generator, epoch_order
 from bocb.data._folder import scan_split
+from bocb.data._spec import DatasetSpec
 from bocb.data._splits import subset, train_val_split
 from bocb.errors import DataError
-from bocb.spec import DatasetSpec
 
 MAX_WORKERS = 4
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from bocb.data._base import DATASETS, Loaders, RawDataset
 from bocb.data._batches import Augment, EvalBatches, Normalise, TrainBatches
+from bocb.data._spec import DatasetSpec
 from bocb.data._splits import subset, train_val_split
-from bocb.spec import DatasetSpec
 
 _RESIZE_CHUNK = 1024  # images resized at a time: bounds the float intermediate
 

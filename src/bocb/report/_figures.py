@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from bocb.analysis import NEAR_BEST, Analysis  # noqa: E402
 from bocb.colours import optimizer_colours, tag_optimizer  # noqa: E402
 from bocb.report._contrast import text_colour  # noqa: E402
+from bocb.weights.plots import METRIC_LABELS, alpha_bar_chart, layer_grid, ridge_plot  # noqa: E402
 
 NEUTRAL = "#d9d9d9"  # boxes and violins that group several optimizers
 
@@ -379,8 +380,6 @@ def weight_figures(result: Analysis, layers: pd.DataFrame | None, out_dir: Path)
     the full ridge plots per backbone and metric; backbones and optimizers in the heat map's order."""
     if layers is None or layers.empty:
         return LayerFigures([], [])
-    from bocb.weights.plots import METRIC_LABELS, alpha_bar_chart, layer_grid, ridge_plot
-
     order = {"backbones": list(result.matrix.columns), "optimizers": list(result.matrix.index)}
     colours = optimizer_colours(result.matrix.index)
     summary = [_draw(lambda: alpha_bar_chart(layers, colours=colours, **order), out_dir, "alpha_bars",

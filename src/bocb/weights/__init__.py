@@ -11,8 +11,8 @@ from typing import Any
 _EXPORTS = {
     "load_layer_table": "_io", "load_state_dict": "_io",
     "PowerLawFit": "_powerlaw", "fit_power_law": "_powerlaw",
-    "COLUMNS": "_columns", "METRIC_COLUMNS": "_columns", "NUMERIC_COLUMNS": "_columns", "layer_table": "_table",
-    "spectral_entropy": "_table", "topk_energy": "_table", "weight_entropy": "_table",
+    "COLUMNS": "_columns", "METRIC_COLUMNS": "_columns", "NUMERIC_COLUMNS": "_columns", "TEXT_COLUMNS": "_columns",
+    "layer_table": "_table", "spectral_entropy": "_table", "topk_energy": "_table", "weight_entropy": "_table",
 }
 
 __all__ = sorted(_EXPORTS)
