@@ -146,7 +146,7 @@ def test_a_worker_whose_claim_is_taken_over_stops_and_the_new_owner_resumes(tmp_
     for _ in range(50):  # as if its heartbeat had gone stale and another worker had claimed it; the first
         with store.engine.begin() as conn:  # worker's own heartbeat (every 0.1 s) may refresh it in between
             conn.execute(sa.update(trials_table).where(trials_table.c.key == key).values(heartbeat_at=0.0))
-        taken = store.claim_key(key, "remote-host:1:new-owner", stale_after=1.0)
+        taken = store.claim("remote-host:1:new-owner", stale_after=1.0)  # the store's one trial: ``key``
         if taken is not None:
             break
     assert taken is not None

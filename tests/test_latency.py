@@ -50,8 +50,8 @@ def finished_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("finished")
     run = plan_benchmark(parse_spec(TINY_SPEC), out)
     worker = "remote-host:1:w"
-    for i, key in enumerate(run.store.claimable_keys(run.benchmark_id)):
-        assert run.store.claim_key(key, worker) is not None
+    for i in range(len(run.store.trials_frame(run.benchmark_id))):
+        key = run.store.claim(worker, run.benchmark_id).key
         run.store.record_epoch(key, {"epoch": 0, "train_loss": 1.0, "val_top1": 50.0 + i, "test_top1": 40.0 + i})
         assert run.store.finish(key, worker, {"state": "done", "val_top1": 50.0 + i, "test_top1": 40.0 + i,
                                               "train_loss": 1.0}, None)

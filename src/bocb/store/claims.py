@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from bocb.protocol import EPOCH_FIELDS, OUTCOME_COLUMNS, TrialState
-from bocb.store.schema import FINISHED_VALUES, UNFINISHED_VALUES, epochs, layer_tables, planned_keys, trials
+from bocb.store.schema import UNFINISHED_VALUES, epochs, layer_tables, planned_keys, trials
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,6 @@ class Claims:
             rows = conn.execute(query.order_by(trials.c.created_at, trials.c.key)).all()
         return [r for r in rows if r.state == TrialState.PENDING or _abandoned(r, now, stale_after)]
 
-    def claimable_keys(self, benchmark_id: str | None = None, stale_after: float = 120.0) -> list[str]:
-        return [r.key for r in self._candidates(benchmark_id, stale_after)]
-
     def claim(self, worker: str, benchmark_id: str | None = None, stale_after: float = 120.0) -> ClaimedTrial | None:
         """Atomically take one pending (or abandoned) trial; None when there is none."""
         for cand in self._candidates(benchmark_id, stale_after):
@@ -85,16 +82,6 @@ class Claims:
             if claimed:
                 return claimed
         return None
-
-    def claim_key(self, key: str, worker: str, stale_after: float = 120.0) -> ClaimedTrial | None:
-        """Claim one given trial; None if it is taken or finished."""
-        with self.engine.connect() as conn:
-            cand = conn.execute(sa.select(trials.c.key, trials.c.state, trials.c.worker, trials.c.heartbeat_at)
-                                .where(trials.c.key == key)).first()
-        if cand is None or cand.state in FINISHED_VALUES or (
-                cand.state == TrialState.RUNNING and not _abandoned(cand, time.time(), stale_after)):
-            return None
-        return self._take(cand, worker, time.time())
 
     def _take(self, cand: Any, worker: str, now: float) -> ClaimedTrial | None:
         guard = sa.and_(trials.c.key == cand.key, trials.c.state == cand.state)
