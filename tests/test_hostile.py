@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_SPEC, bocb_main
+from conftest import TINY_SPEC, bocb_command, bocb_main
 
 
 def fingerprint(path: Path) -> str:
@@ -376,3 +376,16 @@ def test_a_plugin_raising_its_own_base_exception_at_import_is_one_line(tmp_path,
     code, out, err = bocb_main("run", str(spec), "--plan-only", "--store", str(tmp_path / "s.db"), capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and "cannot import" in err and "Stop: no" in err, err
     assert "Traceback" not in out + err and not (tmp_path / "s.db").exists()
+
+
+def test_a_ctrl_c_while_a_plugin_imports_stops_bocb_and_is_not_reported_as_the_plugins_failure(tmp_path) -> None:
+    """A real SIGINT (here the module sends it to its own process while bocb imports it) is the user
+    stopping bocb: exit code 130, where a KeyboardInterrupt the module raises itself is its failure (one
+    line, exit code 2: SPEC_CASES). A real process: the signal is what this tests."""
+    (tmp_path / "hx_ctrl_c.py").write_text("import os\nimport signal\nimport time\n\n"
+                                           "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    spec = _spec_with(tmp_path, _tiny(backbones=["hx_ctrl_c:net"]))
+    done = bocb_command("run", str(spec), "--plan-only", "--store", str(tmp_path / "s.db"), cwd=tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert "cannot import" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "s.db").exists()
