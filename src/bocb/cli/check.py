@@ -98,8 +98,8 @@ def _say_cost(run, workers: int | None) -> float | None:  # noqa: ANN001 - a boc
 
 def _train(run, out: Path, workers: int | None) -> None:  # noqa: ANN001 - a bocb.check.CheckRun
     from bocb.devices import check_device
-    from bocb.sweep import executor_for, stored_artifact_root
-    from bocb.sweep.worker import Assignment, WorkerOptions, stop_on_sigterm
+    from bocb.sweep import executor_for, train_planned
+    from bocb.sweep.worker import stop_on_sigterm
 
     check_device(run.gauntlet.candidate.device)
     with stop_on_sigterm():
@@ -107,8 +107,7 @@ def _train(run, out: Path, workers: int | None) -> None:  # noqa: ANN001 - a boc
             executor = executor_for(spec, workers)
             executor.check()
             typer.echo(f"training {what} ...", err=True)
-            options = WorkerOptions(artifact_root=stored_artifact_root(run.store, benchmark_id))
-            executor.run(run.store, Assignment(run.store.url, benchmark_id, spec, options), None)
+            train_planned(executor, run.store, benchmark_id, spec)
 
 
 def _print_check_and_write(run, out: Path, report: bool) -> int:  # noqa: ANN001 - a bocb.check.CheckRun

@@ -16,7 +16,7 @@ from bocb.sweep.planner import next_stage
 from bocb.sweep.worker import Assignment, WorkerOptions
 
 __all__ = ["BenchmarkRun", "Executor", "artifact_root_for", "executor_for", "plan_benchmark", "run_benchmark",
-           "store_url_for", "stored_artifact_root", "verify_data"]
+           "store_url_for", "stored_artifact_root", "train_planned", "verify_data"]
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,15 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path = "bocb-results", sto
     if on_planned:
         on_planned(run)
     options = options or WorkerOptions(artifact_root=run.artifact_root)
-    executor.run(run.store, Assignment(run.store_url, run.benchmark_id, spec, options), console)
+    train_planned(executor, run.store, run.benchmark_id, spec, options, console)
     if run.transfer_id is not None:  # fine-tunes the kept models of the benchmark just completed
-        executor.run(run.store, Assignment(run.store_url, run.transfer_id, spec.transfer_part(), options), console)
+        train_planned(executor, run.store, run.transfer_id, spec.transfer_part(), options, console)
     return run
+
+
+def train_planned(executor: Executor, store: Store, benchmark_id: str, spec: BenchmarkSpec,
+                  options: WorkerOptions | None = None, console: Console | None = None) -> None:
+    """Train a planned benchmark to completion with ``executor``: the one run loop of `bocb run` (each of its
+    parts) and `bocb check` (each of its). Options default to the benchmark's stored artifact root."""
+    options = options or WorkerOptions(artifact_root=stored_artifact_root(store, benchmark_id))
+    executor.run(store, Assignment(store.url, benchmark_id, spec, options), console)
