@@ -13,6 +13,7 @@ from conftest import TINY_SPEC
 
 from bocb.analysis import analyse, select_cells
 from bocb.optim import round_sig
+from bocb.protocol import choose_configs, config_label
 from bocb.spec import parse_spec
 from bocb.store import PlannedTrial
 from bocb.sweep import plan_benchmark
@@ -102,6 +103,21 @@ def test_halving_without_keep_ties_cuts_ties_by_training_loss() -> None:
     assert [len(results[results["stage"] == f"rung{r}"]) for r in range(3)] == [3, 1, 1]
     final = results[results["stage"] == "rung2"]
     assert final["lr"].tolist() == [results["lr"].max()]
+
+
+def test_halving_and_the_choice_break_an_exact_tie_the_same_way() -> None:
+    """One order (bocb.protocol.ranking_key): configurations equal on validation and training loss go,
+    in a rung as in the choice, to the lower configuration label, whatever the grid's order (here the
+    label 'lr=0.0001' comes before 'lr=1e-05', the grid's first)."""
+    spec = _spec(epochs=9, optimizers=[{"name": "adamw", "lr": [1e-5, 1e-4, 1e-3]}],
+                 search={"method": "halving", "lr_points": 3, "wd_points": 1, "keep_ties": False})
+    results = _run_all(spec, val=lambda c: 50.0, loss=lambda c: 1.0)
+    survivor = results[results["stage"] == "rung1"]
+    labels = sorted(config_label(lr, wd) for lr, wd in zip(results["lr"], results["weight_decay"]))
+    assert labels[0].startswith("lr=0.0001,")
+    assert [config_label(lr, wd) for lr, wd in zip(survivor["lr"], survivor["weight_decay"])] == labels[:1]
+    rung0 = results[results["stage"] == "rung0"]
+    assert choose_configs(rung0.assign(stage="search", epochs=9))["config"].tolist() == labels[:1]
 
 
 def test_on_a_two_point_grid_the_planner_extends_exactly_the_cells_the_report_flags() -> None:

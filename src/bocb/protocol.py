@@ -308,6 +308,13 @@ def selection_scores(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
                          "loss": loss.where(done).fillna(math.inf)}, index=rows.index)
 
 
+def ranking_key(score: float, loss: float, config: str) -> tuple[float, float, str]:
+    """THE order of configurations, wherever they are ranked (the choice, halving's rungs): the higher
+    selection score first, ties to the lower training loss, then to the configuration label
+    (:func:`config_label`), so that equal numbers never leave the order to where a list happened to start."""
+    return -score, loss, config
+
+
 def ranked_configs(frame: pd.DataFrame) -> pd.DataFrame:
     """Every candidate configuration of each cell, best first, as :func:`choose_configs` ranks them.
 
@@ -334,8 +341,10 @@ def ranked_configs(frame: pd.DataFrame) -> pd.DataFrame:
         per_config = compared.groupby("config", sort=False).agg(
             score=("_score", "mean"), loss=("_loss", "mean"), val_top1=("val_top1", "mean"),
             test_top1=("test_top1", "mean"), n_seeds=("seed", "nunique"))
-        per_config = per_config.reset_index().sort_values(["score", "loss", "config"],
-                                                          ascending=[False, True, True], kind="stable")
+        per_config = per_config.reset_index()
+        order = sorted(range(len(per_config)), key=lambda i: ranking_key(
+            per_config["score"].iat[i], per_config["loss"].iat[i], per_config["config"].iat[i]))
+        per_config = per_config.iloc[order]
         ranked.append(per_config.assign(backbone=cell[0], optimizer=cell[1], selected_on=metric))
     return pd.concat(ranked, ignore_index=True)[columns]
 

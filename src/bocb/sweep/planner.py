@@ -46,7 +46,9 @@ from bocb.protocol import (
     cells_needing_seeds,
     cells_to_recheck,
     choose_configs,
+    config_label,
     grid_edge,
+    ranking_key,
     run_key,
     searched_trials,
     selection_metric,
@@ -316,13 +318,13 @@ def _budget_multipliers(spec: BenchmarkSpec, pair: Pair) -> list[int]:
 
 
 def _score(rows: pd.DataFrame, cfg: TrialConfig) -> tuple[float, float]:
-    """(score, -loss) of one trial by protocol.selection_scores: ties on a coarse validation split (all at
-    chance after a short rung, say) go to the lower training loss; (-inf, -inf) for a trial not there."""
+    """(score, loss) of one trial by protocol.selection_scores: ties on a coarse validation split (all at
+    chance after a short rung, say) go to the lower training loss; (-inf, inf) for a trial not there."""
     hit = rows[rows["trial_key"] == cfg.key()] if len(rows) else rows
     if not len(hit):
-        return -math.inf, -math.inf
+        return -math.inf, math.inf
     first = selection_scores(hit.iloc[:1], selection_metric(rows)).iloc[0]
-    return float(first["score"]), -float(first["loss"])
+    return float(first["score"]), float(first["loss"])
 
 
 def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -> list[int]:
@@ -337,7 +339,7 @@ def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -
     keep = _kept(len(alive), spec.search.keep_fraction)
     configs = grid(spec, pair)
     scores = {i: _score(rows, rung_trial(spec, pair, configs[i], rung - 1)) for i in alive}
-    ranked = sorted(alive, key=lambda i: (-scores[i][0], -scores[i][1], i))
+    ranked = sorted(alive, key=lambda i: ranking_key(*scores[i], config_label(*configs[i])))
     last_kept = scores[ranked[keep - 1]][0]
     while spec.search.keep_ties and keep < len(ranked) and scores[ranked[keep]][0] == last_kept > -math.inf:
         keep += 1
