@@ -15,7 +15,11 @@ runs of that spec, and the statistics the ship rule of issue #32 reads.
    classifier "JS⁰ >= t: SGD fails Eq. 1" (the paper's direction; t fitted on the other backbones at the
    midpoint that classifies them best), beside the leave-one-out accuracy of always guessing the majority
    label; a scatter plot (--plot). The last line is `spearman=R p=P loo_accuracy=A ship=yes|no`: ship means
-   rho >= 0.6 and p < 0.01.
+   rho >= 0.6 and p < 0.01 on every backbone of the spec.
+
+A store whose run has not finished is analysed on the backbones none of whose planned trials is unfinished,
+and the output says which were left out; where the run stopped before the second seeds, "fails Eq. 1" is
+Eq. 1 on the cell means instead of its seed-aware version, and the output says so.
 
     python benchmarks/predict.py [--spec benchmarks/predict_fashion.yaml] [--out /tmp/predict-out]
         [--workers 2] [--skip-run] [--seeds 5] [--probes 1] [--steps 12] [--batches 2] [--device cpu]
@@ -37,9 +41,11 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from bocb.analysis import analyse_store
+from bocb.analysis import analyse
 from bocb.predict import Settings, estimate
+from bocb.protocol import FINISHED, UNFINISHED, rule_parameters
 from bocb.spec import BenchmarkSpec, load_spec
+from bocb.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -61,22 +67,37 @@ def run_search(spec_path: Path, out: Path, workers: int) -> None:
 
 
 def measured(store: Path, spec: BenchmarkSpec) -> tuple[pd.DataFrame, str]:
-    """Per backbone: SGD-M's test top-1, the best adaptive optimizer and its top-1, the deficit, SGD-M's seed-aware
-    Eq. 1 flag and the verdict, from bocb's analysis of the spec's benchmark in the store; with a line on the
-    searched run (trials, and the wall time of those this benchmark ran itself)."""
-    analysed = analyse_store(store, spec.benchmark_id(), n_boot=100).result
+    """Per backbone: SGD-M's test top-1, the best adaptive optimizer and its top-1, the deficit, SGD-M's Eq. 1 flags
+    (on the cell means, and seed-aware) and the verdict, from bocb's analysis (bocb.analysis.analyse, with the
+    rules' parameters stored with the benchmark) of the backbones none of whose planned trials is unfinished;
+    with a line on the searched run."""
+    db = Store(store, read_only=True)
+    benchmark = spec.benchmark_id()
+    trials = db.trials_frame(benchmark)
+    unfinished = set(trials.loc[trials["state"].isin([s.value for s in UNFINISHED]), "backbone"])
+    finished = [b for b in dict.fromkeys(trials["backbone"]) if b not in unfinished]
+    gamma, alpha = rule_parameters(db.benchmark_spec(benchmark))
+    epochs = db.epochs_frame(benchmark)
+    kept = trials[trials["backbone"].isin(finished)]
+    analysed = analyse(kept, epochs[epochs["trial_key"].isin(kept["trial_key"])], gamma=gamma, alpha=alpha,
+                       n_boot=100)
     cells = analysed.cells.set_index(["backbone", "optimizer"])
     verdicts = analysed.verdicts.set_index("backbone")
     rows = []
-    for backbone in dict.fromkeys(analysed.cells["backbone"]):
+    for backbone in finished:
         adaptive = cells.loc[[(backbone, o) for o in ADAPTIVE if (backbone, o) in cells.index]]
         best = adaptive["test_top1"].idxmax()[1]
         sgd = cells.loc[(backbone, SGD)]
         rows.append({"backbone": backbone, "sgd": sgd["test_top1"], "best_adaptive": best,
                      "adaptive": adaptive["test_top1"].max(), "deficit": adaptive["test_top1"].max() - sgd["test_top1"],
-                     "sgd_seeds": int(sgd["n_seeds"]), "sgd_fails": bool(sgd["seed_aware"]),
-                     "undecided": bool(sgd["undecided"]), "verdict": verdicts.at[backbone, "verdict"]})
-    return pd.DataFrame(rows), run_line(analysed.trials)
+                     "sgd_seeds": int(sgd["n_seeds"]), "sgd_eq1": bool(sgd["eq1"]),
+                     "sgd_seed_aware": bool(sgd["seed_aware"]), "undecided": bool(sgd["undecided"]),
+                     "verdict": verdicts.at[backbone, "verdict"]})
+    stages = ", ".join(dict.fromkeys(trials.loc[trials["state"].isin([s.value for s in FINISHED]), "stage"]))
+    state = ("the run had finished" if not unfinished else
+             f"the run had NOT finished: {len(unfinished)} backbones with unfinished trials left out "
+             f"({', '.join(sorted(unfinished))}); stages with finished trials: {stages}")
+    return pd.DataFrame(rows), run_line(trials) + f"; {state}"
 
 
 def run_line(trials: pd.DataFrame) -> str:
@@ -159,7 +180,7 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
-    legend = ((True, "tab:red", "SGD-M fails Eq. 1 (seed-aware)"), (False, "tab:blue", "it does not"))
+    legend = ((True, "tab:red", "SGD-M fails Eq. 1"), (False, "tab:blue", "it does not"))
     for fails, colour, label in legend:
         part = table[table["sgd_fails"] == fails]
         ax.errorbar(part["js0"], part["deficit"], xerr=[part["js0"] - part["js0_min"], part["js0_max"] - part["js0"]],
@@ -175,13 +196,25 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def failure_label(table: pd.DataFrame) -> tuple[pd.Series, str]:
+    """"SGD fails Eq. 1" per backbone: the seed-aware rule's flag where every backbone has it; else (a run
+    stopped before its second seeds) Eq. 1 on the cell means for all, so one rule labels every backbone."""
+    undecided = int(table["undecided"].sum())
+    if undecided == 0:
+        return table["sgd_seed_aware"], "the seed-aware Eq. 1 rule"
+    return table["sgd_eq1"], (f"Eq. 1 on the cell means (the seed-aware rule is undecided on {undecided} "
+                              "backbones: the run stopped before their second seeds)")
+
+
 def report(table: pd.DataFrame, settings: Settings, seeds: int, run: str, spec: BenchmarkSpec) -> tuple[str, dict]:
     rho, p = spearman(table["js0"].to_numpy(), table["deficit"].to_numpy())
     loo, majority = leave_one_out(table["js0"].to_numpy(), table["sgd_fails"].to_numpy())
-    ship = rho >= SHIP_RHO and p < SHIP_P
+    _, rule = failure_label(table)
+    complete = len(table) == len(spec.backbones)
+    ship = rho >= SHIP_RHO and p < SHIP_P and complete
     shown = table.assign(js0_spread=table["js0_max"] - table["js0_min"])[
         ["backbone", "js0", "js0_sd", "js0_spread", "blocks", "seconds", "sgd", "best_adaptive", "adaptive",
-         "deficit", "sgd_seeds", "sgd_fails", "verdict"]]
+         "deficit", "sgd_seeds", "sgd_eq1", "sgd_seed_aware", "verdict"]]
     lines = [f"{spec.name}: {len(table)} backbones, {spec.size}, {spec.dataset.name} at {spec.dataset.image_size} px; "
              f"JS⁰ at {seeds} seeds ({settings.probes} probe x {settings.steps} Lanczos steps per block, "
              f"{settings.batches} batches of {settings.batch_size}, blocks: tensors of >= {settings.min_block} "
@@ -192,9 +225,11 @@ def report(table: pd.DataFrame, settings: Settings, seeds: int, run: str, spec: 
              f"largest {np.max(table['js0_sd'] / table['js0']):.2f}; seconds per estimate: median "
              f"{table['seconds'].median():.0f}, largest {table['seconds'].max():.0f}",
              f"Spearman rho(JS⁰, deficit) = {rho:.3f}, two-sided permutation p = {p:.4f} ({PERMUTATIONS} pairings)",
-             f"SGD fails Eq. 1 on {int(table['sgd_fails'].sum())} of {len(table)}; leave-one-backbone-out accuracy of "
+             f"SGD fails Eq. 1 ({rule}) on {int(table['sgd_fails'].sum())} of {len(table)}; "
+             "leave-one-backbone-out accuracy of "
              f"'JS⁰ >= t: fails': {loo:.2f} (always the majority label: {majority:.2f})",
-             f"ship rule: rho >= {SHIP_RHO} and p < {SHIP_P}: {'met' if ship else 'not met'}",
+             f"ship rule: rho >= {SHIP_RHO} and p < {SHIP_P} on all {len(spec.backbones)} backbones: "
+             f"{'met' if ship else 'not met'}" + ("" if complete else f" (only {len(table)} measured)"),
              f"spearman={rho:.3f} p={p:.4f} loo_accuracy={loo:.2f} ship={'yes' if ship else 'no'}"]
     return "\n".join(lines), {"rho": rho, "p": p, "loo": loo, "ship": ship}
 
@@ -227,6 +262,7 @@ def main() -> None:
     outcome, run = measured(args.out / "bocb.db", spec)
     outcome = outcome[outcome["backbone"].isin(backbones)]
     table = outcome.join(per_backbone(js), on="backbone")
+    table["sgd_fails"] = failure_label(table)[0]
     printed, numbers = report(table, settings, args.seeds, run, spec)
     plot(table, args.plot, f"{spec.name}: rho = {numbers['rho']:.2f} (p = {numbers['p']:.3f}), "
                            f"leave-one-out accuracy {numbers['loo']:.2f}")
