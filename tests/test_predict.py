@@ -153,3 +153,10 @@ def test_estimate_on_a_zoo_backbone_is_a_distance_and_repeats_at_a_seed() -> Non
     assert 0.0 < first.js0 < 1.0
     assert first.js0 == pytest.approx(again.js0, rel=1e-6)
     assert len(first.blocks) >= 2 and all(not name.endswith("bias") for name in first.blocks)
+
+
+def test_js0_of_blocks_equal_up_to_rounding_is_zero_not_nan() -> None:
+    # scipy's divergence of two densities equal up to rounding can come out a tiny negative number (NaN
+    # distance): several blocks whose Hessian is ~0 at initialisation (zero-initialised layer scales) do this
+    flat = [spike(1e-9 * i) for i in range(4)] + [spike(1.0)]
+    assert js0(flat) == pytest.approx(4 / 10, abs=1e-6)

@@ -136,7 +136,16 @@ def js0(quadratures: Sequence[Quadrature], smoothing: float = SMOOTHING) -> floa
     if len(quadratures) < 2:
         raise ValueError("JS⁰ needs at least two blocks")
     _, table = densities(quadratures, smoothing)
-    return float(np.mean([jensenshannon(p, q, base=2) for p, q in itertools.combinations(table, 2)]))
+    return float(np.mean([distance(p, q) for p, q in itertools.combinations(table, 2)]))
+
+
+def distance(p: np.ndarray, q: np.ndarray) -> float:
+    """scipy's base-2 Jensen-Shannon distance; 0 where scipy returns NaN for (nearly) equal densities: its
+    divergence then rounds to a tiny negative number, whose square root is NaN."""
+    value = float(jensenshannon(p, q, base=2))
+    if np.isnan(value) and np.allclose(p, q, rtol=0.0, atol=1e-12):
+        return 0.0
+    return value
 
 
 def block_names(model: nn.Module, min_block: int = MIN_BLOCK) -> list[str]:
