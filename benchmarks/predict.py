@@ -114,8 +114,9 @@ def run_line(trials: pd.DataFrame) -> str:
 
 
 def js0_table(spec: BenchmarkSpec, backbones: list[str], seeds: int, settings: Settings, device: str,
-              cache: Path) -> pd.DataFrame:
-    """JS⁰ per backbone and seed: from ``cache`` where it holds the same settings, else estimated and appended."""
+              cache: Path, cached_only: bool = False) -> pd.DataFrame:
+    """JS⁰ per backbone and seed: from ``cache`` where it holds the same settings, else estimated and appended
+    (``cached_only``: not estimated, so a backbone may have fewer seeds, or none)."""
     key = {"size": spec.size, "image_size": spec.dataset.image_size or 0, "device": device, **asdict(settings)}
     known = pd.read_csv(cache) if cache.exists() else pd.DataFrame(columns=["backbone", "seed", *key])
     same = known.loc[(known[list(key)] == pd.Series(key)).all(axis=1)] if len(known) else known
@@ -125,6 +126,8 @@ def js0_table(spec: BenchmarkSpec, backbones: list[str], seeds: int, settings: S
             hit = same[(same["backbone"] == backbone) & (same["seed"] == seed)]
             if len(hit):
                 rows.append(hit.iloc[-1].to_dict())
+                continue
+            if cached_only:
                 continue
             value = estimate(backbone, spec.dataset, size=spec.size, seed=seed, settings=settings,
                              recipe=spec.recipe, recipe_overrides=spec.recipe_overrides, device=device)
@@ -142,7 +145,8 @@ def per_backbone(js: pd.DataFrame) -> pd.DataFrame:
     grouped = js.groupby("backbone", sort=False)
     return pd.DataFrame({"js0": grouped["js0"].mean(), "js0_sd": grouped["js0"].std(ddof=1),
                          "js0_min": grouped["js0"].min(), "js0_max": grouped["js0"].max(),
-                         "blocks": grouped["blocks"].first(), "seconds": grouped["seconds"].mean()})
+                         "seeds": grouped["js0"].size(), "blocks": grouped["blocks"].first(),
+                         "seconds": grouped["seconds"].mean()})
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -206,6 +210,17 @@ def failure_label(table: pd.DataFrame) -> tuple[pd.Series, str]:
                               "backbones: the run stopped before their second seeds)")
 
 
+def spread_line(table: pd.DataFrame) -> str:
+    """JS⁰'s spread over seeds beside its spread across backbones, and the time per estimate."""
+    seeded = table[table["seeds"] >= 2]
+    within = (f"JS⁰ sd over seeds ({len(seeded)} backbones with >= 2 seeds): median {seeded['js0_sd'].median():.4f}, "
+              f"largest {seeded['js0_sd'].max():.4f} ({seeded.loc[seeded['js0_sd'].idxmax(), 'backbone']})"
+              if len(seeded) else "JS⁰ sd over seeds: no backbone has 2 seeds yet")
+    return (f"{within}; sd of the seed means across backbones {table['js0'].std(ddof=1):.4f}; seconds per estimate: "
+            f"median {table['seconds'].median():.0f}, largest {table['seconds'].max():.0f} "
+            f"({table.loc[table['seconds'].idxmax(), 'backbone']})")
+
+
 def report(table: pd.DataFrame, settings: Settings, seeds: int, run: str, spec: BenchmarkSpec) -> tuple[str, dict]:
     rho, p = spearman(table["js0"].to_numpy(), table["deficit"].to_numpy())
     loo, majority = leave_one_out(table["js0"].to_numpy(), table["sgd_fails"].to_numpy())
@@ -213,17 +228,16 @@ def report(table: pd.DataFrame, settings: Settings, seeds: int, run: str, spec: 
     complete = len(table) == len(spec.backbones)
     ship = rho >= SHIP_RHO and p < SHIP_P and complete
     shown = table.assign(js0_spread=table["js0_max"] - table["js0_min"])[
-        ["backbone", "js0", "js0_sd", "js0_spread", "blocks", "seconds", "sgd", "best_adaptive", "adaptive",
+        ["backbone", "js0", "seeds", "js0_sd", "js0_spread", "blocks", "seconds", "sgd", "best_adaptive", "adaptive",
          "deficit", "sgd_seeds", "sgd_eq1", "sgd_seed_aware", "verdict"]]
     lines = [f"{spec.name}: {len(table)} backbones, {spec.size}, {spec.dataset.name} at {spec.dataset.image_size} px; "
-             f"JS⁰ at {seeds} seeds ({settings.probes} probe x {settings.steps} Lanczos steps per block, "
+             f"JS⁰ at up to {seeds} seeds (column seeds; {settings.probes} probe x {settings.steps} Lanczos "
+             "steps per block, "
              f"{settings.batches} batches of {settings.batch_size}, blocks: tensors of >= {settings.min_block} "
              "parameters; base-2 Jensen-Shannon distance, in [0, 1])",
              run,
              shown.to_string(index=False, float_format="{:.4g}".format),
-             f"JS⁰ seed sd / seed mean: median {np.median(table['js0_sd'] / table['js0']):.2f}, "
-             f"largest {np.max(table['js0_sd'] / table['js0']):.2f}; seconds per estimate: median "
-             f"{table['seconds'].median():.0f}, largest {table['seconds'].max():.0f}",
+             spread_line(table),
              f"Spearman rho(JS⁰, deficit) = {rho:.3f}, two-sided permutation p = {p:.4f} ({PERMUTATIONS} pairings)",
              f"SGD fails Eq. 1 ({rule}) on {int(table['sgd_fails'].sum())} of {len(table)}; "
              "leave-one-backbone-out accuracy of "
@@ -249,6 +263,8 @@ def main() -> None:
     parser.add_argument("--backbones", default=None, help="comma-separated subset of the spec's (default: all)")
     parser.add_argument("--js0-csv", type=Path, default=ROOT / "benchmarks" / "predict_js0.csv")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "predict-scatter.png")
+    parser.add_argument("--cached-js0", action="store_true",
+                        help="estimate no JS⁰: use what --js0-csv holds (up to --seeds per backbone)")
     parser.add_argument("--docs", action="store_true", help="also write the output into docs/predict.md")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -258,9 +274,12 @@ def main() -> None:
         run_search(args.spec, args.out, args.workers)
     backbones = args.backbones.split(",") if args.backbones else [b.name for b in spec.backbones]
     settings = Settings(probes=args.probes, steps=args.steps, batches=args.batches)
-    js = js0_table(spec, backbones, args.seeds, settings, args.device, args.js0_csv)
+    js = js0_table(spec, backbones, args.seeds, settings, args.device, args.js0_csv, args.cached_js0)
     outcome, run = measured(args.out / "bocb.db", spec)
-    outcome = outcome[outcome["backbone"].isin(backbones)]
+    missing = [b for b in outcome["backbone"] if b not in set(js["backbone"])]
+    if missing:
+        run += f"; no JS⁰ yet for {', '.join(missing)} (left out)"
+    outcome = outcome[outcome["backbone"].isin(backbones) & ~outcome["backbone"].isin(missing)]
     table = outcome.join(per_backbone(js), on="backbone")
     table["sgd_fails"] = failure_label(table)[0]
     printed, numbers = report(table, settings, args.seeds, run, spec)
