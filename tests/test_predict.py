@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bocb.predict import Quadrature, Settings, block_hvps, estimate, js0, lanczos, quadrature
+from bocb.predict import Quadrature, Settings, block_hvps, distance, estimate, js0, lanczos, quadrature
 from bocb.spec import DatasetSpec
 
 
@@ -160,3 +160,12 @@ def test_js0_of_blocks_equal_up_to_rounding_is_zero_not_nan() -> None:
     # distance): several blocks whose Hessian is ~0 at initialisation (zero-initialised layer scales) do this
     flat = [spike(1e-9 * i) for i in range(4)] + [spike(1.0)]
     assert js0(flat) == pytest.approx(4 / 10, abs=1e-6)
+
+
+def test_distance_of_densities_equal_up_to_rounding_is_zero() -> None:
+    rng = np.random.default_rng(0)
+    pairs = [(p, p * (1 + 1e-12 * rng.standard_normal(50))) for p in rng.random((20, 50))]
+    assert all(distance(p, q) == 0.0 or distance(p, q) < 1e-5 for p, q in pairs)
+    assert not any(math.isnan(distance(p, q)) for p, q in pairs)
+    with pytest.raises(ValueError, match="not finite"):
+        distance(np.array([0.5, np.nan]), np.array([0.5, 0.5]))

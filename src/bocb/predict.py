@@ -140,12 +140,15 @@ def js0(quadratures: Sequence[Quadrature], smoothing: float = SMOOTHING) -> floa
 
 
 def distance(p: np.ndarray, q: np.ndarray) -> float:
-    """scipy's base-2 Jensen-Shannon distance; 0 where scipy returns NaN for (nearly) equal densities: its
-    divergence then rounds to a tiny negative number, whose square root is NaN."""
-    value = float(jensenshannon(p, q, base=2))
-    if np.isnan(value) and np.allclose(p, q, rtol=0.0, atol=1e-12):
-        return 0.0
-    return value
+    """scipy's base-2 Jensen-Shannon distance of two finite densities; 0 where scipy returns NaN: for finite
+    densities that only happens when they are equal up to rounding (blocks whose Hessian is ~0 at
+    initialisation, behind zero-initialised layer scales), where the divergence rounds to a tiny negative
+    number whose square root is NaN."""
+    if not (np.isfinite(p).all() and np.isfinite(q).all()):
+        raise ValueError("a block's density is not finite")
+    with np.errstate(invalid="ignore"):
+        value = float(jensenshannon(p, q, base=2))
+    return 0.0 if np.isnan(value) else value
 
 
 def block_names(model: nn.Module, min_block: int = MIN_BLOCK) -> list[str]:
