@@ -94,7 +94,7 @@ def measured(store: Path, spec: BenchmarkSpec) -> tuple[pd.DataFrame, str]:
                      "sgd_seed_aware": bool(sgd["seed_aware"]), "undecided": bool(sgd["undecided"]),
                      "verdict": verdicts.at[backbone, "verdict"]})
     stages = ", ".join(dict.fromkeys(trials.loc[trials["state"].isin([s.value for s in FINISHED]), "stage"]))
-    state = ("the run had finished" if not unfinished else
+    state = ("no trial planned so far is unfinished" if not unfinished else
              f"the run had NOT finished: {len(unfinished)} backbones with unfinished trials left out "
              f"({', '.join(sorted(unfinished))}); stages with finished trials: {stages}")
     return pd.DataFrame(rows), run_line(trials) + f"; {state}"
