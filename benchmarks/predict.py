@@ -17,8 +17,9 @@ runs of that spec, and the statistics the ship rule of issue #32 reads.
    label; a scatter plot (--plot). The last line is `spearman=R p=P loo_accuracy=A ship=yes|no`: ship means
    rho >= 0.6 and p < 0.01 on every backbone of the spec.
 
-A store whose run has not finished is analysed on the backbones none of whose planned trials is unfinished,
-and the output says which were left out; where the run stopped before the second seeds, "fails Eq. 1" is
+A store whose run has not finished is analysed without the later stages (edges, seeds) still in progress and
+without the backbones whose search is unfinished, and the output says what was left out; where the run
+stopped before the second seeds, "fails Eq. 1" is
 Eq. 1 on the cell means instead of its seed-aware version, and the output says so.
 
     python benchmarks/predict.py [--spec benchmarks/predict_fashion.yaml] [--out /tmp/predict-out]
@@ -43,7 +44,7 @@ from scipy import stats
 
 from bocb.analysis import analyse
 from bocb.predict import Settings, estimate
-from bocb.protocol import FINISHED, UNFINISHED, rule_parameters
+from bocb.protocol import UNFINISHED, rule_parameters
 from bocb.spec import BenchmarkSpec, load_spec
 from bocb.store import Store
 
@@ -74,11 +75,16 @@ def measured(store: Path, spec: BenchmarkSpec) -> tuple[pd.DataFrame, str]:
     db = Store(store, read_only=True)
     benchmark = spec.benchmark_id()
     trials = db.trials_frame(benchmark)
-    unfinished = set(trials.loc[trials["state"].isin([s.value for s in UNFINISHED]), "backbone"])
+    # a later stage (edges, seeds) still in progress is left out whole, so every backbone is judged on the
+    # same stages; backbones whose search itself is unfinished are left out
+    is_open = trials["state"].isin([s.value for s in UNFINISHED])
+    open_stages = set(trials.loc[is_open, "stage"]) - {"search"}
+    staged = trials[~trials["stage"].isin(open_stages)]
+    unfinished = set(staged.loc[staged["state"].isin([s.value for s in UNFINISHED]), "backbone"])
     finished = [b for b in dict.fromkeys(trials["backbone"]) if b not in unfinished]
     gamma, alpha = rule_parameters(db.benchmark_spec(benchmark))
     epochs = db.epochs_frame(benchmark)
-    kept = trials[trials["backbone"].isin(finished)]
+    kept = staged[staged["backbone"].isin(finished)]
     analysed = analyse(kept, epochs[epochs["trial_key"].isin(kept["trial_key"])], gamma=gamma, alpha=alpha,
                        n_boot=100)
     cells = analysed.cells.set_index(["backbone", "optimizer"])
@@ -93,10 +99,10 @@ def measured(store: Path, spec: BenchmarkSpec) -> tuple[pd.DataFrame, str]:
                      "sgd_seeds": int(sgd["n_seeds"]), "sgd_eq1": bool(sgd["eq1"]),
                      "sgd_seed_aware": bool(sgd["seed_aware"]), "undecided": bool(sgd["undecided"]),
                      "verdict": verdicts.at[backbone, "verdict"]})
-    stages = ", ".join(dict.fromkeys(trials.loc[trials["state"].isin([s.value for s in FINISHED]), "stage"]))
-    state = ("no trial planned so far is unfinished" if not unfinished else
-             f"the run had NOT finished: {len(unfinished)} backbones with unfinished trials left out "
-             f"({', '.join(sorted(unfinished))}); stages with finished trials: {stages}")
+    stages = ", ".join(dict.fromkeys(kept["stage"]))
+    state = (f"stages analysed: {stages}"
+             + (f"; stages left out, unfinished: {', '.join(sorted(open_stages))}" if open_stages else "")
+             + (f"; backbones left out, search unfinished: {', '.join(sorted(unfinished))}" if unfinished else ""))
     return pd.DataFrame(rows), run_line(trials) + f"; {state}"
 
 
