@@ -3,12 +3,15 @@ and the store it was pointed at byte-for-byte as it was (its content fingerprint
 from __future__ import annotations
 
 import hashlib
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_SPEC, bocb_command, bocb_main
+from conftest import TINY_SPEC, bocb_main
 
 
 def fingerprint(path: Path) -> str:
@@ -385,7 +388,10 @@ def test_a_ctrl_c_while_a_plugin_imports_stops_bocb_and_is_not_reported_as_the_p
     (tmp_path / "hx_ctrl_c.py").write_text("import os\nimport signal\nimport time\n\n"
                                            "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
     spec = _spec_with(tmp_path, _tiny(backbones=["hx_ctrl_c:net"]))
-    done = bocb_command("run", str(spec), "--plan-only", "--store", str(tmp_path / "s.db"), cwd=tmp_path)
+    # SIGINT as a terminal leaves it: a pytest-xdist worker ignores it, and its children would inherit that
+    done = subprocess.run([sys.executable, "-m", "bocb", "run", str(spec), "--plan-only", "--store",
+                           str(tmp_path / "s.db")], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert done.returncode == 130, done.stderr
     assert "cannot import" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "s.db").exists()
