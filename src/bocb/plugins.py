@@ -60,24 +60,29 @@ def _os_exit_refused() -> Iterator[None]:
         os._exit = real_exit
 
 
+# Set when a Ctrl-C (SIGINT) reaches this process while a user's code runs (bocb's handler, installed by
+# the outermost run_user_code only: a user's code may run inside another's, an optimizer class imported
+# while the optimizer is built): that KeyboardInterrupt is the user stopping bocb, not the code failing.
+_CTRL_C = threading.Event()
+
+
+def _record_ctrl_c(signum: int, frame: object) -> None:
+    _CTRL_C.set()
+    signal.default_int_handler(signum, frame)
+
+
 @contextmanager
-def _real_interrupts_seen() -> Iterator[list[bool]]:
-    """A list whose one flag turns True when a Ctrl-C (SIGINT) reaches this process while a user's code runs:
-    that KeyboardInterrupt is the user stopping bocb, not the code failing. Where SIGINT is not Python's
-    default (a worker ignores it) or not in the main thread, nothing is changed."""
-    seen = [False]
+def _ctrl_c_recorded() -> Iterator[None]:
+    """Within, a Ctrl-C sets _CTRL_C before it interrupts. Where SIGINT is already recorded (an outer call),
+    or is not Python's default (a worker ignores it), or this is not the main thread, nothing changes."""
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield seen
+        yield
         return
-
-    def interrupted(signum: int, frame: object) -> None:
-        seen[0] = True
-        signal.default_int_handler(signum, frame)
-
-    signal.signal(signal.SIGINT, interrupted)
+    _CTRL_C.clear()
+    signal.signal(signal.SIGINT, _record_ctrl_c)
     try:
-        yield seen
+        yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -88,14 +93,14 @@ def run_user_code(action: Callable[[], T], field: str, failure: str) -> T:
     naming ``field``, ``failure: the cause``: an exception, sys.exit(), a raised KeyboardInterrupt, a
     BaseException class of its own (each would otherwise end bocb with that code, 0 having done nothing, or
     a traceback), or os._exit."""
-    with _real_interrupts_seen() as ctrl_c:
+    with _ctrl_c_recorded():
         try:
             with _os_exit_refused():
                 return action()
         except SpecError:
             raise
         except BaseException as exc:  # noqa: BLE001 - see the docstring
-            if ctrl_c[0]:
+            if isinstance(exc, KeyboardInterrupt) and _CTRL_C.is_set():
                 raise
             cause = str(exc) if isinstance(exc, _ProcessExit) else _first_line(exc)
             raise SpecError(field, f"{failure}: {cause}") from None

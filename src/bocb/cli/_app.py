@@ -13,6 +13,7 @@ import typer
 from bocb.errors import BocbError, SpecError, resolve_prefix
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.table import Table
 
     from bocb.store import Store
@@ -121,15 +122,17 @@ def kept_weights_root(db: Store, benchmark_id: str, given: Path | None) -> Path:
     return given or stored_artifact_root(db, benchmark_id)
 
 
-def missing_kept(db: Store, benchmark_id: str, root: Path) -> list[str]:
-    """The trial keys whose kept weights the benchmark's keep_weights says exist but ``root`` lacks."""
+def missing_kept(db: Store, benchmark_id: str, root: Path, trials: pd.DataFrame) -> list[str]:
+    """The trial keys (of the benchmark's ``trials``) whose kept weights its keep_weights says exist but
+    ``root`` lacks. Two fields of the stored spec, read as stored: validating it would want its data files
+    and run its plugins, on a machine that may only hold the store and the weights."""
     from bocb.kept import expected_kept, kept_path
-    from bocb.sweep.worker import load_benchmark
+    from bocb.spec import BenchmarkSpec, upgrade_stored_spec
 
-    spec = load_benchmark(db, benchmark_id)
-    sources = db.trials_frame(spec.transfer_from) if spec.transfer_from else None
-    expected = expected_kept(db.trials_frame(benchmark_id), spec.keep_weights, sources)
-    return sorted(key for key in expected if not kept_path(root, key).is_file())
+    stored = upgrade_stored_spec(db.benchmark_spec(benchmark_id))
+    keep = stored.get("keep_weights", BenchmarkSpec.model_fields["keep_weights"].default)
+    sources = db.trials_frame(stored["transfer_from"]) if stored.get("transfer_from") else None
+    return sorted(key for key in expected_kept(trials, keep, sources) if not kept_path(root, key).is_file())
 
 
 @contextmanager

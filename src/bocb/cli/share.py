@@ -56,7 +56,7 @@ def _complete_kept_weights(db: Store, benchmark_id: str, artifact_root: Path | N
     """The folder of the benchmark's kept weights, refused when any it should hold is missing: a bundle asked
     for with --weights must not travel with fewer models than the benchmark kept, silently."""
     root = kept_weights_root(db, benchmark_id, artifact_root)
-    missing = missing_kept(db, benchmark_id, root)
+    missing = missing_kept(db, benchmark_id, root, db.trials_frame(benchmark_id))
     if missing:
         raise SpecError("--weights", f"{len(missing)} kept model(s) the benchmark's keep_weights says exist are not "
                                      f"under {root} (first: {missing[0][:10]}); give --artifact-root, or export "

@@ -85,7 +85,8 @@ def models(
     table = Table("trial", "backbone", "optimizer", "configuration", "seed", "test top-1", "MB", "file",
                   title=f"kept weights of benchmark {benchmark_id} under {root}")
     kept, damaged = 0, []
-    for row in with_config(db.trials_frame(benchmark_id)).itertuples():
+    trials = db.trials_frame(benchmark_id)
+    for row in with_config(trials).itertuples():
         path = kept_path(root, row.trial_key)
         if not path.is_file():
             continue
@@ -101,7 +102,7 @@ def models(
     print_table(table)
     typer.echo(f"{kept} kept model(s); load one with bocb.kept.load_kept_into(model, path), or inspect its layers "
                "with `bocb weights PATH`")
-    missing = missing_kept(db, benchmark_id, root)
+    missing = missing_kept(db, benchmark_id, root, trials)
     if missing:  # say so: a store imported without its weights, a folder moved or cleaned
         typer.echo(f"note: {len(missing)} kept model(s) the benchmark's keep_weights says exist are not under "
                    f"{root} (first: {missing[0][:10]})")
