@@ -1,34 +1,39 @@
-"""Cheaper searches against the full grid on Fashion-MNIST: the epochs each spends, and the test accuracy it
-gives up (regret), beside the seed noise.
+"""Cheaper searches judged by the answers they give: the same verdicts and recommendations as the full grid,
+for what share of its epochs?
 
-Data: Fashion-MNIST at 16 px (Debian's dataset-fashion-mnist): a stratified 7,000-image training subset cut
-into 2,000 images to train on and 5,000 to validate (one image is 0.02 points), and the full 10,000-image
-test set. Backbones from three eras (AlexNet 2012, DeiT-S 2021, ConvNeXt-T 2022, tiny), four optimizers
-(SGD-M, AdamW, LAMB, AdaGrad), a 3 x 3 lr x wd grid (ratio 3), 9 epochs, batch 32.
+Each panel is run under the full grid (its own search: lr points, edge steps) and under each cheaper method,
+every method its own benchmark in one store, so trials they share (the same configuration trained the same
+way: a continued probe ends as the grid's run of that configuration, bit for bit) are trained once. Every
+benchmark re-runs each pair's chosen configuration at seeds 0-2 (`reseed: all`) and keeps the panel's budget
+check, so both sides are judged by the same protocol, only the search differs.
 
-Every method is its own benchmark in one store, so trials they share (the same key: the same configuration
-trained the same way) are trained once. Each searches at seed 0, and re-runs its chosen configuration at
-seeds 1 and 2 (the `seeds` stage, not counted as search):
+Panels:
+- quick: the quick preset (6 tiny backbones x 5 optimizers on digits, 3 lrs and up to 3 steps past an edge,
+  5 epochs, `budget_check: auto`), at seeds 0-2;
+- fashion: the fashion preset's search on Fashion-MNIST at 16 px (Debian's dataset-fashion-mnist), a
+  stratified 7,000-image subset cut into 2,000 to train on and 5,000 to validate on, the 10,000-image test
+  set; --backbones/--optimizers choose the panel (default: alexnet, deit_s, convnext_t x sgd, adamw, lamb,
+  adagrad).
 
-- grid: the whole grid;
-- halving-restart: rungs at 1, 3 and 9 epochs keeping the best third (and ties), each rung a fresh run with
-  a schedule of its own length; halving-continue: the same rungs, each promoted configuration resuming from
-  its rung checkpoint under the full-budget schedule (search.promotion: continue); -strict: keep_ties off;
-- early-stop: every configuration's first third of the epochs, then only those within 10 validation points
-  of their pair's best go on from their checkpoint (search.early_stop at its defaults).
+Per method:
+- epochs_fraction: the epochs its search trains as if it ran alone (probes, rungs and steps past an edge
+  included; a continued trial counts only its epochs past its checkpoint), over the grid's;
+- verdicts_equal K/N: backbones whose verdict and recommended optimizers (bocb.analysis, the report's
+  answer) equal the grid's. A difference is acceptable only where every cell whose chosen configuration
+  differs from the grid's is tied with it within seed noise (two-sided Welch t-test over the 3 seeds,
+  p >= 0.05); each difference is listed with that test;
+- significant_regrets R: per pair, the regret (the grid's choice's mean test top-1 minus the method's, over
+  seeds 0-2) tested one-sided (null: the method's choice is no worse; Welch t over the 3 seeds of each; a pair
+  where both chose the same configuration has regret 0, p = 1), Holm over the method's pairs at 0.05;
+- mean_regret beside noise (the pooled seed sd of the grid's chosen configurations).
+A method passes with every verdict equal or acceptably different, R = 0, mean regret <= noise and
+epochs_fraction <= 0.40. The last line of each panel is the cheapest passing method (else the one with the
+most equal verdicts, then the lowest mean regret), as
+`method=M epochs_fraction=X verdicts_equal=K/N significant_regrets=R mean_regret=Y noise=W`.
 
-Regret of a method on a pair: the test top-1 of the grid's chosen configuration minus that of the method's,
-both trained to the full budget and averaged over seeds 0-2 (negative when the method's choice tests
-better); the same at seed 0 alone is printed too, where one configuration's luck at that seed weighs in
-fully. Noise: the seed-to-seed standard deviation of the test top-1 of the grid's chosen configurations
-(pooled over pairs). Cost: the epochs a method's search trains as if run alone (a continued trial counts only
-the epochs past the trial of its run before it), as a fraction of the grid's. The last line is the cheapest
-method whose mean regret is within the noise and whose worst regret is at most 2 points (or, if none is,
-the one with the lowest mean regret), as `epochs_fraction=X mean_regret=Y max_regret=Z noise=W method=NAME`.
+    python benchmarks/search.py [--panel quick|fashion] [--out DIR] [--workers 2] [--methods a,b] [--docs]
 
-    python benchmarks/search.py [--out DIR] [--workers 2] [--backbones a,b] [--optimizers a,b] [--epochs 9] [--docs]
-
-Rerunning with the same --out trains nothing already stored and prints the same tables in about a minute.
+Rerunning with the same --out trains nothing already stored and prints the same tables.
 """
 from __future__ import annotations
 
@@ -41,128 +46,159 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from bocb.protocol import chosen_seeds, is_search_stage, run_key
-from bocb.spec import parse_spec
+from bocb.analysis import analyse
+from bocb.protocol import chosen_seeds, holm_adjusted, is_search_stage, run_key
+from bocb.spec import load_preset, parse_spec
 from bocb.store import Store
 from bocb.sweep import run_benchmark
 
-BACKBONES = ["alexnet", "deit_s", "convnext_t"]
-OPTIMIZERS = ["sgd", "adamw", "lamb", "adagrad"]
-GRID = {"lr_points": 3, "wd_points": 3, "lr_step": 3.0, "wd_step": 3.0}
-HALVING = {**GRID, "method": "halving", "rungs": [1 / 9, 1 / 3, 1.0], "keep_fraction": 1 / 3}
-METHODS = {
-    "halving-restart": HALVING,
-    "halving-continue": {**HALVING, "promotion": "continue"},
-    "halving-continue-strict": {**HALVING, "promotion": "continue", "keep_ties": False},
-    "early-stop": {**GRID, "early_stop": {}},
-}
 ROOT = Path(__file__).resolve().parents[1]
-MAX_REGRET = 2.0  # points: the worst a method may give up on any pair
 PAIR = ["backbone", "optimizer"]
+SEEDS = [0, 1, 2]
+ALPHA = 0.05
+MAX_FRACTION = 0.40
+# each method: the panel's search with these changes (its lr grid, wd grid and edge steps stay)
+METHODS = {
+    "early-stop": {"early_stop": {}},
+    "probe-1of5-best1": {"early_stop": {"at": 0.2, "keep": 1, "probe_edges": True}},
+    "probe-2of5-best1": {"early_stop": {"at": 0.4, "keep": 1, "probe_edges": True}},
+    "probe-1of5-best2": {"early_stop": {"at": 0.2, "keep": 2, "probe_edges": True}},
+    "halving-continue": {"method": "halving", "rungs": [0.4, 1.0], "keep_fraction": 1 / 3, "promotion": "continue"},
+}
+FASHION_BACKBONES, FASHION_OPTIMIZERS = "alexnet,deit_s,convnext_t", "sgd,adamw,lamb,adagrad"
 
 
-def base_spec(args: argparse.Namespace) -> dict:
-    return {
-        "dataset": {"name": "fashion_mnist", "image_size": 16, "train_subset": 7000, "val_fraction": 5 / 7},
-        "backbones": args.backbones.split(","), "optimizers": args.optimizers.split(","), "size": "tiny",
-        "recipe": "torch", "recipe_overrides": {"crop_padding": 1, "crop_padding_mode": "constant"},
-        "epochs": args.epochs, "batch_size": 32, "keep_weights": "none",
-    }
+def panel_spec(args: argparse.Namespace) -> dict:
+    """The panel's spec (its grid search), at seeds 0-2 for every pair."""
+    spec = load_preset(args.panel, check_data=False).model_dump(mode="json", exclude_defaults=True)
+    spec.update(seeds=SEEDS, reseed="all", keep_weights="none")
+    if args.panel == "fashion":
+        spec["dataset"] = {"name": "fashion_mnist", "image_size": 16, "train_subset": 7000, "val_fraction": 5 / 7}
+        spec["backbones"] = (args.backbones or FASHION_BACKBONES).split(",")
+        spec["optimizers"] = (args.optimizers or FASHION_OPTIMIZERS).split(",")
+    else:
+        spec["backbones"] = args.backbones.split(",") if args.backbones else spec["backbones"]
+        spec["optimizers"] = args.optimizers.split(",") if args.optimizers else spec["optimizers"]
+    return spec
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bocb-search-benchmark")
+    parser.add_argument("--panel", choices=["quick", "fashion"], default="quick")
+    parser.add_argument("--out", default=None, help="default: bocb-search-benchmark-PANEL")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--backbones", default=",".join(BACKBONES))
-    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
-    parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--backbones", default=None)
+    parser.add_argument("--optimizers", default=None)
     parser.add_argument("--docs", action="store_true", help="also write the output into docs/search.md")
     args = parser.parse_args()
+    args.out = args.out or f"bocb-search-benchmark-{args.panel}"
     started = time.perf_counter()
     printed = "\n".join(compare_methods(args))
     print(printed)
     if args.docs:
-        write_docs(printed, time.perf_counter() - started)
+        write_docs(args.panel, printed, time.perf_counter() - started)
+
+
+class Run:
+    """One benchmark's results: its trials, its chosen configurations per seed, its verdicts."""
+
+    def __init__(self, args: argparse.Namespace, spec_data: dict) -> None:
+        spec = parse_spec(spec_data)
+        started = time.perf_counter()
+        run = run_benchmark(spec, args.out, workers=args.workers)
+        store = Store(run.store_url, read_only=True)
+        self.trials = store.trials_frame(run.benchmark_id)
+        failed = int((self.trials["state"] == "failed").sum())
+        print(f"{spec.name}: {len(self.trials)} trials ({failed} crashed) in {time.perf_counter() - started:.0f} s",
+              flush=True)
+        if failed:
+            raise SystemExit(f"{spec.name}: {failed} trial(s) crashed: a crash is no result; rerun to retry them")
+        analysis = analyse(self.trials, store.epochs_frame(run.benchmark_id), spec.rules.gamma, alpha=spec.rules.alpha,
+                           n_boot=10)
+        self.verdicts = analysis.verdicts.set_index("backbone")
+        per_seed = chosen_seeds(self.trials)
+        self.config = per_seed.groupby(PAIR)["config"].first()
+        self.seeds = per_seed.groupby(PAIR)["top1"].apply(lambda s: s.to_numpy(dtype=float))
+        self.epochs = epochs_spent(self.trials)
 
 
 def compare_methods(args: argparse.Namespace) -> list[str]:
     """Run (or find in the store) the grid and every method; the lines of the comparison, last line last."""
-    base = {**base_spec(args), "seeds": [0, 1, 2]}
-    grid = run_method(args, {**base, "name": "search-grid", "search": GRID})
-    noise, per_pair_sd = seed_noise(grid)
-    grid_epochs = epochs_spent(grid)
-    table = chosen_results(grid).rename(columns={"config": "grid_choice", "mean": "grid", "seed0": "grid_seed0"})
-    table["seed_sd"] = table.set_index(PAIR).index.map(per_pair_sd)
-    summaries, seed0 = [], table[PAIR].copy()
-    for name, search in METHODS.items():
-        trials = run_method(args, {**base, "name": f"search-{name}", "search": search})
-        chosen = chosen_results(trials).set_index(PAIR)
-        regret = table.set_index(PAIR)["grid"] - chosen["mean"]
-        table[name] = table.set_index(PAIR).index.map(regret)
-        seed0[name] = seed0.set_index(PAIR).index.map(table.set_index(PAIR)["grid_seed0"] - chosen["seed0"])
-        summaries.append(summary(name, epochs_spent(trials) / grid_epochs, regret, seed0[name], noise))
-    number = lambda v: f"{v:.2f}"  # noqa: E731
-    lines = ["regret per pair: test top-1 points the method's choice gives up against the grid's, both as means "
-             "over seeds 0-2 (grid: that mean; seed_sd: its std over the seeds):",
-             table.drop(columns="grid_seed0").to_string(index=False, float_format=number),
-             "the same at seed 0 alone (the search seed, where each method chose):",
-             seed0.to_string(index=False, float_format=number),
-             f"grid: {grid_epochs} epochs of search; seed noise (pooled std of the chosen configurations' test "
-             f"top-1 over 3 seeds): {noise:.2f} points"]
-    lines += [f"{row['method']}: epochs_fraction={row['epochs_fraction']:.3f} mean_regret={row['mean_regret']:.2f} "
-              f"max_regret={row['max_regret']:.2f} within_noise={row['within_noise']:.0%} "
-              f"(seed 0 alone: mean {row['mean_seed0']:.2f}, max {row['max_seed0']:.2f}) "
-              f"meets_target={row['meets_target']}" for row in summaries]
-    best = pick(summaries)
-    return lines + [f"epochs_fraction={best['epochs_fraction']:.3f} mean_regret={best['mean_regret']:.2f} "
-                    f"max_regret={best['max_regret']:.2f} noise={noise:.2f} method={best['method']}"]
+    base = panel_spec(args)
+    grid = Run(args, {**base, "name": f"search-{args.panel}-grid"})
+    noise = float(np.sqrt(np.mean([np.var(s, ddof=1) for s in grid.seeds])))
+    lines = [f"grid: {grid.epochs} epochs of search; seed noise (pooled sd of the chosen configurations' test "
+             f"top-1 over seeds 0-2): {noise:.2f} points; verdicts:",
+             grid.verdicts[["verdict", "recommended"]].to_string()]
+    summaries = []
+    for name in args.methods.split(","):
+        method = Run(args, {**base, "name": f"search-{args.panel}-{name}",
+                            "search": {**base.get("search", {}), **METHODS[name]}})
+        summary, details = judge(name, grid, method, noise)
+        summaries.append(summary)
+        lines += details
+    lines += [line(s, noise) + f" passes={s['passes']}" for s in summaries]
+    return lines + [line(pick(summaries), noise)]
 
 
-def write_docs(printed: str, seconds: float) -> None:
-    """The output between docs/search.md's markers, with the commit, lock and date it was printed at (the
-    trials themselves carry the commit each was trained at)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from readme_results import environment, replace_block
-
-    env = environment()
-    text = (f"`python benchmarks/search.py --docs` on this project's reference machine (2 CPU cores), lock "
-            f"`{env['lock']}` (torch {env['torch']}), printed at commit `{env['commit']}` on "
-            f"{datetime.date.today().isoformat()} in {seconds / 60:.0f} min (trials already in its store are "
-            "not trained again; each trial's provenance names the commit it was trained at):\n\n"
-            f"```\n{printed}\n```\n")
-    replace_block(ROOT / "docs" / "search.md", "search", text)
-
-
-def run_method(args: argparse.Namespace, spec_data: dict) -> pd.DataFrame:
-    """Run one method's benchmark (or find its trials in the store); its trials frame."""
-    spec = parse_spec(spec_data)
-    started = time.perf_counter()
-    run = run_benchmark(spec, args.out, workers=args.workers)
-    trials = Store(run.store_url).trials_frame(run.benchmark_id)
-    failed = int((trials["state"] == "failed").sum())
-    print(f"{spec.name}: {len(trials)} trials ({failed} crashed) in {time.perf_counter() - started:.0f} s",
-          flush=True)
-    if failed:
-        raise SystemExit(f"{spec.name}: {failed} trial(s) crashed: a crash is no result; rerun to retry them")
-    return trials
+def judge(name: str, grid: Run, method: Run, noise: float) -> tuple[dict, list[str]]:
+    """A method's summary, and the lines that show each regret tested and each answer that differs."""
+    tests = regret_tests(grid, method)
+    answers = answer_differences(grid, method, tests)
+    equal = len(grid.verdicts) - len(answers)
+    acceptable = all(a["tied"] for a in answers)
+    significant = int((tests["p_holm"] < ALPHA).sum())
+    fraction = method.epochs / grid.epochs
+    mean_regret = float(tests["regret"].mean())
+    summary = {"method": name, "epochs_fraction": fraction, "verdicts_equal": equal, "backbones": len(grid.verdicts),
+               "significant_regrets": significant, "mean_regret": mean_regret,
+               "passes": acceptable and significant == 0 and mean_regret <= noise and fraction <= MAX_FRACTION}
+    differing = tests[tests["grid_choice"] != tests["method_choice"]]
+    lines = [f"{name}: the pairs whose choice differs from the grid's (regret: grid's mean test top-1 minus the "
+             "method's over seeds 0-2; p: one-sided Welch t, Holm over all pairs):",
+             differing.to_string(index=False, float_format=lambda v: f"{v:.3g}") if len(differing) else "  none"]
+    lines += [f"  {a['backbone']}: grid says {a['grid']}; {name} says {a['method']}; "
+              f"{'acceptable: every differing cell tied within seed noise' if a['tied'] else 'NOT acceptable'}"
+              for a in answers]
+    return summary, lines
 
 
-def chosen_results(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per pair: the configuration the protocol's rule chooses (at seed 0, the search seed), and its
-    full-budget test top-1 as the mean over its seeds and at seed 0 (a diverged run at chance, as every
-    bocb score)."""
-    per_seed = chosen_seeds(trials)
-    grouped = per_seed.groupby(PAIR + ["config"], sort=False)["top1"]
-    at_seed0 = per_seed[per_seed["seed"] == 0].set_index(PAIR + ["config"])["top1"]
-    return pd.DataFrame({"mean": grouped.mean(), "seed0": at_seed0}).reset_index()
+def regret_tests(grid: Run, method: Run) -> pd.DataFrame:
+    rows = []
+    for pair in grid.config.index:
+        mine, theirs = grid.seeds[pair], method.seeds[pair]
+        same = grid.config[pair] == method.config[pair]
+        regret = 0.0 if same else float(mine.mean() - theirs.mean())
+        one_sided = 1.0 if same else welch_p(mine, theirs, "greater")
+        rows.append({"backbone": pair[0], "optimizer": pair[1], "grid_choice": grid.config[pair],
+                     "method_choice": method.config[pair], "regret": regret, "p": one_sided,
+                     "p_two_sided": 1.0 if same else welch_p(mine, theirs, "two-sided")})
+    tests = pd.DataFrame(rows)
+    return tests.assign(p_holm=holm_adjusted(tests["p"].to_numpy()))
 
 
-def seed_noise(grid: pd.DataFrame) -> tuple[float, pd.Series]:
-    """(pooled std over pairs, per-pair std) of the chosen configurations' test top-1 over their seeds."""
-    per_pair = chosen_seeds(grid).groupby(PAIR)["top1"].std(ddof=1)
-    return float(np.sqrt((per_pair**2).mean())), per_pair
+def welch_p(a: np.ndarray, b: np.ndarray, alternative: str) -> float:
+    """Welch's t-test of a against b (scipy); 1 where both have no spread and the same mean."""
+    if np.ptp(a) == np.ptp(b) == 0:
+        return 1.0 if a.mean() == b.mean() or alternative == "greater" and a.mean() < b.mean() else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False, alternative=alternative).pvalue)
+
+
+def answer_differences(grid: Run, method: Run, tests: pd.DataFrame) -> list[dict]:
+    """The backbones whose verdict or recommendation differs, each with whether every cell whose choice
+    differs is tied with the grid's within seed noise."""
+    out = []
+    for backbone, row in grid.verdicts.iterrows():
+        theirs = method.verdicts.loc[backbone]
+        answer = lambda r: f"{r['verdict']} (use {r['recommended']})"  # noqa: E731
+        if (row["verdict"], row["recommended"]) != (theirs["verdict"], theirs["recommended"]):
+            mine = tests[(tests["backbone"] == backbone) & (tests["grid_choice"] != tests["method_choice"])]
+            out.append({"backbone": backbone, "grid": answer(row), "method": answer(theirs),
+                        "tied": bool((mine["p_two_sided"] >= ALPHA).all())})
+    return out
 
 
 def epochs_spent(trials: pd.DataFrame) -> int:
@@ -178,20 +214,32 @@ def epochs_spent(trials: pd.DataFrame) -> int:
     return int(np.where(continued, runs["epochs"] - before, runs["epochs"]).sum())
 
 
-def summary(name: str, fraction: float, regret: pd.Series, at_seed0: pd.Series, noise: float) -> dict:
-    mean, worst = float(regret.mean()), float(regret.max())
-    acceptable = mean <= noise and worst <= MAX_REGRET
-    return {"method": name, "epochs_fraction": fraction, "mean_regret": mean, "max_regret": worst,
-            "within_noise": float((regret <= noise).mean()), "mean_seed0": float(at_seed0.mean()),
-            "max_seed0": float(at_seed0.max()), "acceptable": acceptable,
-            "meets_target": acceptable and fraction <= 0.35}
+def line(s: dict, noise: float) -> str:
+    return (f"method={s['method']} epochs_fraction={s['epochs_fraction']:.3f} "
+            f"verdicts_equal={s['verdicts_equal']}/{s['backbones']} significant_regrets={s['significant_regrets']} "
+            f"mean_regret={s['mean_regret']:.2f} noise={noise:.2f}")
 
 
 def pick(summaries: list[dict]) -> dict:
-    acceptable = [s for s in summaries if s["acceptable"]]
-    if acceptable:
-        return min(acceptable, key=lambda s: s["epochs_fraction"])
-    return min(summaries, key=lambda s: (s["mean_regret"], s["epochs_fraction"]))
+    passing = [s for s in summaries if s["passes"]]
+    if passing:
+        return min(passing, key=lambda s: s["epochs_fraction"])
+    return min(summaries, key=lambda s: (-s["verdicts_equal"], s["significant_regrets"], s["mean_regret"]))
+
+
+def write_docs(panel: str, printed: str, seconds: float) -> None:
+    """The output between docs/search.md's markers for the panel, with the commit, lock and date it was
+    printed at (the trials themselves carry the commit each was trained at)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from readme_results import environment, replace_block
+
+    env = environment()
+    text = (f"`python benchmarks/search.py --panel {panel} --docs` on this project's reference machine (2 CPU "
+            f"cores), lock `{env['lock']}` (torch {env['torch']}), printed at commit `{env['commit']}` on "
+            f"{datetime.date.today().isoformat()} in {seconds / 60:.0f} min (trials already in its store are "
+            "not trained again; each trial's provenance names the commit it was trained at):\n\n"
+            f"```\n{printed}\n```\n")
+    replace_block(ROOT / "docs" / "search.md", f"search-{panel}", text)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 from conftest import TINY_SPEC
 
@@ -32,7 +33,7 @@ def _rows(planned: list[PlannedTrial], val, test=lambda c: 50.0, loss=lambda c: 
         "size": t.config["size"], "optimizer": t.config["optimizer"], "lr": t.config["lr"],
         "weight_decay": t.config["weight_decay"], "hparams_json": json.dumps(t.config["hparams"]),
         "seed": t.config["seed"], "epochs": t.config["epochs"], "val_top1": val(t.config), "test_top1": test(t.config),
-        "train_loss": loss(t.config),
+        "train_loss": loss(t.config), "config_json": json.dumps(t.config, sort_keys=True),
     } for t in planned])
 
 
@@ -391,3 +392,74 @@ def test_an_automatic_budget_check_reruns_the_climbing_cells_of_a_coupled_backbo
     after = analyse(pd.concat([results, caught_up]).assign(num_classes=10), pd.DataFrame(curves), n_boot=10)
     assert after.verdicts.set_index("backbone").at["deit_s", "verdict"] == "slow convergence, not coupled"
     assert next_stage(spec, pd.concat([results, caught_up]), lambda: pd.DataFrame(curves)) is None
+
+
+# --- planned per pair: the same trials as a run that waits for each whole stage --------------------------
+
+PER_PAIR_SPEC = {**TINY_SPEC, "backbones": ["resnet50", "deit_s", "alexnet"], "optimizers": ["sgd", "adamw", "lamb"],
+                 "epochs": 4, "seeds": [0, 1, 2], "reseed": "failure_candidates", "budget_check": "auto",
+                 "search": {"lr_points": 3, "wd_points": 1, "lr_step": 3.0, "extend_edges": 2}}
+
+
+def _per_pair_top1(config: dict) -> float:
+    """deit_s with SGD 20 points behind (coupled, flagged by Eq. 1: re-seeded), resnet50 with SGD best past
+    the grid's top lr (edges), every other cell best at an interior lr."""
+    cell = config["backbone"], config["optimizer"]
+    best = {("resnet50", "sgd"): 9.0}.get(cell, 1.0)  # x the grid's middle lr
+    middle = {"sgd": 0.1, "adamw": 1e-3, "lamb": 3e-3}[config["optimizer"]]
+    distance = abs(math.log(config["lr"] / (middle * best), 3))
+    return 60 - 20 * (cell == ("deit_s", "sgd")) - 5 * distance + 0.5 * (config["seed"] - 1)
+
+
+def _simulate(spec, pick) -> pd.DataFrame:
+    """Plan, then finish the trials ``pick`` chooses among the unfinished, until the benchmark is complete;
+    asserts on the way that planning is idempotent (what is stored is never planned again). The trials."""
+    results, curves = pd.DataFrame(), []
+    while (stage := next_stage(spec, results, lambda: pd.DataFrame(curves))) is not None:
+        if stage.planned:
+            results = pd.concat([results, _rows(stage.planned, val=lambda c: math.nan).assign(state="pending")],
+                                ignore_index=True)
+            again = next_stage(spec, results, lambda: pd.DataFrame(curves))
+            assert again is not None and not {t.key for t in again.planned} & {t.key for t in stage.planned}
+        for i in pick(results[results["state"] == "pending"]):
+            config = results.loc[i, ["backbone", "optimizer", "lr", "seed"]].to_dict()
+            top1 = _per_pair_top1(config) + 10 * (results.at[i, "budget"] > 1)  # at 2x the gap closes
+            results.loc[i, ["state", "val_top1", "test_top1"]] = ["done", top1, top1]
+            climbing = (config["backbone"], config["optimizer"]) == ("deit_s", "sgd")
+            curves.extend({"trial_key": results.at[i, "trial_key"], "epoch": e,
+                           "val_top1": top1 - ((4 - e) * 6 if climbing else (e == 1) * 10)} for e in range(1, 5))
+    return results
+
+
+def test_a_run_planned_per_pair_trains_what_a_run_waiting_for_each_stage_trains() -> None:
+    """Each pair goes on to its next stage as soon as its own (or, where a rule compares cells, its backbone's
+    or the benchmark's) trials are done: whatever the order trials finish in, the same trials (keys, stages,
+    budgets) are planned as when a whole stage finishes before any trial of the next."""
+    spec = parse_spec(PER_PAIR_SPEC)
+    names = stage_names(spec)
+
+    def whole_stage(unfinished: pd.DataFrame) -> pd.Index:
+        order = unfinished["stage"].map(names.index)
+        return unfinished.index[order == order.min()]
+
+    by_stage = _simulate(spec, whole_stage)
+    columns = ["trial_key", "stage", "budget"]
+    expected = by_stage[columns].sort_values("trial_key").reset_index(drop=True)
+    assert {"edges1", "edges2", "seeds", "budget"} <= set(expected["stage"])  # every kind of stage is exercised
+    rng = np.random.default_rng(0)
+    any_order = _simulate(spec, lambda unfinished: rng.choice(unfinished.index, min(len(unfinished), 3), False))
+    assert any_order[columns].sort_values("trial_key").reset_index(drop=True).equals(expected)
+
+
+def test_a_pair_goes_on_while_others_train_but_a_backbone_rule_waits_for_its_backbone() -> None:
+    spec = parse_spec(PER_PAIR_SPEC)
+    first = next_stage(spec, pd.DataFrame())
+    rows = _rows(first.planned, val=_per_pair_top1, test=_per_pair_top1)
+    alexnet_adamw = (rows["backbone"] == "alexnet") & (rows["optimizer"] == "adamw")
+    running = rows.assign(state=rows["state"].mask(~alexnet_adamw, "running"))
+    assert next_stage(spec, running).waiting  # its best lr is interior: nothing to add until its backbone is done
+    edge = (rows["backbone"] == "resnet50") & (rows["optimizer"] == "sgd")
+    running = rows.assign(state=rows["state"].mask(~edge, "running"))
+    step = next_stage(spec, running)
+    assert step.name == "edges1" and {(t.config["backbone"], t.config["optimizer"]) for t in step.planned} == {
+        ("resnet50", "sgd")}

@@ -8,6 +8,7 @@ early-stopped configuration is recorded and never chosen.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -135,6 +136,54 @@ def test_ended_runs_are_the_starts_no_later_stage_continues() -> None:
     assert ended_runs(spec, done) == everything  # the two rung1 left out, and the one run through
     running = done.assign(state=done["state"].mask(done["trial_key"] == rung2[0].key, "running"))
     assert ended_runs(spec, running) == everything - {rung2[0].key}
+
+
+
+PROBING = {"lr_points": 3, "wd_points": 1, "lr_step": 3.0, "extend_edges": 2,
+           "early_stop": {"at": 0.25, "keep": 1, "probe_edges": True}}
+
+
+def test_probed_edges_step_on_the_probes_and_only_the_best_probe_goes_on() -> None:
+    """With probe_edges, a step past the grid's edge is a probe too (the first epochs of its full run), decided
+    on the probes; then only the best ``keep`` probe of them all trains to the end."""
+    spec = _spec(epochs=4, search=PROBING)
+    assert stage_names(spec) == ["probe", "edges1", "edges2", "search", "seeds"]
+    lrs = sorted({t.config["lr"] for t in next_stage(spec, pd.DataFrame()).planned})
+    # the probes rise with lr up to 3 steps past the grid's middle: 2 steps past its top edge, then fall
+    val = lambda c: 50.0 - abs(math.log(c["lr"] / lrs[1], 3) - 3) - (c["epochs"] == 1) * 10  # noqa: E731
+    results = _run_all(spec, val)
+    edges = results[results["stage"].str.startswith("edges")]
+    configs = [TrialConfig.model_validate_json(c) for c in edges["config_json"]]
+    assert [(c.epochs, c.schedule_epochs) for c in configs] == [(1, 4), (1, 4)]
+    assert sorted(edges["lr"]) == pytest.approx([lrs[2] * 3, lrs[2] * 9])
+    search = results[results["stage"] == "search"]
+    assert list(search["epochs"]) == [4] and search["lr"].tolist() == pytest.approx([lrs[2] * 9])
+    assert len(stopped_short(results)) == 4  # every other probe stopped: recorded, never scored
+    counted = {c.stage: (len(c.epochs), sum(c.epochs), c.bound) for c in count_plan(spec)}
+    assert counted["edges1"] == (1, 1, "at most") and counted["search"] == (1, 3, "at most")
+    # a probe's checkpoint is kept while a later edge step may still make it the best, dropped once it is not
+    assert ended_runs(spec, results[results["stage"].isin(["probe", "edges1"])]) == set()
+    started = {TrialConfig.model_validate_json(c).run_key()
+               for c in results.loc[results["stage"] != "search", "config_json"]}
+    assert ended_runs(spec, results) == started  # the one continued ran to its end: its checkpoint goes too
+
+
+def test_keep_caps_the_configurations_within_the_margin_that_go_on() -> None:
+    spec = _spec(epochs=4, search={"lr_points": 3, "wd_points": 1, "early_stop": {"at": 0.5, "keep": 2}})
+    lrs = sorted({t.config["lr"] for t in next_stage(spec, pd.DataFrame()).planned})
+    probe = {lrs[0]: 60.0, lrs[1]: 59.0, lrs[2]: 58.0}  # all within the margin of 10: the best two go on
+    results = _run_all(spec, val=lambda c: probe[c["lr"]] if c["epochs"] == 2 else 90.0 - c["lr"])
+    assert sorted(results[results["stage"] == "search"]["lr"]) == lrs[:2]
+
+
+def test_probe_options_need_what_they_act_on_and_keep_old_ids() -> None:
+    with pytest.raises(SpecError, match="search.early_stop.probe_edges: .*set search.extend_edges"):
+        _spec(search={"early_stop": {"probe_edges": True}})
+    with pytest.raises(SpecError, match="search.early_stop.keep"):
+        _spec(search={"early_stop": {"keep": 0}})
+    before = _spec(search={"early_stop": {"at": 0.5}})
+    assert before.benchmark_id() == _spec(search={"early_stop": {"at": 0.5, "keep": None}}).benchmark_id()
+    assert before.benchmark_id() != _spec(search={"early_stop": {"at": 0.5, "keep": 1}}).benchmark_id()
 
 
 # --- real trials ------------------------------------------------------------------------------------------

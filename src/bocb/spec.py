@@ -158,6 +158,22 @@ class EarlyStopSpec(StrictModel):
     at: StrictFloat = Field(1 / 3, gt=0.0, lt=1.0, description="share of the epochs trained before the decision")
     margin: StrictFloat = Field(10.0, gt=0.0, description="validation top-1 points below the pair's best at that "
                                                     "epoch beyond which a configuration stops")
+    keep: StrictInt | None = Field(None, ge=1, le=MAX_GRID_POINTS**2,
+                                   description="at most this many of a pair's best probes go on (ranked as "
+                                               "every choice is: bocb.protocol.ranking_key); None: every one "
+                                               "within the margin")
+    probe_edges: bool = Field(False, description="extend_edges steps past an edge on the probes (each step a "
+                                                 "probe too) before any configuration goes on, instead of on the "
+                                                 "full-budget runs after")
+
+    def id_fields(self) -> dict[str, Any]:
+        """As it enters a benchmark id: the options added later, at the value that means the behaviour before
+        them, are left out."""
+        data = self.model_dump(mode="json")
+        for name, before in (("keep", None), ("probe_edges", False)):
+            if data[name] == before:
+                del data[name]
+        return data
 
 
 class SearchSpec(StrictModel):
@@ -207,6 +223,9 @@ class SearchSpec(StrictModel):
         if self.method == "grid" and self.promotion != "restart":
             raise SpecError("search.promotion", "applies to method: halving (a grid has no rungs to promote "
                                                 "from); for a cheaper grid, set search.early_stop")
+        if self.early_stop is not None and self.early_stop.probe_edges and not self.extend_edges:
+            raise SpecError("search.early_stop.probe_edges", "steps past the grid's edges on the probes: set "
+                                                             "search.extend_edges too (how many steps)")
         if self.method == "halving" and self.early_stop is not None:
             raise SpecError("search.early_stop", "applies to method: grid (halving cuts configurations at its "
                                                  "rungs already)")
@@ -219,6 +238,8 @@ class SearchSpec(StrictModel):
         for name, before in (("promotion", "restart"), ("early_stop", None)):
             if data[name] == before:
                 del data[name]
+        if self.early_stop is not None:
+            data["early_stop"] = self.early_stop.id_fields()
         return data
 
 

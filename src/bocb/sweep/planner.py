@@ -137,14 +137,30 @@ def grid(spec: BenchmarkSpec, pair: Pair) -> list[tuple[float, float, dict[str, 
 
 
 def stage_names(spec: BenchmarkSpec) -> list[str]:
-    if spec.search.method == "halving":
-        search = [stage_name(StageKind.RUNG, i) for i in range(len(spec.search.rungs))]
-    else:
-        search = [stage_name(StageKind.PROBE)] * (spec.search.early_stop is not None) + [stage_name(StageKind.SEARCH)]
     edges = [stage_name(StageKind.EDGES, i) for i in range(1, spec.search.extend_edges + 1)]
+    if spec.search.method == "halving":
+        search = [stage_name(StageKind.RUNG, i) for i in range(len(spec.search.rungs))] + edges
+    elif spec.search.early_stop is None:
+        search = [stage_name(StageKind.SEARCH)] + edges
+    elif probing_edges(spec):  # the steps past an edge are probes too: decided before anything goes on
+        search = [stage_name(StageKind.PROBE)] + edges + [stage_name(StageKind.SEARCH)]
+    else:
+        search = [stage_name(StageKind.PROBE), stage_name(StageKind.SEARCH)] + edges
     extras = [stage_name(StageKind.EXTRAS)] if spec.search.phases == "two" else []
     budget = [stage_name(StageKind.BUDGET)] if spec.budget_check else []
-    return search + edges + extras + [stage_name(StageKind.SEEDS)] + budget
+    return search + extras + [stage_name(StageKind.SEEDS)] + budget
+
+
+def probing_edges(spec: BenchmarkSpec) -> bool:
+    """Whether the steps past a grid edge are early stopping's probes (search.early_stop.probe_edges)."""
+    return spec.search.early_stop is not None and spec.search.early_stop.probe_edges
+
+
+def continued_in(spec: BenchmarkSpec, stage: str) -> str:
+    """The stage that continues the runs a stage starts: the next rung, or early stopping's ``search``."""
+    if stage_kind(stage) == StageKind.RUNG:
+        return stage_name(StageKind.RUNG, stage_index(stage) + 1)
+    return stage_name(StageKind.SEARCH)
 
 
 def rung_epochs(spec: BenchmarkSpec, pair: Pair, rung: int) -> int:
@@ -169,38 +185,84 @@ EpochsSource = Callable[[], pd.DataFrame]  # the benchmark's per-epoch curves, r
 
 
 def next_stage(spec: BenchmarkSpec, results: pd.DataFrame, epochs: EpochsSource | None = None) -> Stage | None:
-    """The first stage with trials to add or to wait for; None when the benchmark is complete.
+    """The trials to add now, or to wait for; None when the benchmark is complete.
 
     ``results`` is the store's trials frame of this benchmark (trial_key, stage, budget, state, backbone,
     size, optimizer, config, lr, weight_decay, hparams_json, seed, epochs, val_top1, test_top1, train_loss,
-    num_classes). Each stage sees only the results of the stages before it, so what it wants never
-    changes once planned; the one exception is the re-seed stage with ``reseed: failure_candidates``,
-    which runs in rounds (see :func:`_reseed_cells`). ``epochs`` returns the store's per-epoch frame of this
-    benchmark; only ``budget_check: auto`` needs it.
+    num_classes). Each pair goes through the stages on its own: a stage of one pair sees only that pair's
+    results of the stages before it, and is planned as soon as they are finished, whatever the other pairs
+    are doing (no worker waits at a stage barrier for the slowest pair). A stage whose rule compares pairs
+    waits for exactly the pairs it compares (:func:`stage_scope`): the re-seed stage with
+    ``reseed: failure_candidates`` for its backbone's, and ``budget_check: auto`` for every pair. So what a
+    stage wants never changes once planned, and the trials are those a run that waited for each whole stage
+    plans; the one exception is the re-seed stage with ``reseed: failure_candidates``, which runs in rounds
+    (see :func:`_reseed_cells`). ``epochs`` returns the store's per-epoch frame of this benchmark; only
+    ``budget_check: auto`` needs it.
     """
     stored, unfinished = stored_keys(results)
     names, every_pair = stage_names(spec), pairs(spec)
+    active, found = every_pair, []  # active: the pairs whose every earlier stage is finished
     for i, name in enumerate(names):
-        earlier = _of_stages(results, names[:i])
-        cells = every_pair
-        if stage_kind(name) == StageKind.SEEDS and spec.reseed == "failure_candidates":
-            cells = _reseed_cells(spec, every_pair, earlier, _of_stages(results, [name]), unfinished)
-        chosen = Chosen(earlier, epochs)
-        stage = pending_stage(name, [t for pair in cells for t in _planned(spec, pair, name, chosen)], stored,
-                              unfinished)
-        if stage is not None:
-            return stage
-    return None
+        groups = _groups(spec, name, every_pair, {p.names for p in active})
+        earlier = _of_pairs(_of_stages(results, names[:i]), [p for group in groups for p in group])
+        chosen, carried_on = Chosen(earlier, epochs), []
+        for group in groups:
+            cells = group
+            if stage_kind(name) == StageKind.SEEDS and spec.reseed == "failure_candidates":
+                cells = _reseed_cells(spec, group, _of_pairs(earlier, group),
+                                      _of_pairs(_of_stages(results, [name]), group), unfinished)
+            stage = pending_stage(name, [t for pair in cells for t in _planned(spec, pair, name, chosen)], stored,
+                                  unfinished)
+            if stage is None:
+                carried_on += group
+            else:
+                found.append(stage)
+        active = carried_on
+    if not found:
+        return None
+    planned = [t for stage in found for t in stage.planned]
+    return Stage(", ".join(dict.fromkeys(s.name for s in found if s.planned or not planned)), planned,
+                 waiting=not planned)
+
+
+Scope = Literal["pair", "backbone", "benchmark"]
+
+
+def stage_scope(spec: BenchmarkSpec, stage: str) -> Scope:
+    """Whose results a stage's rule reads, and so which pairs must have finished the stages before it: its
+    own pair's, its backbone's (the seed-aware failure rule compares a backbone's cells: re-seeding
+    ``failure_candidates``), or every pair's (``budget_check: auto`` re-checks the cells a coupling verdict
+    rests on, and that verdict compares a backbone's optimizer profile with the other backbones')."""
+    kind = stage_kind(stage)
+    if kind == StageKind.SEEDS and spec.reseed == "failure_candidates":
+        return "backbone"
+    if kind == StageKind.BUDGET and spec.budget_check.auto:
+        return "benchmark"
+    return "pair"
+
+
+def _groups(spec: BenchmarkSpec, stage: str, every_pair: list[Pair], active: set[tuple[str, str]]
+            ) -> list[list[Pair]]:
+    """The pairs a stage is planned for, in groups decided together (its scope), keeping only the groups whose
+    every pair has finished the stages before it."""
+    scope = stage_scope(spec, stage)
+    if scope == "pair":
+        return [[p] for p in every_pair if p.names in active]
+    by: dict[str, list[Pair]] = {}
+    for p in every_pair:
+        by.setdefault(p.backbone.name if scope == "backbone" else "", []).append(p)
+    return [group for group in by.values() if all(p.names in active for p in group)]
 
 
 def ended_runs(spec: BenchmarkSpec, results: pd.DataFrame) -> set[str]:
     """The runs started in pieces (a rung of a continued halving, an early-stopping probe) whose checkpoint no
     trial will continue from: the whole run is finished (here, or in another benchmark of the store that
-    shares it), or its start was left out of the stage after its own once that stage was planned, which is
-    final (a stage is planned only when the one before it has finished)."""
+    shares it), or its start was left out of its pair's stage after its own once that stage was planned,
+    which is final (a pair's stage is planned only when the one before it has finished)."""
     if not len(results):
         return set()
-    names, planned_stages = stage_names(spec), set(results["stage"])
+    names = stage_names(spec)
+    planned_stages = set(zip(results["backbone"], results["optimizer"], results["stage"]))
     configs = results["config_json"].map(json.loads)
     runs = results.assign(run=configs.map(run_key), start=configs.map(lambda c: c.get("schedule_epochs") is not None))
     finished = set(runs.loc[(runs["trial_key"] == runs["run"]) & runs["state"].isin(FINISHED), "run"])
@@ -208,7 +270,8 @@ def ended_runs(spec: BenchmarkSpec, results: pd.DataFrame) -> set[str]:
     # a crashed start is retried by the next run: its checkpoint stays for that retry
     starts = runs[runs["start"] & runs["state"].isin(SCORED) & runs["stage"].isin(names[:-1])]
     cut = {row.run for row in starts.itertuples()
-           if names[names.index(row.stage) + 1] in planned_stages and longest[row.run] == row.epochs}
+           if (row.backbone, row.optimizer, continued_in(spec, row.stage)) in planned_stages
+           and longest[row.run] == row.epochs}
     return cut | (finished & set(starts["run"]))
 
 
@@ -232,6 +295,13 @@ def pending_stage(name: str, wanted: list[PlannedTrial], stored: set[str], unfin
 
 def _of_stages(results: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return results[results["stage"].isin(names)] if len(results) else results
+
+
+def _of_pairs(results: pd.DataFrame, chosen: list[Pair]) -> pd.DataFrame:
+    if not len(results):
+        return results
+    wanted = pd.MultiIndex.from_tuples([p.names for p in chosen], names=["backbone", "optimizer"])
+    return results[pd.MultiIndex.from_frame(results[["backbone", "optimizer"]]).isin(wanted)]
 
 
 def _reseed_cells(spec: BenchmarkSpec, every_pair: list[Pair], earlier: pd.DataFrame, reseeded: pd.DataFrame,
@@ -347,16 +417,25 @@ def _survivors(spec: BenchmarkSpec, pair: Pair, rung: int, rows: pd.DataFrame) -
 
 
 def _not_stopped(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> list[Choice]:
-    """The grid configurations early stopping lets go on: those whose probe scored within ``margin``
-    validation points of the pair's best probe. A probe that diverged or crashed stops its configuration
-    (a crashed one is retried by the next run before this stage is planned); ties with the bound go on."""
+    """The probed configurations early stopping lets go on (the grid's, and with ``probe_edges`` the steps
+    past its edges): those whose probe scored within ``margin`` validation points of the pair's best probe,
+    at most the best ``keep`` of them (ranked by :func:`bocb.protocol.ranking_key`). A probe that diverged or
+    crashed stops its configuration (a crashed one is retried by the next run before this stage is planned);
+    ties with the bound go on. When no probe learned anything, every one goes on (up to ``keep``)."""
+    early = spec.search.early_stop
     configs = grid(spec, pair)
-    probes = [_score(rows, trial_config(spec, pair, *c, spec.seeds[0], probe_epochs(spec, pair),
-                                        pair.recipe["epochs"]))[0] for c in configs]
-    best = max(probes, default=-math.inf)
-    if best == -math.inf:  # nothing learned anything: every configuration goes on, as without early stopping
-        return configs
-    return [c for c, score in zip(configs, probes) if score >= best - spec.search.early_stop.margin]
+    if early.probe_edges:
+        configs += [c for c in (choice_of(pair, row) for _, row in rows.iterrows()) if c not in configs]
+    scores = [_score(rows, probe_trial(spec, pair, c)) for c in configs]
+    ranked = sorted(range(len(configs)), key=lambda i: ranking_key(*scores[i], config_label(*configs[i])))
+    best = scores[ranked[0]][0] if ranked else -math.inf
+    going = [i for i in ranked if best == -math.inf or scores[i][0] >= best - early.margin]
+    return [configs[i] for i in sorted(going[:early.keep])]
+
+
+def probe_trial(spec: BenchmarkSpec, pair: Pair, config: Choice) -> TrialConfig:
+    """A configuration's early-stopping probe: the first epochs of its full-budget run."""
+    return trial_config(spec, pair, *config, spec.seeds[0], probe_epochs(spec, pair), pair.recipe["epochs"])
 
 
 def _kept(alive: int, keep_fraction: float) -> int:
@@ -447,8 +526,7 @@ def _at_first_seed(spec: BenchmarkSpec, pair: Pair, choices: list[Choice]) -> Tr
 
 
 def _probe_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
-    return [(trial_config(spec, pair, *c, spec.seeds[0], probe_epochs(spec, pair), pair.recipe["epochs"]), 1)
-            for c in grid(spec, pair)]
+    return [(probe_trial(spec, pair, c), 1) for c in grid(spec, pair)]
 
 
 def _probe_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
@@ -461,10 +539,12 @@ def _search_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) 
 
 
 def _search_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
-    epochs, configs = pair.recipe["epochs"], len(grid(spec, pair))
-    if spec.search.early_stop is None:
+    epochs, configs, early = pair.recipe["epochs"], len(grid(spec, pair)), spec.search.early_stop
+    if early is None:
         return (epochs,) * configs, "exact"
-    return (epochs - probe_epochs(spec, pair),) * configs, "at most"
+    if early.probe_edges:
+        configs += spec.search.extend_edges * _edge_directions(pair)
+    return (epochs - probe_epochs(spec, pair),) * min(configs, early.keep or configs), "at most"
 
 
 def _rung_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
@@ -483,12 +563,21 @@ def _rung_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
 
 
 def _edges_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
-    return _at_first_seed(spec, pair, edge_steps(spec, pair, chosen))
+    steps = edge_steps(spec, pair, chosen)  # with probe_edges: from the best probe, as probes
+    if probing_edges(spec):
+        return [(probe_trial(spec, pair, c), 1) for c in steps]
+    return _at_first_seed(spec, pair, steps)
 
 
 def _edges_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
-    # one step in lr and one in wd where the grid has a direction to step in (protocol.grid_edge)
-    return (pair.recipe["epochs"],) * ((len(pair.lr) >= 2) + (len(pair.weight_decay) >= 2)), "at most"
+    epochs = probe_epochs(spec, pair) if probing_edges(spec) else pair.recipe["epochs"]
+    return (epochs,) * _edge_directions(pair), "at most"
+
+
+def _edge_directions(pair: Pair) -> int:
+    """The steps one edges stage can take: one in lr and one in wd where the grid has a direction to step in
+    (protocol.grid_edge)."""
+    return (len(pair.lr) >= 2) + (len(pair.weight_decay) >= 2)
 
 
 def _extras_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
