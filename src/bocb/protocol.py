@@ -334,19 +334,19 @@ def ranked_configs(frame: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=columns)
     rows = rows.assign(**selection_scores(rows, metric).rename(columns={"score": "_score", "loss": "_loss"}))
-    ranked = []
-    for cell, group in rows.groupby(CELL, sort=False):
-        common = set.intersection(*(set(seeds) for _, seeds in group.groupby("config", sort=False)["seed"]))
-        compared = group[group["seed"].isin(common)] if common else group
-        per_config = compared.groupby("config", sort=False).agg(
-            score=("_score", "mean"), loss=("_loss", "mean"), val_top1=("val_top1", "mean"),
-            test_top1=("test_top1", "mean"), n_seeds=("seed", "nunique"))
-        per_config = per_config.reset_index()
-        order = sorted(range(len(per_config)), key=lambda i: ranking_key(
-            per_config["score"].iat[i], per_config["loss"].iat[i], per_config["config"].iat[i]))
-        per_config = per_config.iloc[order]
-        ranked.append(per_config.assign(backbone=cell[0], optimizer=cell[1], selected_on=metric))
-    return pd.concat(ranked, ignore_index=True)[columns]
+    # the seeds every configuration of a cell has; a cell whose configurations share none compares every seed
+    configs = rows.groupby(CELL, sort=False)["config"].transform("nunique")
+    having = rows.groupby(CELL + ["seed"], sort=False)["config"].transform("nunique")
+    common = having == configs
+    compared = rows[common | ~common.groupby([rows[c] for c in CELL]).transform("any")]
+    per_config = compared.groupby(CELL + ["config"], sort=False).agg(
+        score=("_score", "mean"), loss=("_loss", "mean"), val_top1=("val_top1", "mean"),
+        test_top1=("test_top1", "mean"), n_seeds=("seed", "nunique")).reset_index()
+    cells = {cell: i for i, cell in enumerate(dict.fromkeys(zip(rows["backbone"], rows["optimizer"])))}
+    keys = [(cells[(b, o)], *ranking_key(score, loss, config)) for b, o, score, loss, config in zip(
+        per_config["backbone"], per_config["optimizer"], per_config["score"], per_config["loss"], per_config["config"])]
+    order = sorted(range(len(per_config)), key=keys.__getitem__)  # cells as they first appear, best first in each
+    return per_config.iloc[order].assign(selected_on=metric).reset_index(drop=True)[columns]
 
 
 def choose_configs(frame: pd.DataFrame) -> pd.DataFrame:
