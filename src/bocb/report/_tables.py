@@ -57,7 +57,8 @@ def tuning_table(result: Analysis) -> pd.DataFrame:
     summary = result.tuning_summary
     text = summary.assign(needed=summary["configs_needed"].astype(str) + "/" + summary["n_configs"].astype(str))
     table = text.pivot(index="optimizer", columns="backbone", values="needed")
-    return table.reindex(index=result.matrix.index, columns=result.matrix.columns).fillna("-")
+    # object first: a table with no result at all is float NaN, and pandas will refuse "-" in a float column
+    return table.reindex(index=result.matrix.index, columns=result.matrix.columns).astype(object).fillna("-")
 
 
 def latex_tuning(result: Analysis) -> str:
