@@ -58,6 +58,7 @@ from bocb.sweep import run_benchmark
 ROOT = Path(__file__).resolve().parents[1]
 PAIR = ["backbone", "optimizer"]
 SEEDS = [0, 1, 2]
+OTHER_SEEDS = [3, 4, 5]
 ALPHA = 0.05
 MAX_FRACTION = 0.40
 # each method: the panel's search with these changes (its lr grid, wd grid and edge steps stay)
@@ -136,6 +137,10 @@ def compare_methods(args: argparse.Namespace) -> list[str]:
     lines = [f"grid: {grid.epochs} epochs of search; seed noise (pooled sd of the chosen configurations' test "
              f"top-1 over seeds 0-2): {noise:.2f} points; verdicts:",
              grid.verdicts[["verdict", "recommended"]].to_string()]
+    # the yardstick: the same grid at three other seeds (what changes when nothing but the seeds does)
+    again, lines_again = judge("grid-seeds3-5", grid, Run(args, {**base, "name": f"search-{args.panel}-grid-seeds3-5",
+                                                             "seeds": OTHER_SEEDS}), noise)
+    lines += lines_again
     summaries = []
     for name in args.methods.split(","):
         method = Run(args, {**base, "name": f"search-{args.panel}-{name}",
@@ -144,6 +149,7 @@ def compare_methods(args: argparse.Namespace) -> list[str]:
         summaries.append(summary)
         lines += details
     lines += [line(s, noise) + f" differences_tied={s['differences_tied']} passes={s['passes']}" for s in summaries]
+    lines.append(line(again, noise) + f" differences_tied={again['differences_tied']} (the yardstick, not a method)")
     return lines + [line(pick(summaries), noise)]
 
 
@@ -160,8 +166,8 @@ def judge(name: str, grid: Run, method: Run, noise: float) -> tuple[dict, list[s
                "differences_tied": sum(a["tied"] for a in answers),
                "significant_regrets": significant, "mean_regret": mean_regret,
                "passes": acceptable and significant == 0 and mean_regret <= noise and fraction <= MAX_FRACTION}
-    differing = tests[tests["grid_choice"] != tests["method_choice"]]
-    lines = [f"{name}: the pairs whose choice differs from the grid's (regret: grid's mean test top-1 minus the "
+    differing = tests[~tests["same"]].drop(columns="same")
+    lines = [f"{name}: the pairs whose trials differ from the grid's (regret: grid's mean test top-1 minus the "
              "method's over seeds 0-2; p: one-sided Welch t, Holm over all pairs):",
              differing.to_string(index=False, float_format=lambda v: f"{v:.3g}") if len(differing) else "  none"]
     lines += [f"  {a['backbone']}: grid says {a['grid']}; {name} says {a['method']}; "
@@ -174,11 +180,11 @@ def regret_tests(grid: Run, method: Run) -> pd.DataFrame:
     rows = []
     for pair in grid.config.index:
         mine, theirs = grid.seeds[pair], method.seeds[pair]
-        same = grid.config[pair] == method.config[pair]
+        same = grid.config[pair] == method.config[pair] and np.array_equal(mine, theirs)  # the very same trials
         regret = 0.0 if same else float(mine.mean() - theirs.mean())
         one_sided = 1.0 if same else welch_p(mine, theirs, "greater")
         rows.append({"backbone": pair[0], "optimizer": pair[1], "grid_choice": grid.config[pair],
-                     "method_choice": method.config[pair], "regret": regret, "p": one_sided,
+                     "method_choice": method.config[pair], "same": same, "regret": regret, "p": one_sided,
                      "p_two_sided": 1.0 if same else welch_p(mine, theirs, "two-sided")})
     tests = pd.DataFrame(rows)
     return tests.assign(p_holm=holm_adjusted(tests["p"].to_numpy()))
@@ -201,7 +207,7 @@ def answer_differences(grid: Run, method: Run, tests: pd.DataFrame) -> list[dict
         theirs = method.verdicts.loc[backbone]
         answer = lambda r: f"{r['verdict']} (use {r['recommended']})"  # noqa: E731
         if (row["verdict"], recommended(row)) != (theirs["verdict"], recommended(theirs)):
-            mine = tests[(tests["backbone"] == backbone) & (tests["grid_choice"] != tests["method_choice"])]
+            mine = tests[(tests["backbone"] == backbone) & ~tests["same"]]
             out.append({"backbone": backbone, "grid": answer(row), "method": answer(theirs),
                         "tied": bool((mine["p_two_sided"] >= ALPHA).all())})
     return out
