@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bocb.analysis import analyse
+from bocb.analysis import analyse, compare
 from bocb.protocol import chosen_seeds, holm_adjusted, is_search_stage, run_key
 from bocb.spec import load_preset, parse_spec
 from bocb.store import Store
@@ -120,9 +120,9 @@ class Run:
               flush=True)
         if failed:
             raise SystemExit(f"{spec.name}: {failed} trial(s) crashed: a crash is no result; rerun to retry them")
-        analysis = analyse(self.trials, store.epochs_frame(run.benchmark_id), spec.rules.gamma, alpha=spec.rules.alpha,
-                           n_boot=10)
-        self.verdicts = analysis.verdicts.set_index("backbone")
+        self.analysis = analyse(self.trials, store.epochs_frame(run.benchmark_id), spec.rules.gamma,
+                                alpha=spec.rules.alpha, n_boot=10)
+        self.verdicts = self.analysis.verdicts.set_index("backbone")
         per_seed = chosen_seeds(self.trials)
         self.config = per_seed.groupby(PAIR)["config"].first()
         self.seeds = per_seed.groupby(PAIR)["top1"].apply(lambda s: s.to_numpy(dtype=float))
@@ -200,23 +200,17 @@ def welch_p(a: np.ndarray, b: np.ndarray, alternative: str) -> float:
 
 
 def answer_differences(grid: Run, method: Run, tests: pd.DataFrame) -> list[dict]:
-    """The backbones whose verdict or recommendation differs, each with whether every cell whose choice
-    differs is tied with the grid's within seed noise."""
+    """The backbones whose verdict or recommendation differs (bocb.analysis.compare: what `bocb compare` calls
+    a changed answer), each with whether every cell whose choice differs is tied with the grid's within seed
+    noise."""
+    answers = compare(grid.analysis, method.analysis, ("grid", "method"), n_boot=10).verdicts
     out = []
-    for backbone, row in grid.verdicts.iterrows():
-        theirs = method.verdicts.loc[backbone]
-        answer = lambda r: f"{r['verdict']} (use {r['recommended']})"  # noqa: E731
-        if (row["verdict"], recommended(row)) != (theirs["verdict"], recommended(theirs)):
-            mine = tests[(tests["backbone"] == backbone) & ~tests["same"]]
-            out.append({"backbone": backbone, "grid": answer(row), "method": answer(theirs),
-                        "tied": bool((mine["p_two_sided"] >= ALPHA).all())})
+    for row in answers[answers["changed"]].itertuples():
+        mine = tests[(tests["backbone"] == row.backbone) & ~tests["same"]]
+        out.append({"backbone": row.backbone, "grid": f"{row.verdict_a} (use {row.recommended_a})",
+                    "method": f"{row.verdict_b} (use {row.recommended_b})",
+                    "tied": bool((mine["p_two_sided"] >= ALPHA).all())})
     return out
-
-
-def recommended(verdict: pd.Series) -> frozenset[str]:
-    """The optimizers a verdict recommends, as a set (the report lists them best first: the order among
-    tied optimizers is no part of the answer)."""
-    return frozenset(o.strip() for o in str(verdict["recommended"]).split(",") if o.strip())
 
 
 def epochs_spent(trials: pd.DataFrame) -> int:

@@ -205,12 +205,11 @@ def next_stage(spec: BenchmarkSpec, results: pd.DataFrame, epochs: EpochsSource 
     for i, name in enumerate(names):
         groups = _groups(spec, name, every_pair, {p.names for p in active})
         earlier = _of_pairs(_of_stages(results, names[:i]), [p for group in groups for p in group])
-        chosen, carried_on = Chosen(earlier, epochs), []
+        chosen, carried_on, own = Chosen(earlier, epochs), [], _of_stages(results, [name])
         for group in groups:
             cells = group
             if stage_kind(name) == StageKind.SEEDS and spec.reseed == "failure_candidates":
-                cells = _reseed_cells(spec, group, _of_pairs(earlier, group),
-                                      _of_pairs(_of_stages(results, [name]), group), unfinished)
+                cells = _reseed_cells(spec, group, _of_pairs(earlier, group), _of_pairs(own, group), unfinished)
             stage = pending_stage(name, [t for pair in cells for t in _planned(spec, pair, name, chosen)], stored,
                                   unfinished)
             if stage is None:
