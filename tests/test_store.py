@@ -15,12 +15,19 @@ import sqlalchemy as sa
 
 from bocb.errors import BocbError
 from bocb.store import PlannedTrial, Store
+from bocb.weights import COLUMNS, TEXT_COLUMNS
 
 
 def _planned(n: int, stage: str = "search") -> list[PlannedTrial]:
     return [PlannedTrial(f"k{i:03d}", {"backbone": "resnet50", "size": "tiny", "optimizer": "sgd", "lr": 0.1 * (i + 1),
                                         "weight_decay": 0.0, "hparams": {}, "seed": 0, "epochs": 2}, stage)
             for i in range(n)]
+
+
+def _layer_table(alpha: float) -> pd.DataFrame:
+    """One layer's row with every column of bocb.weights' table (text columns text, the rest empty)."""
+    row = {c: ("fc" if c in TEXT_COLUMNS else None) for c in COLUMNS}
+    return pd.DataFrame([{**row, "alpha": alpha}])
 
 
 def test_planning_is_idempotent(store_url: str) -> None:
@@ -88,10 +95,23 @@ def test_stale_heartbeat_is_reclaimed_and_late_finish_is_refused(store_url: str)
     assert not store.heartbeat(first.key, "remote-host:1:a")
     assert not store.finish(first.key, "remote-host:1:a", {"state": "done", "test_top1": 1.0}, None)
     assert store.finish(second.key, "remote-host:2:b", {"state": "done", "test_top1": 50.0, "val_top1": 40.0},
-                        pd.DataFrame({"name": ["fc"], "alpha": [3.5]}))
+                        _layer_table(alpha=3.5))
     row = store.trials_frame("b").iloc[0]
     assert row["state"] == "done" and row["test_top1"] == 50.0
     assert store.layer_table(first.key)["alpha"].tolist() == [3.5]
+
+
+def test_a_layer_table_the_readers_would_refuse_is_not_written(store_url: str) -> None:
+    store = Store(store_url)
+    store.register_benchmark("b", "bench", {})
+    store.add_trials("b", _planned(1))
+    claimed = store.claim("w", "b")
+    partial = pd.DataFrame({"name": ["fc"], "alpha": [3.5]})  # not every column bocb.weights writes
+    with pytest.raises(ValueError, match="a layer table must be a layer table"):
+        store.finish(claimed.key, "w", {"state": "done", "test_top1": 50.0}, partial)
+    assert store.trials_frame("b").iloc[0]["state"] == "running"
+    with pytest.raises(BocbError, match="no layer table"):
+        store.layer_table(claimed.key)
 
 
 def test_dead_local_worker_is_reclaimed_at_once(store_url: str) -> None:

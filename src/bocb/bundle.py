@@ -15,7 +15,7 @@ import re
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,16 @@ from bocb import __version__
 from bocb.errors import BocbError, DataError
 from bocb.kept import check_safetensors, kept_path, kept_sha256, verify_kept
 from bocb.protocol import trial_key
-from bocb.store import FINISHED_VALUES, MACHINE_COLUMNS, Merged, Store, config_columns, metadata, normalise_url
+from bocb.store import (
+    FINISHED_VALUES,
+    MACHINE_COLUMNS,
+    Merged,
+    Store,
+    config_columns,
+    json_shape_problem,
+    metadata,
+    normalise_url,
+)
 
 FORMAT = "bocb-bundle"
 VERSION = 1
@@ -342,31 +351,9 @@ def _check_row(row: Any, columns: Mapping[str, sa.Column], where: str) -> None:
             raise BocbError(f"bundle: {where}: {name} = {str(row[name])[:60]!r} is not a valid "
                             f"{column.type} value")
         if name.endswith("_json") and row[name] is not None:
-            shape, expected = JSON_SHAPES.get(name, (_is_object, "a JSON object"))
-            if not shape(_json(row[name], f"{where}: {name}")):
-                raise BocbError(f"bundle: {where}: {name} is JSON but not {expected}")
-
-
-def _is_object(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
-def _is_layer_table(value: Any) -> bool:
-    """A layer table as Store.finish writes it: records with exactly bocb.weights' columns."""
-    from bocb.weights import COLUMNS, TEXT_COLUMNS
-
-    def fits(name: str, cell: Any) -> bool:
-        if name in TEXT_COLUMNS:
-            return isinstance(cell, str)
-        return cell is None or (isinstance(cell, (int, float)) and not isinstance(cell, bool))
-
-    return isinstance(value, list) and all(
-        isinstance(r, dict) and set(r) == set(COLUMNS) and all(fits(k, v) for k, v in r.items()) for r in value)
-
-
-JSON_SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {  # any other *_json column holds an object
-    "table_json": (_is_layer_table, "a layer table (records of bocb.weights' columns)"),
-}
+            problem = json_shape_problem(name, _json(row[name], f"{where}: {name}"))
+            if problem:
+                raise BocbError(f"bundle: {where}: {name} is JSON but not {problem}")
 
 
 def _fits(value: Any, column: sa.Column) -> bool:

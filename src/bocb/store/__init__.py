@@ -35,7 +35,7 @@ from bocb.store.connection import check_sqlite_file, check_url, normalise_url, o
 from bocb.store.core import Store
 from bocb.store.planning import PlannedTrial, config_columns
 from bocb.store.results import StoredResults, load_frames, load_results
-from bocb.store.rows import check_finished_rows
+from bocb.store.rows import check_finished_rows, json_shape_problem
 from bocb.store.schema import (
     FINISHED_VALUES,
     MACHINE_COLUMNS,
@@ -59,7 +59,7 @@ from bocb.store.sharing import Merged
 __all__ = [
     "FINISHED_VALUES", "MACHINE_COLUMNS", "RESULT_COLUMNS", "SCHEMA_VERSION", "UNFINISHED_VALUES", "ClaimedTrial",
     "Merged", "PlannedTrial", "Store", "StoredResults", "benchmarks", "check_finished_rows", "check_schema",
-    "check_sqlite_file", "check_url", "config_columns", "epochs", "layer_tables", "load_frames", "load_results",
-    "metadata", "migrate", "new_worker_id", "normalise_url", "one_line", "plan", "plan_by_trial", "schema_version",
-    "stored_schema_version", "trials",
+    "check_sqlite_file", "check_url", "config_columns", "epochs", "json_shape_problem", "layer_tables",
+    "load_frames", "load_results", "metadata", "migrate", "new_worker_id", "normalise_url", "one_line", "plan",
+    "plan_by_trial", "schema_version", "stored_schema_version", "trials",
 ]

@@ -16,6 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from bocb.protocol import EPOCH_FIELDS, OUTCOME_COLUMNS, TrialState
+from bocb.store.rows import json_shape_problem
 from bocb.store.schema import UNFINISHED_VALUES, epochs, layer_tables, planned_keys, trials
 
 
@@ -131,6 +132,7 @@ class Claims:
         values = {name: result.get(name) for name in _known(result, OUTCOME_COLUMNS + ("provenance",), "a result")}
         del values["provenance"]
         values["provenance_json"] = json.dumps(result.get("provenance", {}), sort_keys=True, default=str)
+        table_json = None if layer_table is None else _layer_table_json(layer_table)
         with self.engine.begin() as conn:
             updated = conn.execute(trials.update().where(trials.c.key == key, trials.c.worker == worker,
                                                          trials.c.state == TrialState.RUNNING.value)
@@ -141,8 +143,16 @@ class Claims:
             if last is not None and result.get("state") == TrialState.DONE:
                 # epochs beyond the final one (from an older, longer attempt) cannot exist: keep rows tidy
                 conn.execute(epochs.delete().where(epochs.c.trial_key == key, epochs.c.epoch > last))
-            if layer_table is not None:
+            if table_json is not None:
                 conn.execute(layer_tables.delete().where(layer_tables.c.trial_key == key))
-                table_json = layer_table.to_json(orient="records", double_precision=15)
                 conn.execute(layer_tables.insert().values(trial_key=key, table_json=table_json))
         return True
+
+
+def _layer_table_json(table: pd.DataFrame) -> str:
+    """The layer table as stored; one the store's readers would refuse is refused before it is written."""
+    text = table.to_json(orient="records", double_precision=15)
+    problem = json_shape_problem("table_json", json.loads(text))
+    if problem:
+        raise ValueError(f"a layer table must be {problem}; columns given: {list(table.columns)}")
+    return text

@@ -26,32 +26,53 @@ def check_finished_rows(rows: Mapping[str, list[dict[str, Any]]]) -> None:
         layer_rows(row["trial_key"], row["table_json"])
 
 
-def layer_rows(key: str, text: str) -> pd.DataFrame:
-    """A trial's stored layer table; one that is not a JSON list of records was written outside bocb."""
+def json_shape_problem(column: str, value: Any) -> str | None:
+    """What a row's JSON ``column`` holds when bocb wrote it (a layer table's records of bocb.weights' columns;
+    an object in any other), if the parsed ``value`` is not that; None when it is. The one rule for the
+    store's readers, `bocb export` and `bocb import`."""
+    if column == "table_json":
+        return None if _is_layer_table(value) else "a layer table (records of bocb.weights' columns)"
+    return None if isinstance(value, dict) else "a JSON object"
+
+
+def _is_layer_table(value: Any) -> bool:
+    from bocb.weights import COLUMNS, TEXT_COLUMNS  # bocb.weights' column names import no torch
+
+    def fits(name: str, cell: Any) -> bool:
+        if name in TEXT_COLUMNS:
+            return isinstance(cell, str)
+        return cell is None or (isinstance(cell, (int, float)) and not isinstance(cell, bool))
+
+    return isinstance(value, list) and all(
+        isinstance(r, dict) and set(r) == set(COLUMNS) and all(fits(k, v) for k, v in r.items()) for r in value)
+
+
+def _stored_json(key: str, column: str, text: Any) -> Any:
+    """The JSON value of a row's ``column``, refused in one line naming the trial when bocb could not have
+    written it there."""
     try:
-        table = pd.read_json(StringIO(text), orient="records")
-    except ValueError:
-        table = None
-    if not isinstance(table, pd.DataFrame):
-        raise DataError(f"store: trial {key}: its layer table holds {text!r:.60}, not JSON records (written "
-                        "outside bocb); restore the store from a copy")
-    return table
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        value, problem = None, "JSON"
+    else:
+        problem = json_shape_problem(column, value)
+    if problem:
+        raise DataError(f"store: trial {key}: column '{column}' holds {str(text)!r:.60}, not {problem} "
+                        "(written outside bocb); restore the store from a copy")
+    return value
+
+
+def layer_rows(key: str, text: str) -> pd.DataFrame:
+    """A trial's stored layer table; one that is not bocb's layer records was written outside bocb."""
+    _stored_json(key, "table_json", text)
+    return pd.read_json(StringIO(text), orient="records")
 
 
 def _json_objects(frame: pd.DataFrame, column: str) -> pd.Series:
     """Each row's JSON object in ``column`` (a missing one is empty); a row holding anything else was written
     outside bocb, and is refused in one line naming its trial."""
     def parsed(key: str, text: Any) -> dict[str, Any]:
-        if text is None or is_nan(text):
-            return {}
-        try:
-            value = json.loads(text)
-        except (TypeError, ValueError):
-            value = None
-        if not isinstance(value, dict):
-            raise DataError(f"store: trial {key}: column '{column}' holds {str(text)!r:.60}, not a JSON object "
-                            "(written outside bocb); restore the store from a copy")
-        return value
+        return {} if text is None or is_nan(text) else _stored_json(key, column, text)
 
     return pd.Series([parsed(k, t) for k, t in zip(frame["trial_key"], frame[column])], index=frame.index,
                      dtype=object)
