@@ -69,6 +69,8 @@ METHODS = {
     "probe-at0.2-best2": {"early_stop": {"at": 0.2, "keep": 2, "probe_edges": True}},
     "probe-at0.4-margin5": {"early_stop": {"at": 0.4, "margin": 5.0, "probe_edges": True}},
     "probe-at0.4-margin2": {"early_stop": {"at": 0.4, "margin": 2.0, "probe_edges": True}},
+    "restart-at0.2-best1": {"early_stop": {"at": 0.2, "keep": 1, "probe_edges": True, "promotion": "restart"}},
+    "restart-at0.4-best1": {"early_stop": {"at": 0.4, "keep": 1, "probe_edges": True, "promotion": "restart"}},
     "halving-continue": {"method": "halving", "rungs": [0.4, 1.0], "keep_fraction": 1 / 3, "promotion": "continue"},
 }
 FASHION_BACKBONES, FASHION_OPTIMIZERS = "alexnet,deit_s,convnext_t", "sgd,adamw,lamb,adagrad"

@@ -168,6 +168,29 @@ def test_probed_edges_step_on_the_probes_and_only_the_best_probe_goes_on() -> No
     assert ended_runs(spec, results) == started  # the one continued ran to its end: its checkpoint goes too
 
 
+def test_restarted_probes_are_short_runs_of_their_own_and_the_best_trains_the_grids_run_from_scratch() -> None:
+    """promotion: restart — a probe anneals over its own few epochs (no checkpoint for the full run to go on
+    from), the configuration that goes on trains the very trial a grid trains, and the plan counts it whole."""
+    spec = _spec(epochs=4, search={**PROBING, "early_stop": {**PROBING["early_stop"], "promotion": "restart"}})
+    lrs = sorted({t.config["lr"] for t in next_stage(spec, pd.DataFrame()).planned})
+    val = lambda c: 50.0 - abs(math.log(c["lr"] / lrs[1], 3) - 1) - (c["epochs"] == 1) * 10  # noqa: E731
+    results = _run_all(spec, val)
+    probes = results[results["stage"].isin(["probe", "edges1", "edges2"])]
+    assert {(c.epochs, c.schedule_epochs) for c in map(TrialConfig.model_validate_json, probes["config_json"])} \
+        == {(1, None)}
+    grid = _run_all(_spec(epochs=4, search={k: v for k, v in PROBING.items() if k != "early_stop"}), val)
+    search = results[results["stage"] == "search"]
+    assert search["lr"].tolist() == pytest.approx([lrs[2]])  # one step past the grid's middle: its top
+    assert set(search["trial_key"]) <= set(grid["trial_key"])
+    assert ended_runs(spec, results) == set()  # no probe is the start of a longer run
+    counted = {c.stage: (len(c.epochs), sum(c.epochs), c.bound) for c in count_plan(spec)}
+    assert counted["probe"] == (3, 3, "exact") and counted["search"] == (1, 4, "at most")
+    continued = _spec(epochs=4, search=PROBING)
+    assert spec.benchmark_id() != continued.benchmark_id()
+    assert continued.benchmark_id() == _spec(epochs=4, search={
+        **PROBING, "early_stop": {**PROBING["early_stop"], "promotion": "continue"}}).benchmark_id()
+
+
 def test_keep_caps_the_configurations_within_the_margin_that_go_on() -> None:
     spec = _spec(epochs=4, search={"lr_points": 3, "wd_points": 1, "early_stop": {"at": 0.5, "keep": 2}})
     lrs = sorted({t.config["lr"] for t in next_stage(spec, pd.DataFrame()).planned})

@@ -153,7 +153,8 @@ class EarlyStopSpec(StrictModel):
     """Stop hopeless configurations of a grid search early: every configuration trains the first ``at`` share
     of its epochs (stage ``probe``); one whose validation top-1 then lies more than ``margin`` points below
     the best of its pair at that epoch stops there, and the others continue from their checkpoint (stage
-    ``search``). A stopped configuration is recorded (its probe trial) and never scored."""
+    ``search``; with ``promotion: restart`` the probes are short runs of their own and the others train from
+    scratch). A stopped configuration is recorded (its probe trial) and never scored."""
 
     at: StrictFloat = Field(1 / 3, gt=0.0, lt=1.0, description="share of the epochs trained before the decision")
     margin: StrictFloat = Field(10.0, gt=0.0, description="validation top-1 points below the pair's best at that "
@@ -165,12 +166,17 @@ class EarlyStopSpec(StrictModel):
     probe_edges: bool = Field(False, description="extend_edges steps past an edge on the probes (each step a "
                                                  "probe too) before any configuration goes on, instead of on the "
                                                  "full-budget runs after")
+    promotion: Literal["continue", "restart"] = Field(
+        "continue", description="continue: a probe is the first epochs of its full-budget run, which goes on from "
+                                "its checkpoint; restart: a probe is a short run with a schedule of its own "
+                                "length (annealed: less biased to low learning rates), and a configuration that "
+                                "goes on trains its full-budget run from scratch")
 
     def id_fields(self) -> dict[str, Any]:
         """As it enters a benchmark id: the options added later, at the value that means the behaviour before
         them, are left out."""
         data = self.model_dump(mode="json")
-        for name, before in (("keep", None), ("probe_edges", False)):
+        for name, before in (("keep", None), ("probe_edges", False), ("promotion", "continue")):
             if data[name] == before:
                 del data[name]
         return data

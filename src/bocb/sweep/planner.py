@@ -433,8 +433,10 @@ def _not_stopped(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> list[Ch
 
 
 def probe_trial(spec: BenchmarkSpec, pair: Pair, config: Choice) -> TrialConfig:
-    """A configuration's early-stopping probe: the first epochs of its full-budget run."""
-    return trial_config(spec, pair, *config, spec.seeds[0], probe_epochs(spec, pair), pair.recipe["epochs"])
+    """A configuration's early-stopping probe: the first epochs of its full-budget run (promotion: continue),
+    or a run of the probe's length with a schedule of its own (restart)."""
+    schedule = pair.recipe["epochs"] if spec.search.early_stop.promotion == "continue" else None
+    return trial_config(spec, pair, *config, spec.seeds[0], probe_epochs(spec, pair), schedule)
 
 
 def _kept(alive: int, keep_fraction: float) -> int:
@@ -543,7 +545,8 @@ def _search_epochs(spec: BenchmarkSpec, pair: Pair, stage: str) -> Cost:
         return (epochs,) * configs, "exact"
     if early.probe_edges:
         configs += spec.search.extend_edges * _edge_directions(pair)
-    return (epochs - probe_epochs(spec, pair),) * min(configs, early.keep or configs), "at most"
+    trains = epochs - probe_epochs(spec, pair) if early.promotion == "continue" else epochs
+    return (trains,) * min(configs, early.keep or configs), "at most"
 
 
 def _rung_trials(spec: BenchmarkSpec, pair: Pair, stage: str, chosen: Chosen) -> Trials:
