@@ -50,7 +50,7 @@ import pandas as pd
 from scipy import stats
 
 from bocb.analysis import analyse, compare
-from bocb.protocol import chosen_seeds, holm_adjusted, is_search_stage, run_key
+from bocb.protocol import chosen_seeds, config_label, holm_adjusted, is_search_stage, run_key, searched_trials
 from bocb.spec import load_preset, parse_spec
 from bocb.store import Store
 from bocb.sweep import run_benchmark
@@ -138,7 +138,7 @@ def compare_methods(args: argparse.Namespace) -> list[str]:
     noise = float(np.sqrt(np.mean([np.var(s, ddof=1) for s in grid.seeds])))
     lines = [f"grid: {grid.epochs} epochs of search; seed noise (pooled sd of the chosen configurations' test "
              f"top-1 over seeds 0-2): {noise:.2f} points; verdicts:",
-             grid.verdicts[["verdict", "recommended"]].to_string()]
+             grid.verdicts[["verdict", "recommended"]].to_string(), floor_line(grid)]
     # the yardstick: the same grid at three other seeds (what changes when nothing but the seeds does)
     again, lines_again = judge("grid-seeds3-5", grid, Run(args, {**base, "name": f"search-{args.panel}-grid-seeds3-5",
                                                              "seeds": OTHER_SEEDS}), noise)
@@ -153,6 +153,19 @@ def compare_methods(args: argparse.Namespace) -> list[str]:
     lines += [line(s, noise) + f" differences_tied={s['differences_tied']} passes={s['passes']}" for s in summaries]
     lines.append(line(again, noise) + f" differences_tied={again['differences_tied']} (the yardstick, not a method)")
     return lines + [line(pick(summaries), noise)]
+
+
+def floor_line(grid: Run) -> str:
+    """What any method that trains each pair's choice to the end spends at least, and what the grid tries."""
+    searched = searched_trials(grid.trials)
+    configs = searched["config_json"].map(json.loads).map(
+        lambda c: config_label(c["lr"], c["weight_decay"], c["hparams"]))
+    per_pair = searched.assign(configuration=configs).groupby(PAIR).agg(full=("epochs", "max"),
+                                                                        configs=("configuration", "nunique"))
+    floor = int(per_pair["full"].sum())
+    return (f"floor: a method that trains each pair's chosen configuration to the end spends at least its {floor} "
+            f"epochs ({floor / grid.epochs:.1%} of the grid's); the grid tries {per_pair['configs'].mean():.2f} "
+            f"configurations per pair, {per_pair['full'].mean():.0f} epochs each")
 
 
 def judge(name: str, grid: Run, method: Run, noise: float) -> tuple[dict, list[str]]:
