@@ -35,6 +35,7 @@ from bocb.strict import MAX_SEED, StrictModel
 
 Size = Literal["paper", "tiny"]
 ExecutorName = Literal["local", "ray"]
+Promotion = Literal["restart", "continue"]  # how a piece of a run decided on early goes on: halving's rungs, probes
 EXECUTORS: tuple[str, ...] = typing.get_args(ExecutorName)
 # Bounds that keep a value storable (MAX_SEED, bocb.strict) and a trial plannable (MAX_IMAGE_SIDE: bocb.data).
 MAX_GRID_POINTS = 100  # per hyper-parameter: the paper searches 5
@@ -166,11 +167,12 @@ class EarlyStopSpec(StrictModel):
     probe_edges: bool = Field(False, description="extend_edges steps past an edge on the probes (each step a "
                                                  "probe too) before any configuration goes on, instead of on the "
                                                  "full-budget runs after")
-    promotion: Literal["continue", "restart"] = Field(
+    promotion: Promotion = Field(
         "continue", description="continue: a probe is the first epochs of its full-budget run, which goes on from "
                                 "its checkpoint; restart: a probe is a short run with a schedule of its own "
-                                "length (annealed: less biased to low learning rates), and a configuration that "
-                                "goes on trains its full-budget run from scratch")
+                                "length (annealed, meant to lessen a truncated probe's lean to low learning "
+                                "rates: docs/search.md measures it), and a configuration that goes on trains "
+                                "its full-budget run from scratch")
 
     def id_fields(self) -> dict[str, Any]:
         """As it enters a benchmark id: the options added later, at the value that means the behaviour before
@@ -198,7 +200,7 @@ class SearchSpec(StrictModel):
     keep_fraction: StrictFloat = Field(1 / 3, gt=0.0, le=1.0)
     keep_ties: bool = Field(True, description="halving: configurations tied with the last one kept go on too; "
                                               "false cuts exactly keep_fraction, ties by lower training loss")
-    promotion: Literal["restart", "continue"] = Field(
+    promotion: Promotion = Field(
         "restart", description="halving: a configuration promoted to the next rung trains again from scratch "
                                "with a schedule of that rung's length (restart), or resumes from its rung "
                                "checkpoint under the full-budget schedule, so no epoch is paid twice (continue)")

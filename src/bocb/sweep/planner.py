@@ -58,7 +58,7 @@ from bocb.protocol import (
     stage_name,
     with_config,
 )
-from bocb.spec import BackboneEntry, BenchmarkSpec, OptimizerEntry, TrialConfig
+from bocb.spec import BackboneEntry, BenchmarkSpec, OptimizerEntry, Promotion, TrialConfig
 from bocb.store import PlannedTrial
 
 
@@ -170,9 +170,14 @@ def rung_epochs(spec: BenchmarkSpec, pair: Pair, rung: int) -> int:
 def rung_trial(spec: BenchmarkSpec, pair: Pair, config: Choice, rung: int) -> TrialConfig:
     """A configuration's trial at a halving rung: a run of the rung's length (promotion: restart), or the
     first epochs of the full-budget run, continued by the next rung from its checkpoint (continue)."""
-    epochs = rung_epochs(spec, pair, rung)
-    schedule = pair.recipe["epochs"] if spec.search.promotion == "continue" else None
-    return trial_config(spec, pair, *config, spec.seeds[0], epochs, schedule)
+    return trial_config(spec, pair, *config, spec.seeds[0], rung_epochs(spec, pair, rung),
+                        piece_schedule(pair, spec.search.promotion))
+
+
+def piece_schedule(pair: Pair, promotion: Promotion) -> int | None:
+    """The schedule of a short trial a search decides on (a halving rung, an early-stopping probe): the full
+    run's epochs when the run goes on from it (continue), its own length when it is a run of its own (None)."""
+    return pair.recipe["epochs"] if promotion == "continue" else None
 
 
 def probe_epochs(spec: BenchmarkSpec, pair: Pair) -> int:
@@ -435,8 +440,8 @@ def _not_stopped(spec: BenchmarkSpec, pair: Pair, rows: pd.DataFrame) -> list[Ch
 def probe_trial(spec: BenchmarkSpec, pair: Pair, config: Choice) -> TrialConfig:
     """A configuration's early-stopping probe: the first epochs of its full-budget run (promotion: continue),
     or a run of the probe's length with a schedule of its own (restart)."""
-    schedule = pair.recipe["epochs"] if spec.search.early_stop.promotion == "continue" else None
-    return trial_config(spec, pair, *config, spec.seeds[0], probe_epochs(spec, pair), schedule)
+    return trial_config(spec, pair, *config, spec.seeds[0], probe_epochs(spec, pair),
+                        piece_schedule(pair, spec.search.early_stop.promotion))
 
 
 def _kept(alive: int, keep_fraction: float) -> int:
