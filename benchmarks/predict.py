@@ -17,12 +17,15 @@ runs of that spec, and the statistics the ship rule of issue #32 reads.
    label; a scatter plot (--plot). The last line is `spearman=R p=P loo_accuracy=A ship=yes|no`: ship means
    rho >= 0.6 and p < 0.01 on every backbone of the spec.
 
+4. With several specs (by default predict_fashion.yaml and predict_digits.yaml: two data sets), whether the
+   measured coupling and JS⁰ rank the backbones alike on each: a property of the backbone must.
+
 A store whose run has not finished is analysed without the later stages (edges, seeds) still in progress and
 without the backbones whose search is unfinished, and the output says what was left out; where the run
-stopped before the second seeds, "fails Eq. 1" is
-Eq. 1 on the cell means instead of its seed-aware version, and the output says so.
+stopped before the second seeds, "fails Eq. 1" is Eq. 1 on the cell means instead of its seed-aware version,
+and the output says so.
 
-    python benchmarks/predict.py [--spec benchmarks/predict_fashion.yaml] [--out /tmp/predict-out]
+    python benchmarks/predict.py [--spec benchmarks/predict_fashion.yaml --spec ...] [--out /tmp/SPEC-NAME]
         [--workers 2] [--skip-run] [--seeds 5] [--probes 1] [--steps 12] [--batches 2] [--device cpu]
         [--backbones a,b] [--docs]
 
@@ -31,6 +34,7 @@ At paper size on a GPU: a spec with `size: paper` and `device: cuda`, and --devi
 from __future__ import annotations
 
 import argparse
+import itertools
 import subprocess
 import sys
 import time
@@ -56,7 +60,6 @@ SGD = "sgd"
 ADAPTIVE = ("adamw", "adam", "lamb")
 PERMUTATIONS = 10_000
 SHIP_RHO, SHIP_P = 0.6, 0.01
-SETTING_COLUMNS = ["size", "image_size", "device", *Settings.__dataclass_fields__]
 
 
 def run_search(spec_path: Path, out: Path, workers: int) -> None:
@@ -123,7 +126,8 @@ def js0_table(spec: BenchmarkSpec, backbones: list[str], seeds: int, settings: S
               cache: Path, cached_only: bool = False) -> pd.DataFrame:
     """JS⁰ per backbone and seed: from ``cache`` where it holds the same settings, else estimated and appended
     (``cached_only``: not estimated, so a backbone may have fewer seeds, or none)."""
-    key = {"size": spec.size, "image_size": spec.dataset.image_size or 0, "device": device, **asdict(settings)}
+    key = {"dataset": spec.dataset.name, "size": spec.size, "image_size": spec.dataset.image_size or 0,
+           "device": device, **asdict(settings)}
     known = pd.read_csv(cache) if cache.exists() else pd.DataFrame(columns=["backbone", "seed", *key])
     same = known.loc[(known[list(key)] == pd.Series(key)).all(axis=1)] if len(known) else known
     rows = []
@@ -254,10 +258,56 @@ def report(table: pd.DataFrame, settings: Settings, seeds: int, run: str, spec: 
     return "\n".join(lines), {"rho": rho, "p": p, "loo": loo, "ship": ship}
 
 
+def one_spec(path: Path, args: argparse.Namespace, settings: Settings) -> pd.DataFrame:
+    """Run (unless --skip-run), estimate and report one spec; its table, one row per backbone."""
+    started = time.perf_counter()
+    spec = load_spec(path)
+    out = args.out or Path("/tmp") / spec.name
+    cache = args.js0_csv or ROOT / "benchmarks" / f"js0_{spec.name}.csv"
+    if not args.skip_run:
+        run_search(path, out, args.workers)
+    backbones = args.backbones.split(",") if args.backbones else [b.name for b in spec.backbones]
+    js = js0_table(spec, backbones, args.seeds, settings, args.device, cache, args.cached_js0)
+    outcome, run = measured(out / "bocb.db", spec)
+    missing = [b for b in outcome["backbone"] if b not in set(js["backbone"])]
+    if missing:
+        run += f"; no JS⁰ yet for {', '.join(missing)} (left out)"
+    outcome = outcome[outcome["backbone"].isin(backbones) & ~outcome["backbone"].isin(missing)]
+    table = outcome.join(per_backbone(js), on="backbone")
+    table["sgd_fails"] = failure_label(table)[0]
+    printed, numbers = report(table, settings, args.seeds, run, spec)
+    plot(table, args.plot or ROOT / "docs" / f"{spec.name}.png",
+         f"{spec.name}: rho = {numbers['rho']:.2f} (p = {numbers['p']:.3f}), "
+         f"leave-one-out accuracy {numbers['loo']:.2f}")
+    # each spec's output has its own block in docs/predict.md: <!-- SPEC-NAME-run:start -->
+    report_simulation(printed, ROOT / "docs" / "predict.md", spec.name, args.docs, started)
+    return table.set_index("backbone")
+
+
+def agreement(tables: dict[str, pd.DataFrame]) -> str:
+    """Between every two specs, over their common backbones: Spearman's rho (permutation p) of SGD-M's deficit
+    and of JS⁰, and how often "SGD fails Eq. 1" agrees. A coupling that is a property of the backbone ranks
+    the backbones alike on both data sets; JS⁰ can predict it no better than it agrees with itself."""
+    lines = []
+    for (a, left), (b, right) in itertools.combinations(tables.items(), 2):
+        common = left.index.intersection(right.index)
+        deficit = spearman(left.loc[common, "deficit"].to_numpy(), right.loc[common, "deficit"].to_numpy())
+        js = spearman(left.loc[common, "js0"].to_numpy(), right.loc[common, "js0"].to_numpy())
+        same = float(np.mean(left.loc[common, "sgd_fails"].to_numpy() == right.loc[common, "sgd_fails"].to_numpy()))
+        lines += [f"{a} vs {b}, {len(common)} backbones:",
+                  f"  SGD-M's deficit: Spearman rho = {deficit[0]:.3f}, two-sided permutation p = {deficit[1]:.4f}",
+                  f"  'SGD fails Eq. 1' the same on both: {same:.2f} of the backbones",
+                  f"  JS⁰ (seed means): Spearman rho = {js[0]:.3f}, two-sided permutation p = {js[1]:.4f}"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=ROOT / "benchmarks" / "predict_fashion.yaml")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/predict-out"), help="bocb run's results folder")
+    parser.add_argument("--spec", type=Path, action="append", default=None,
+                        help="a searched run's spec; repeat for several data sets "
+                             "(default: benchmarks/predict_fashion.yaml and benchmarks/predict_digits.yaml)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="bocb run's results folder, with one --spec (default /tmp/SPEC-NAME)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-run", action="store_true", help="analyse the store as it is, run nothing")
     parser.add_argument("--seeds", type=int, default=5, help="JS⁰ seeds per backbone")
@@ -267,31 +317,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for JS⁰")
     parser.add_argument("--backbones", default=None, help="comma-separated subset of the spec's (default: all)")
-    parser.add_argument("--js0-csv", type=Path, default=ROOT / "benchmarks" / "predict_js0.csv")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "predict-scatter.png")
+    parser.add_argument("--js0-csv", type=Path, default=None,
+                        help="with one --spec (default benchmarks/js0_SPEC-NAME.csv)")
+    parser.add_argument("--plot", type=Path, default=None, help="with one --spec (default docs/SPEC-NAME.png)")
     parser.add_argument("--cached-js0", action="store_true",
-                        help="estimate no JS⁰: use what --js0-csv holds (up to --seeds per backbone)")
+                        help="estimate no JS⁰: use what each spec's JS⁰ file holds (up to --seeds per backbone)")
     parser.add_argument("--docs", action="store_true", help="also write the output into docs/predict.md")
     args = parser.parse_args()
+    specs = args.spec or [ROOT / "benchmarks" / "predict_fashion.yaml", ROOT / "benchmarks" / "predict_digits.yaml"]
+    if len(specs) > 1 and (args.out or args.js0_csv or args.plot):
+        parser.error("--out, --js0-csv and --plot name one spec's files: give one --spec with them")
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
-    spec = load_spec(args.spec)
-    if not args.skip_run:
-        run_search(args.spec, args.out, args.workers)
-    backbones = args.backbones.split(",") if args.backbones else [b.name for b in spec.backbones]
     settings = Settings(probes=args.probes, steps=args.steps, batches=args.batches)
-    js = js0_table(spec, backbones, args.seeds, settings, args.device, args.js0_csv, args.cached_js0)
-    outcome, run = measured(args.out / "bocb.db", spec)
-    missing = [b for b in outcome["backbone"] if b not in set(js["backbone"])]
-    if missing:
-        run += f"; no JS⁰ yet for {', '.join(missing)} (left out)"
-    outcome = outcome[outcome["backbone"].isin(backbones) & ~outcome["backbone"].isin(missing)]
-    table = outcome.join(per_backbone(js), on="backbone")
-    table["sgd_fails"] = failure_label(table)[0]
-    printed, numbers = report(table, settings, args.seeds, run, spec)
-    plot(table, args.plot, f"{spec.name}: rho = {numbers['rho']:.2f} (p = {numbers['p']:.3f}), "
-                           f"leave-one-out accuracy {numbers['loo']:.2f}")
-    report_simulation(printed, ROOT / "docs" / "predict.md", "predict", args.docs, started)
+    tables = {load_spec(path).name: one_spec(path, args, settings) for path in specs}
+    if len(tables) > 1:
+        report_simulation(agreement(tables), ROOT / "docs" / "predict.md", "predict-agreement", args.docs, started)
 
 
 if __name__ == "__main__":
