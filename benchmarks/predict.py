@@ -18,7 +18,7 @@ runs of that spec, and the statistics the ship rule of issue #32 reads.
    rho >= 0.6 and p < 0.01 on every backbone of the spec.
 
 4. With several specs (by default predict_fashion.yaml and predict_digits.yaml: two data sets), whether the
-   measured coupling and JS⁰ rank the backbones alike on each: a property of the backbone must.
+   measured coupling and JS⁰ each rank the backbones alike on both, as a property of the backbone must.
 
 A store whose run has not finished is analysed without the later stages (edges, seeds) still in progress and
 without the backbones whose search is unfinished, and the output says what was left out; where the run
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import subprocess
 import sys
 import time
@@ -98,7 +99,9 @@ def measured(store: Path, spec: BenchmarkSpec) -> tuple[pd.DataFrame, str]:
         best = adaptive["test_top1"].idxmax()[1]
         sgd = cells.loc[(backbone, SGD)]
         rows.append({"backbone": backbone, "sgd": sgd["test_top1"], "best_adaptive": best,
-                     "adaptive": adaptive["test_top1"].max(), "deficit": adaptive["test_top1"].max() - sgd["test_top1"],
+                     "adaptive": adaptive["test_top1"].max(),
+                     # rounded: equal deficits differ by float noise otherwise, and Spearman would rank the tie
+                     "deficit": round(adaptive["test_top1"].max() - sgd["test_top1"], 9),
                      "sgd_seeds": int(sgd["n_seeds"]), "sgd_eq1": bool(sgd["eq1"]),
                      "sgd_seed_aware": bool(sgd["seed_aware"]), "undecided": bool(sgd["undecided"]),
                      "verdict": verdicts.at[backbone, "verdict"]})
@@ -126,9 +129,12 @@ def js0_table(spec: BenchmarkSpec, backbones: list[str], seeds: int, settings: S
               cache: Path, cached_only: bool = False) -> pd.DataFrame:
     """JS⁰ per backbone and seed: from ``cache`` where it holds the same settings, else estimated and appended
     (``cached_only``: not estimated, so a backbone may have fewer seeds, or none)."""
-    key = {"dataset": spec.dataset.name, "size": spec.size, "image_size": spec.dataset.image_size or 0,
+    key = {"data": training_data(spec), "size": spec.size, "image_size": spec.dataset.image_size or 0,
            "device": device, **asdict(settings)}
     known = pd.read_csv(cache) if cache.exists() else pd.DataFrame(columns=["backbone", "seed", *key])
+    if missing := [column for column in key if column not in known.columns]:
+        raise SystemExit(f"{cache}: no column {', '.join(missing)}: a JS⁰ file of an older benchmarks/predict.py; "
+                         "give another --js0-csv")
     same = known.loc[(known[list(key)] == pd.Series(key)).all(axis=1)] if len(known) else known
     rows = []
     for seed in range(seeds):  # seed by seed: an interrupted run has every backbone at its first seeds
@@ -148,6 +154,13 @@ def js0_table(spec: BenchmarkSpec, backbones: list[str], seeds: int, settings: S
                   file=sys.stderr, flush=True)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def training_data(spec: BenchmarkSpec) -> str:
+    """What decides the training images JS⁰ is taken on (the dataset, its subsets and the recipe's
+    augmentation), as one JSON string: a JS⁰ file's rows are reused only where it is the same."""
+    return json.dumps({"dataset": spec.dataset.model_dump(mode="json"), "recipe": spec.recipe,
+                       "recipe_overrides": spec.recipe_overrides}, sort_keys=True)
 
 
 def per_backbone(js: pd.DataFrame) -> pd.DataFrame:
@@ -276,7 +289,7 @@ def one_spec(path: Path, args: argparse.Namespace, settings: Settings) -> pd.Dat
     table = outcome.join(per_backbone(js), on="backbone")
     table["sgd_fails"] = failure_label(table)[0]
     printed, numbers = report(table, settings, args.seeds, run, spec)
-    plot(table, args.plot or ROOT / "docs" / f"{spec.name}.png",
+    plot(table, args.plot or (ROOT / "docs" if args.docs else out) / f"{spec.name}.png",
          f"{spec.name}: rho = {numbers['rho']:.2f} (p = {numbers['p']:.3f}), "
          f"leave-one-out accuracy {numbers['loo']:.2f}")
     # each spec's output has its own block in docs/predict.md: <!-- SPEC-NAME-run:start -->
@@ -288,15 +301,21 @@ def agreement(tables: dict[str, pd.DataFrame]) -> str:
     """Between every two specs, over their common backbones: Spearman's rho (permutation p) of SGD-M's deficit
     and of JS⁰, and how often "SGD fails Eq. 1" agrees. A coupling that is a property of the backbone ranks
     the backbones alike on both data sets; JS⁰ can predict it no better than it agrees with itself."""
+    from sklearn.metrics import cohen_kappa_score
+
     lines = []
     for (a, left), (b, right) in itertools.combinations(tables.items(), 2):
         common = left.index.intersection(right.index)
         deficit = spearman(left.loc[common, "deficit"].to_numpy(), right.loc[common, "deficit"].to_numpy())
         js = spearman(left.loc[common, "js0"].to_numpy(), right.loc[common, "js0"].to_numpy())
-        same = float(np.mean(left.loc[common, "sgd_fails"].to_numpy() == right.loc[common, "sgd_fails"].to_numpy()))
+        fails_a, fails_b = (t.loc[common, "sgd_fails"].to_numpy(bool) for t in (left, right))
+        rules = {failure_label(t.loc[common])[1] for t in (left, right)}
+        chance = fails_a.mean() * fails_b.mean() + (1 - fails_a.mean()) * (1 - fails_b.mean())
         lines += [f"{a} vs {b}, {len(common)} backbones:",
                   f"  SGD-M's deficit: Spearman rho = {deficit[0]:.3f}, two-sided permutation p = {deficit[1]:.4f}",
-                  f"  'SGD fails Eq. 1' the same on both: {same:.2f} of the backbones",
+                  f"  'SGD fails Eq. 1' ({' / '.join(sorted(rules))}): the same on "
+                  f"{np.mean(fails_a == fails_b):.2f} of the backbones (by chance, at these rates: {chance:.2f}; "
+                  f"Cohen's kappa {cohen_kappa_score(fails_a, fails_b):.2f})",
                   f"  JS⁰ (seed means): Spearman rho = {js[0]:.3f}, two-sided permutation p = {js[1]:.4f}"]
     return "\n".join(lines)
 
@@ -327,6 +346,11 @@ def main() -> None:
     specs = args.spec or [ROOT / "benchmarks" / "predict_fashion.yaml", ROOT / "benchmarks" / "predict_digits.yaml"]
     if len(specs) > 1 and (args.out or args.js0_csv or args.plot):
         parser.error("--out, --js0-csv and --plot name one spec's files: give one --spec with them")
+    if args.docs:  # every block's markers, before any block is written
+        page = (ROOT / "docs" / "predict.md").read_text()
+        for marker in [*(load_spec(path).name for path in specs), "predict-agreement"]:
+            if f"<!-- {marker}-run:start -->" not in page:
+                parser.error(f"docs/predict.md has no <!-- {marker}-run:start --> block")
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     settings = Settings(probes=args.probes, steps=args.steps, batches=args.batches)
