@@ -512,8 +512,9 @@ def moved_cells(first: pd.DataFrame, second: pd.DataFrame, alpha: float = DEFAUL
     the cell changed as its backbone's other cells did. ``shift``'s variance is the cell's own plus that of
     the others' median (parametric draws, fixed seed); the t-test is two-sided with Welch–Satterthwaite df
     from each side's noise df, Holm over every testable cell compared, so the chance of calling any cell
-    moved when none did is meant to be at most ``alpha``; benchmarks/compare.py measures it near ``alpha``
-    and above it at 2-3 seeds (docs/compare.md prints the rates). A cell without a noise
+    moved when none did is meant to be at most ``alpha``; benchmarks/compare.py measures it near ``alpha``,
+    somewhat above it at 3 seeds, mostly because the pool leaves cells flagged unstable out (docs/compare.md
+    prints the rates). A cell without a noise
     estimate on either side, or alone on its backbone, is not testable (p NaN, never moved)."""
     from scipy import stats  # here: see _with_unstable
 
