@@ -94,10 +94,10 @@ def noise_frames(per_seed: pd.DataFrame, true_sd: np.ndarray) -> dict[str, pd.Da
     means = cell_means(per_seed)
     grouped = means.assign(ss=means["sd"] ** 2 * (means["n_seeds"] - 1), df=means["n_seeds"] - 1) \
         .groupby("backbone", sort=False)[["ss", "df"]].sum()
-    names = [f"b{i}" for i in range(BACKBONES)]
     every = pd.DataFrame({"backbone": grouped.index, "sd": np.sqrt(grouped["ss"] / grouped["df"]),
                           "df": grouped["df"].astype(int), "scope": "backbone", "unstable": ""})
-    known = pd.DataFrame({"backbone": names, "sd": true_sd, "df": 10 ** 9, "scope": "backbone", "unstable": ""})
+    # side() lists the backbones in true_sd's order
+    known = every.assign(sd=true_sd, df=10 ** 9)
     return dict(zip(NOISE_ESTIMATES, (pooled_noise(per_seed), every, known), strict=True))
 
 

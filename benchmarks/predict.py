@@ -271,10 +271,10 @@ def report(table: pd.DataFrame, settings: Settings, seeds: int, run: str, spec: 
     return "\n".join(lines), {"rho": rho, "p": p, "loo": loo, "ship": ship}
 
 
-def one_spec(path: Path, args: argparse.Namespace, settings: Settings) -> pd.DataFrame:
-    """Run (unless --skip-run), estimate and report one spec; its table, one row per backbone."""
+def one_spec(path: Path, spec: BenchmarkSpec, args: argparse.Namespace, settings: Settings) -> pd.DataFrame:
+    """Run (unless --skip-run), estimate and report one spec (loaded from ``path``); its table, one row per
+    backbone."""
     started = time.perf_counter()
-    spec = load_spec(path)
     out = args.out or Path("/tmp") / spec.name
     cache = args.js0_csv or ROOT / "benchmarks" / f"js0_{spec.name}.csv"
     if not args.skip_run:
@@ -343,18 +343,19 @@ def main() -> None:
                         help="estimate no JS⁰: use what each spec's JS⁰ file holds (up to --seeds per backbone)")
     parser.add_argument("--docs", action="store_true", help="also write the output into docs/predict.md")
     args = parser.parse_args()
-    specs = args.spec or [ROOT / "benchmarks" / "predict_fashion.yaml", ROOT / "benchmarks" / "predict_digits.yaml"]
+    paths = args.spec or [ROOT / "benchmarks" / "predict_fashion.yaml", ROOT / "benchmarks" / "predict_digits.yaml"]
+    specs = {path: load_spec(path) for path in paths}
     if len(specs) > 1 and (args.out or args.js0_csv or args.plot):
         parser.error("--out, --js0-csv and --plot name one spec's files: give one --spec with them")
     if args.docs:  # every block's markers, before any block is written
         page = (ROOT / "docs" / "predict.md").read_text()
-        for marker in [*(load_spec(path).name for path in specs), "predict-agreement"]:
+        for marker in [*(spec.name for spec in specs.values()), "predict-agreement"]:
             if f"<!-- {marker}-run:start -->" not in page:
                 parser.error(f"docs/predict.md has no <!-- {marker}-run:start --> block")
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     settings = Settings(probes=args.probes, steps=args.steps, batches=args.batches)
-    tables = {load_spec(path).name: one_spec(path, args, settings) for path in specs}
+    tables = {spec.name: one_spec(path, spec, args, settings) for path, spec in specs.items()}
     if len(tables) > 1:
         report_simulation(agreement(tables), ROOT / "docs" / "predict.md", "predict-agreement", args.docs, started)
 

@@ -50,7 +50,7 @@ import pandas as pd
 from scipy import stats
 
 from bocb.analysis import analyse, compare
-from bocb.protocol import chosen_seeds, config_label, holm_adjusted, is_search_stage, run_key, searched_trials
+from bocb.protocol import chosen_seeds, holm_adjusted, is_search_stage, run_key, searched_trials
 from bocb.spec import load_preset, parse_spec
 from bocb.store import Store
 from bocb.sweep import run_benchmark
@@ -157,11 +157,7 @@ def compare_methods(args: argparse.Namespace) -> list[str]:
 
 def floor_line(grid: Run) -> str:
     """What any method that trains each pair's choice to the end spends at least, and what the grid tries."""
-    searched = searched_trials(grid.trials)
-    configs = searched["config_json"].map(json.loads).map(
-        lambda c: config_label(c["lr"], c["weight_decay"], c["hparams"]))
-    per_pair = searched.assign(configuration=configs).groupby(PAIR).agg(full=("epochs", "max"),
-                                                                        configs=("configuration", "nunique"))
+    per_pair = searched_trials(grid.trials).groupby(PAIR).agg(full=("epochs", "max"), configs=("config", "nunique"))
     floor = int(per_pair["full"].sum())
     return (f"floor: a method that trains each pair's chosen configuration to the end spends at least its {floor} "
             f"epochs ({floor / grid.epochs:.1%} of the grid's); the grid tries {per_pair['configs'].mean():.2f} "
